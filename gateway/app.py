@@ -1,0 +1,167 @@
+"""The request path: built-in endpoints, route lookup, the route's handler, error pages.
+
+Every request gets a :class:`RequestInfo` (id, route, client address) that the handler
+and, after the response is written, the metrics and access log read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import count
+from time import perf_counter
+
+from aiohttp import web
+
+from gateway.accesslog import AccessLog, AccessRecord, redact
+from gateway.builtin import Builtins
+from gateway.config import Listener
+from gateway.errors import REQUEST_ID_HEADER, HTTPError, error_response
+from gateway.metrics import Metrics
+from gateway.router import normalize_host
+from gateway.runtime import RuntimeHolder
+
+log = logging.getLogger("gateway")
+
+NO_ROUTE = "_none"
+BUILTIN_ROUTE = "_gateway"
+INVALID_ROUTE = "_invalid"  # the request could not be parsed, so never reached routing
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """Per-request facts shared by the handler, the metrics and the access log."""
+
+    request_id: str
+    route: str
+    client_ip: str
+    # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
+    start: float
+
+
+INFO = web.RequestKey("gateway.request", RequestInfo)
+
+
+class RequestIds:
+    """Unique per process and cheap: a random prefix per process and a counter."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(5).hex()
+        self._counter = count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+class Gateway:
+    """Answers requests for all listeners of one worker process."""
+
+    def __init__(
+        self,
+        holder: RuntimeHolder,
+        builtins: Builtins,
+        metrics: Metrics,
+        access_log: AccessLog | None,
+    ) -> None:
+        self.holder = holder
+        self._builtins = builtins
+        self._metrics = metrics
+        self._access_log = access_log
+        self._ids = RequestIds()
+
+    def handler_for(self, listener: Listener) -> _ListenerHandler:
+        return _ListenerHandler(self, listener.admin)
+
+    async def handle(self, request: web.BaseRequest, admin: bool) -> web.StreamResponse:
+        runtime = self.holder.current
+        server = runtime.config.server
+        info = RequestInfo(
+            request_id=self._ids.next(),
+            route=NO_ROUTE,
+            client_ip=runtime.client_ip.resolve(
+                request.remote, request.headers, _forwarded(request, server.client_ip_header)
+            ),
+            start=perf_counter(),
+        )
+        request[INFO] = info
+        path = request.path
+        try:
+            if path.startswith(server.builtin_prefix):
+                info.route = BUILTIN_ROUTE
+                return await self._builtins.handle(
+                    request,
+                    path[len(server.builtin_prefix) :],
+                    admin=admin,
+                    public_metrics=server.public_metrics,
+                )
+            route = runtime.router.match(normalize_host(request.host), path)
+            if route is None:
+                return error_response(404, "no route for this host and path", info.request_id)
+            info.route = route.name
+            length = request.content_length
+            if length is not None and length > route.max_body:
+                # Answer before reading a byte of a body we will refuse (RFC 9110 §15.5.14).
+                raise HTTPError(413, f"request body is larger than {route.max_body} bytes")
+            return await route.handler(request, route.max_body)
+        except HTTPError as exc:
+            return error_response(exc.status, exc.detail, info.request_id, exc.headers)
+        except Exception:
+            log.exception("internal error, request_id=%s route=%s", info.request_id, info.route)
+            return error_response(
+                500, f"internal error, request id {info.request_id}", info.request_id
+            )
+
+    def observe(
+        self, request: web.BaseRequest, response: web.StreamResponse, elapsed: float
+    ) -> None:
+        """After the response is written: metrics, then the access log line."""
+        info = request.get(INFO)
+        route = info.route if info is not None else INVALID_ROUTE
+        if info is not None:
+            elapsed = perf_counter() - info.start
+        self._metrics.observe_request(route, request.method, response.status, elapsed)
+        access = self.holder.current.config.server.access_log
+        if self._access_log is None or not access.enabled:
+            return
+        self._access_log.write(
+            AccessRecord(
+                remote_ip=request.remote or "",
+                client_ip=info.client_ip if info is not None else request.remote or "",
+                method=request.method,
+                host=request.host,
+                uri=request.raw_path,
+                proto=f"HTTP/{request.version.major}.{request.version.minor}",
+                status=response.status,
+                size=response.content_length
+                if response.content_length is not None
+                else response.body_length,
+                bytes_sent=response.body_length,
+                duration=elapsed,
+                route=route,
+                request_id=info.request_id
+                if info is not None
+                else response.headers.get(REQUEST_ID_HEADER, ""),
+                user_agent=request.headers.get("User-Agent", ""),
+                headers=redact(request.headers) if access.headers else None,
+            )
+        )
+
+
+def _forwarded(request: web.BaseRequest, header: str) -> Sequence[Mapping[str, str]]:
+    # Parsing Forwarded costs; only the "forwarded" mode needs it.
+    return request.forwarded if header == "forwarded" else ()
+
+
+class _ListenerHandler:
+    __slots__ = ("_admin", "_gateway")
+
+    def __init__(self, gateway: Gateway, admin: bool) -> None:
+        self._gateway = gateway
+        self._admin = admin
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        return await self._gateway.handle(request, self._admin)

@@ -1,0 +1,69 @@
+"""Built-in endpoints under ``server.builtin_prefix`` (default ``/_gateway/``).
+
+``health`` and ``ready`` answer on every listener; ``metrics`` on admin listeners (and on
+public ones with ``server.public_metrics``); ``reload`` on admin listeners only, which
+must bind a loopback address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from gateway.config import ConfigIssue
+from gateway.errors import HTTPError
+from gateway.health import Readiness
+from gateway.metrics import CONTENT_TYPE, Metrics
+
+Reload = Callable[[], Awaitable[tuple[int, list[ConfigIssue]]]]
+
+
+def json_response(status: int, body: object) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+class Builtins:
+    """Dispatches the built-in endpoints; ``reload`` returns (status, config issues)."""
+
+    def __init__(self, metrics: Metrics, readiness: Readiness, reload: Reload) -> None:
+        self._metrics = metrics
+        self._readiness = readiness
+        self._reload = reload
+
+    async def handle(
+        self, request: web.BaseRequest, name: str, *, admin: bool, public_metrics: bool
+    ) -> web.StreamResponse:
+        if name == "health":
+            self._allow(request, "GET", "HEAD")
+            return json_response(200, {"status": "ok"})
+        if name == "ready":
+            self._allow(request, "GET", "HEAD")
+            ready, body = self._readiness.report()
+            return json_response(200 if ready else 503, body)
+        if name == "metrics" and (admin or public_metrics):
+            self._allow(request, "GET", "HEAD")
+            # Multiprocess mode reads one file per worker: keep that off the loop.
+            text = await asyncio.get_running_loop().run_in_executor(None, self._metrics.render)
+            return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
+        if name == "reload" and admin:
+            self._allow(request, "POST")
+            status, issues = await self._reload()
+            if issues:
+                return json_response(
+                    400, {"status": "rejected", "errors": [str(i) for i in issues]}
+                )
+            return json_response(status, {"status": "reloaded" if status == 200 else "reloading"})
+        raise HTTPError(404, "no such built-in endpoint")
+
+    @staticmethod
+    def _allow(request: web.BaseRequest, *methods: str) -> None:
+        if request.method not in methods:
+            raise HTTPError(405, f"use {' or '.join(methods)}", {"Allow": ", ".join(methods)})

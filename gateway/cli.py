@@ -1,0 +1,85 @@
+"""Command line: ``gateway run``, ``gateway check``, ``gateway --version``.
+
+The only place that prints to the user and picks exit codes: 0 fine, 2 bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import Config, ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="asyncio edge gateway")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,check}")
+    for name, text in (("run", "serve the config"), ("check", "validate the config and show it")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--config", default="config.json", help="config file (config.json)")
+    # Started by the supervisor only; not part of the user-facing interface.
+    worker = commands.add_parser("worker")
+    worker.add_argument("--config", required=True)
+    worker.add_argument("--fds", required=True)
+    worker.add_argument("--supervisor", type=int, required=True)
+    return parser
+
+
+def describe(config: Config) -> str:
+    """What a config would serve, for ``gateway check``."""
+    server = config.server
+    lines = [f"workers: {server.worker_count}", "listeners:"]
+    for listener in server.listeners:
+        host = f"[{listener.host}]" if ":" in listener.host else listener.host
+        extra = "  admin: health, ready, metrics, reload" if listener.admin else ""
+        lines.append(f"  {listener.name:<12} http://{host}:{listener.port}{extra}")
+    lines.append(f"built-in endpoints: {server.builtin_prefix}{{health,ready,metrics,reload}}")
+    lines.append("routes:" if config.routes else "routes: none (every request gets 404)")
+    for route in config.routes:
+        hosts = ",".join(route.match.hosts) or "*"
+        action = f"respond {route.respond.status}" if route.respond is not None else "?"
+        lines.append(f"  {route.name:<12} host={hosts} path={route.match.path_prefix} -> {action}")
+    return "\n".join(lines)
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"gateway: invalid config {exc}", file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+    )
+    if args.command == "worker":
+        import uvloop
+
+        from gateway.worker import run_worker
+
+        fds = [int(fd) for fd in args.fds.split(",")]
+        return uvloop.run(run_worker(args.config, fds, args.supervisor))
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if args.command == "check":
+        print(f"{args.config}: OK")
+        print(describe(config))
+        return 0
+
+    from gateway.supervisor import Supervisor
+
+    return asyncio.run(Supervisor(args.config, config).run())

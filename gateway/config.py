@@ -1,0 +1,361 @@
+"""The gateway's configuration: typed, frozen models loaded once from config.json.
+
+Loading validates everything up front and reports every problem with its key path
+(``routes[1].match.path_prefix: must start with "/"``), so ``gateway check`` can
+explain a broken file in one go. Nothing mutates a loaded :class:`Config`; a reload
+builds a new one and swaps it whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 token
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_PATTERN = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a config file: where it is and what was expected."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """The config could not be loaded; ``issues`` lists every problem found."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = "\n".join(f"  {issue}" for issue in issues)
+        super().__init__(f"{source}: {len(issues)} error(s)\n{lines}")
+
+
+class _Model(BaseModel):
+    # strict: a port written as "8080" or a flag written as 1 is a mistake, not a value.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Listener(_Model):
+    """A plain-HTTP listening socket. ``admin`` listeners also serve reload and metrics."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)]
+    admin: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 64)")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address such as 127.0.0.1, 0.0.0.0 or ::") from None
+        return value
+
+    @property
+    def is_loopback(self) -> bool:
+        return ipaddress.ip_address(self.host).is_loopback
+
+
+class Timeouts(_Model):
+    """Connection timeouts in seconds; together they bound a slow-loris client."""
+
+    read_header: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    keepalive: Annotated[float, Field(gt=0, le=3600)] = 75.0
+
+
+class Limits(_Model):
+    """Per-request and per-worker limits with safe defaults."""
+
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 8190
+    max_headers: Annotated[int, Field(ge=8, le=1000)] = 100
+    max_body_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 1 << 20
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+
+
+class AccessLog(_Model):
+    """JSON access log, one line per request."""
+
+    enabled: bool = True
+    path: str = "-"
+    headers: bool = False
+
+
+class Server(_Model):
+    """Listeners, worker processes, timeouts, limits and proxy trust."""
+
+    listeners: Annotated[tuple[Listener, ...], Field(min_length=1)]
+    workers: Annotated[int, Field(ge=1, le=256)] | None = None
+    shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 15.0
+    timeouts: Timeouts = Timeouts()
+    limits: Limits = Limits()
+    trusted_proxies: tuple[str, ...] = ()
+    client_ip_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    builtin_prefix: str = "/_gateway/"
+    public_metrics: bool = False
+    access_log: AccessLog = AccessLog()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, item in enumerate(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"[{i}] {item!r} is not an IP address or CIDR") from None
+        return value
+
+    @field_validator("builtin_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not (value.startswith("/") and value.endswith("/") and len(value) > 2):
+            raise ValueError('must start and end with "/", e.g. "/_gateway/"')
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+class Match(_Model):
+    """Which requests a route takes: any of ``hosts`` (empty: any) and a path prefix."""
+
+    hosts: tuple[str, ...] = ()
+    path_prefix: str = "/"
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, host in enumerate(value):
+            if not _HOST_PATTERN.match(host):
+                raise ValueError(
+                    f"[{i}] {host!r} is not a lowercase host name or '*.domain' wildcard"
+                )
+        return value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _path_prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError('must start with "/"')
+        if any(c in value for c in "?#\\") or any(ord(c) < 0x21 for c in value):
+            raise ValueError("must be a plain path: no query, fragment, space or control character")
+        return value
+
+
+class Respond(_Model):
+    """A fixed response from memory: health pages, maintenance pages, hello world."""
+
+    status: Annotated[int, Field(ge=200, le=599)] = 200
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Mapping[str, str] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        for name, header_value in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if any(c in header_value for c in "\r\n\0"):
+                raise ValueError(f"{name!r} value must not contain CR, LF or NUL")
+        return value
+
+
+_NOT_BUILT = "is not supported by this version of the gateway"
+
+
+class Route(_Model):
+    """One entry of the ordered route table: a match and exactly one handler."""
+
+    name: str
+    match: Match = Match()
+    max_body_bytes: Annotated[int, Field(ge=0, le=1 << 40)] | None = None
+    respond: Respond | None = None
+    # Handlers that later versions add; present in a file they are an error, never ignored.
+    proxy: Any = None
+    static: Any = None
+    redirect: Any = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 64)")
+        return value
+
+    @field_validator("proxy", "static", "redirect", mode="plain")
+    @classmethod
+    def _unbuilt_handler(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(f"this handler {_NOT_BUILT}")
+        return value
+
+
+class Config(_Model):
+    """The whole gateway configuration."""
+
+    server: Server
+    routes: tuple[Route, ...] = ()
+    # Capabilities that later versions add; present in a file they are an error, never ignored.
+    kafka: Any = None
+    spool: Any = None
+    tracking: Any = None
+    tls: Any = None
+    rate_limits: Any = None
+
+    @field_validator("kafka", "spool", "tracking", "tls", "rate_limits", mode="plain")
+    @classmethod
+    def _unbuilt_section(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(f"this section {_NOT_BUILT}")
+        return value
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute ``${VAR}`` references, validate and freeze a config file."""
+    source = os.fspath(path)
+    try:
+        raw = Path(source).read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, [ConfigIssue("", f"cannot read: {exc.strerror}")]) from None
+    return parse_config(raw, source=source, env=os.environ if env is None else env)
+
+
+def parse_config(raw: bytes, *, source: str = "<config>", env: Mapping[str, str]) -> Config:
+    """Validate config JSON; raise :class:`ConfigError` listing every problem."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(source, [ConfigIssue("", f"invalid JSON: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigIssue("", "must be a JSON object")])
+
+    issues: list[ConfigIssue] = []
+    data = _substitute_env(data, "", env, issues)
+    try:
+        # Validate from JSON text, not Python objects: strict JSON mode keeps arrays valid
+        # for tuple fields while still rejecting "8080" for a port.
+        config = Config.model_validate_json(orjson.dumps(data), strict=True)
+    except ValidationError as exc:
+        issues.extend(_issues_from(exc))
+        raise ConfigError(source, issues) from None
+    issues.extend(_cross_checks(config))
+    if issues:
+        raise ConfigError(source, issues)
+    return config
+
+
+def _substitute_env(
+    value: Any, path: str, env: Mapping[str, str], issues: list[ConfigIssue]
+) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                issues.append(ConfigIssue(path, f"environment variable {name} is not set"))
+                return ""
+            return env[name]
+
+        return _ENV_REF.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, _join(path, k), env, issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, f"{path}[{i}]", env, issues) for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _issues_from(exc: ValidationError) -> Iterator[ConfigIssue]:
+    errors = exc.errors(include_url=False)
+    inner = {error["loc"][:n] for error in errors for n in range(1, len(error["loc"]))}
+    for error in errors:
+        path = ""
+        for part in error["loc"]:
+            path = _join(path, part)
+        kind = error["type"]
+        if kind == "too_short" and error["loc"] in inner:
+            continue  # pydantic drops the bad items, then also calls the list too short
+        if kind == "extra_forbidden":
+            message = "unknown key"
+        elif kind == "missing":
+            message = "is required"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        # A list item's own message names its index ("[1] 'x' is not ..."): attach it.
+        if message.startswith("[") and "]" in message:
+            index, _, rest = message.partition("] ")
+            path, message = f"{path}{index}]", rest
+        yield ConfigIssue(path, message)
+
+
+def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
+    """Checks that span several keys, each reported at the key that must change."""
+    seen_names: dict[str, int] = {}
+    seen_addresses: dict[tuple[str, int], int] = {}
+    for i, listener in enumerate(config.server.listeners):
+        path = f"server.listeners[{i}]"
+        if listener.name in seen_names:
+            yield ConfigIssue(
+                f"{path}.name",
+                f"duplicate listener name {listener.name!r} "
+                f"(also server.listeners[{seen_names[listener.name]}])",
+            )
+        seen_names.setdefault(listener.name, i)
+        address = (listener.host, listener.port)
+        if listener.port and address in seen_addresses:
+            yield ConfigIssue(
+                f"{path}.port",
+                f"{listener.host}:{listener.port} is already used by "
+                f"server.listeners[{seen_addresses[address]}]",
+            )
+        seen_addresses.setdefault(address, i)
+        if listener.admin and not listener.is_loopback:
+            yield ConfigIssue(f"{path}.host", "an admin listener must bind a loopback address")
+
+    route_names: dict[str, int] = {}
+    for i, route in enumerate(config.routes):
+        path = f"routes[{i}]"
+        if route.name in route_names:
+            yield ConfigIssue(
+                f"{path}.name",
+                f"duplicate route name {route.name!r} (also routes[{route_names[route.name]}])",
+            )
+        route_names.setdefault(route.name, i)
+        if route.respond is None:
+            yield ConfigIssue(path, "needs a handler: one of respond, proxy, static, redirect")
+        if route.match.path_prefix.startswith(config.server.builtin_prefix):
+            yield ConfigIssue(
+                f"{path}.match.path_prefix",
+                f"is inside server.builtin_prefix {config.server.builtin_prefix!r}",
+            )

@@ -1,0 +1,29 @@
+"""Route handlers: what a matched route does with a request."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+from gateway.errors import HTTPError
+
+
+class Handler(Protocol):
+    """A route's request handler. ``max_body`` is the route's body limit in bytes."""
+
+    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse: ...
+
+
+async def read_body(request: web.BaseRequest, max_body: int) -> bytes:
+    """The whole request body, or 413 as soon as it passes ``max_body`` (chunked too)."""
+    if not request.body_exists:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > max_body:
+            raise HTTPError(413, f"request body is larger than {max_body} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,170 @@
+"""aiohttp's low-level HTTP server, with the edge limits it lacks.
+
+aiohttp parses HTTP; this module only adds what an edge needs around it: a cap on open
+connections per worker, a deadline for the first request head (slow-loris), 431 for
+oversized heads instead of a generic 400, quiet logging of malformed requests, and a
+hook that sees every answered request (metrics, access log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.config import Server as ServerConfig
+
+log = logging.getLogger("gateway.http")
+
+Observer = Callable[[web.BaseRequest, web.StreamResponse, float], None]
+
+
+class ServerHooks(Protocol):
+    """What the server reports to its owner."""
+
+    def observe(
+        self, request: web.BaseRequest, response: web.StreamResponse, elapsed: float
+    ) -> None:
+        """Called once a response is written (or the client is gone)."""
+
+    def opened(self, delta: int) -> None:
+        """A connection opened (+1) or closed (-1)."""
+
+    def refused(self) -> None:
+        """A connection was refused at the connection cap."""
+
+
+# Sent, then the socket closed, when a worker is at its connection cap. A constant: no
+# request has been read, so there is nothing to parse or negotiate.
+_BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 37\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"\r\n"
+    b"503 Service Unavailable: too busy\r\n\r\n"
+)
+
+
+class _BusyProtocol(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_BUSY_RESPONSE)
+        transport.close()
+
+
+def _is_oversized_head(exc: BaseException | None) -> bool:
+    if isinstance(exc, LineTooLong):
+        return True
+    return isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower()
+
+
+class GatewayProtocol(RequestHandler):
+    """One client connection."""
+
+    __slots__ = ("_head_deadline", "_read_header_timeout")
+
+    def __init__(
+        self, manager: GatewayServer, *, read_header_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._read_header_timeout = read_header_timeout
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # aiohttp's keep-alive timer bounds later idle periods; the first request head
+        # gets its own, shorter deadline so a connection that trickles bytes is cut.
+        self._head_deadline = self._loop.call_later(self._read_header_timeout, self._head_due)
+
+    def _head_due(self) -> None:
+        self._head_deadline = None
+        if self._request_count == 0:
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status == 400 and _is_oversized_head(exc):
+            # RFC 6585 §5: the head is too large, which a client can fix, unlike a bad one.
+            return super().handle_error(request, 431, exc, "431 Request Header Fields Too Large")
+        return super().handle_error(request, status, exc, message)
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        # Reached for malformed requests; a hostile client must not be able to flood the
+        # log with tracebacks. Unexpected handler errors are logged by the gateway itself.
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        log.info("request from %s failed: %r", peer, kwargs.get("exc_info"))
+
+
+class GatewayServer(web.Server):
+    """Protocol factory for one listener: counts connections and refuses past the cap."""
+
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        *,
+        settings: Callable[[], ServerConfig],
+        hooks: ServerHooks,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, access_log_class=_observer_class(hooks.observe), **kwargs)
+        self._settings = settings
+        self._hooks = hooks
+        self.open_connections = 0
+
+    def __call__(self) -> RequestHandler:
+        # Read per connection so a config reload applies to new connections.
+        settings = self._settings()
+        if self.open_connections >= settings.limits.max_connections:
+            self._hooks.refused()
+            return _BusyProtocol()  # type: ignore[return-value]
+        return GatewayProtocol(
+            self,
+            loop=self._loop,
+            keepalive_timeout=settings.timeouts.keepalive,
+            read_header_timeout=settings.timeouts.read_header,
+            **self._kwargs,
+        )
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.open_connections += 1
+        self._hooks.opened(+1)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self.open_connections -= 1
+        self._hooks.opened(-1)
+
+
+def _observer_class(observer: Observer) -> type[AbstractAccessLogger]:
+    """aiohttp calls its access logger after each response is written: the one place
+    that knows the final status, body size and duration. We use it as a hook."""
+
+    class RequestObserver(AbstractAccessLogger):
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            try:
+                observer(request, response, time)
+            except Exception:
+                # Bookkeeping must never break the connection that was already answered.
+                log.exception("request observer failed")
+
+    return RequestObserver

@@ -1,0 +1,107 @@
+"""Prometheus metrics that add up across worker processes.
+
+Under the supervisor every process writes its samples to files in a shared directory
+(prometheus-client's multiprocess mode, chosen by ``PROMETHEUS_MULTIPROC_DIR`` being set
+before the process starts), and a scrape on any worker sums them. A single in-process
+gateway (tests, embedding) keeps them in its own registry instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client import values as prom_values
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def method_label(method: str) -> str:
+    """Bounded label: a client inventing methods must not invent time series."""
+    return method if method in _METHODS else "OTHER"
+
+
+class Metrics:
+    """The gateway's own metrics; one instance per process, kept across config reloads."""
+
+    def __init__(self) -> None:
+        # prometheus-client fixes the mode when it is first imported; ask it, not the env.
+        self._multiprocess = prom_values.ValueClass is not prom_values.MutexValue
+        # In multiprocess mode samples go to files whatever the registry; registering
+        # them too would count them twice on a scrape.
+        self._registry = CollectorRegistry()
+        registry = None if self._multiprocess else self._registry
+        self.requests = Counter(
+            "gateway_requests",
+            "HTTP requests answered, by route, method and status class.",
+            ("route", "method", "status_class"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request head received to response written, by route.",
+            ("route",),
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.open_connections = Gauge(
+            "gateway_open_connections",
+            "Client connections open now.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.rejected_connections = Counter(
+            "gateway_rejected_connections",
+            "Client connections refused because a worker was at server.limits.max_connections.",
+            registry=registry,
+        )
+        self.worker_restarts = Counter(
+            "gateway_worker_restarts",
+            "Worker processes restarted by the supervisor after they died.",
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "gateway_config_reloads",
+            "Config reloads, by result (success or failure).",
+            ("result",),
+            registry=registry,
+        )
+        # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method_label(method), status // 100)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, key[1], f"{status // 100}xx"),
+                self.duration.labels(route),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition, summed over all workers when under a supervisor."""
+        if not self._multiprocess:
+            return generate_latest(self._registry)
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters stay in the totals)."""
+    if multiprocess_dir() is not None:
+        prom_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

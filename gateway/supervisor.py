@@ -1,0 +1,218 @@
+"""The supervisor process: binds the listeners, runs N workers, restarts the ones that die.
+
+Each worker slot gets its own SO_REUSEPORT socket per listener, so the kernel spreads
+connections evenly; the supervisor keeps every socket open, so connections queued for a
+worker that dies wait for its replacement instead of being refused.
+
+Signals: SIGTERM/SIGINT drain every worker (each follows ``gateway.worker``'s shutdown
+order) and a second one kills them at once; SIGHUP validates the config file and, when
+it is good, tells every worker to reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import Config, ConfigError, load_config
+
+log = logging.getLogger("gateway.supervisor")
+
+RESTART_BACKOFF_MAX = 10.0
+HEALTHY_UPTIME = 5.0  # a worker that lived this long restarts at once, not after backoff
+KILL_GRACE = 5.0  # on top of server.shutdown_timeout before a draining worker is killed
+
+
+@dataclass
+class _Slot:
+    index: int
+    sockets: list[socket.socket]
+    process: asyncio.subprocess.Process | None = None
+    started: float = 0.0
+    backoff: float = 0.0
+    waiter: asyncio.Task[int] | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    """Owns the listening sockets and the worker processes of one gateway."""
+
+    def __init__(self, config_path: str, config: Config) -> None:
+        self.config_path = os.path.abspath(config_path)
+        self.config = config
+        self._slots: list[_Slot] = []
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> int:
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        # Must be set before prometheus-client is first imported, here and in the workers.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        from gateway.metrics import Metrics, mark_process_dead
+
+        self._metrics = Metrics()
+        self._mark_dead = mark_process_dead
+        try:
+            self._bind()
+            self._install_signals()
+            for slot in self._slots:
+                await self._spawn(slot)
+            await self._supervise()
+            return 0
+        finally:
+            for slot in self._slots:
+                for sock in slot.sockets:
+                    sock.close()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    def _bind(self) -> None:
+        from gateway.worker import bind_listener
+
+        listeners = list(self.config.server.listeners)
+        for index in range(self.config.server.worker_count):
+            sockets = [bind_listener(listener, reuse_port=True) for listener in listeners]
+            if index == 0:
+                # Port 0 asks the kernel for a port; the other slots must share that one.
+                listeners = [
+                    listener.model_copy(update={"port": sock.getsockname()[1]})
+                    for listener, sock in zip(listeners, sockets, strict=True)
+                ]
+                for listener in listeners:
+                    role = " (admin)" if listener.admin else ""
+                    host = f"[{listener.host}]" if ":" in listener.host else listener.host
+                    log.info(
+                        "listening on http://%s:%d %s%s", host, listener.port, listener.name, role
+                    )
+            self._slots.append(_Slot(index, sockets))
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self) -> None:
+        if self._stopping.is_set():
+            log.warning("second stop signal: killing workers now")
+            self._force.set()
+        else:
+            log.info("stopping: draining workers (up to %ss)", self.config.server.shutdown_timeout)
+            self._stopping.set()
+        self._changed.set()
+
+    def _on_reload_signal(self) -> None:
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            self._metrics.config_reloads.labels("failure").inc()
+            log.error("config reload rejected, workers keep the current config:\n%s", exc)
+            return
+        if config.server.listeners != self.config.server.listeners or (
+            config.server.worker_count != self.config.server.worker_count
+        ):
+            log.warning("config reload: listeners or worker count changed; restart to apply")
+        self.config = config
+        self._metrics.config_reloads.labels("success").inc()
+        log.info("config reload: telling %d workers", len(self._slots))
+        for slot in self._slots:
+            if slot.process is not None and slot.process.returncode is None:
+                slot.process.send_signal(signal.SIGHUP)
+
+    async def _spawn(self, slot: _Slot) -> None:
+        fds = [sock.fileno() for sock in slot.sockets]
+        slot.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "worker",
+            "--config", self.config_path,
+            "--fds", ",".join(map(str, fds)),
+            "--supervisor", str(os.getpid()),
+            pass_fds=fds,
+        )  # fmt: skip
+        slot.started = time.monotonic()
+        slot.waiter = asyncio.ensure_future(slot.process.wait())
+        slot.waiter.add_done_callback(lambda _: self._changed.set())
+        log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
+
+    async def _supervise(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._stopping.is_set():
+                await self._stop_all()
+                return
+            for slot in self._slots:
+                if slot.waiter is not None and slot.waiter.done():
+                    self._on_worker_exit(slot)
+
+    def _on_worker_exit(self, slot: _Slot) -> None:
+        assert slot.process is not None and slot.waiter is not None
+        pid, code = slot.process.pid, slot.waiter.result()
+        slot.waiter = None
+        self._mark_dead(pid)
+        uptime = time.monotonic() - slot.started
+        slot.backoff = (
+            0.0
+            if uptime >= HEALTHY_UPTIME
+            else min(max(slot.backoff * 2, 0.1), RESTART_BACKOFF_MAX)
+        )
+        log.error(
+            "worker %d (pid %d) exited with %s; restarting in %.1fs",
+            slot.index,
+            pid,
+            code,
+            slot.backoff,
+        )
+        self._metrics.worker_restarts.inc()
+        task = asyncio.ensure_future(self._restart_later(slot))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart_later(self, slot: _Slot) -> None:
+        await asyncio.sleep(slot.backoff)
+        if not self._stopping.is_set():
+            await self._spawn(slot)
+
+    async def _stop_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        running = [s for s in self._slots if s.process is not None and s.process.returncode is None]
+        for slot in running:
+            assert slot.process is not None
+            slot.process.send_signal(signal.SIGTERM)
+        waiters = [s.waiter for s in running if s.waiter is not None]
+        await self._wait_or_force(waiters, self.config.server.shutdown_timeout + KILL_GRACE)
+        for slot in running:
+            assert slot.process is not None
+            if slot.process.returncode is None:
+                log.warning(
+                    "worker %d (pid %d) did not stop in time: killing", slot.index, slot.process.pid
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.kill()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        log.info("all workers stopped")
+
+    async def _wait_or_force(self, waiters: list[asyncio.Task[int]], limit: float) -> None:
+        """Until every waiter is done, ``limit`` seconds pass, or a second signal forces."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + limit
+        pending: set[asyncio.Future[Any]] = set(waiters)
+        force: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
+        try:
+            while pending and not self._force.is_set() and (left := end - loop.time()) > 0:
+                _, pending = await asyncio.wait(
+                    pending | {force}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(force)
+        finally:
+            force.cancel()

@@ -1,0 +1,255 @@
+"""One worker process: serves every listener on sockets it is handed, until told to stop.
+
+Shutdown order (``Worker.stop``), the same whether a signal or a test asks for it:
+
+1. ``ready`` turns 503 (draining);
+2. every listener stops accepting;
+3. idle keep-alive connections are closed;
+4. in-flight requests get up to ``server.shutdown_timeout`` seconds, then are cancelled;
+5. owned resources are flushed and closed in reverse order of opening (access log, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from gateway.accesslog import AccessLog
+from gateway.app import Gateway
+from gateway.builtin import Builtins
+from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
+from gateway.health import Readiness, State
+from gateway.httpserver import GatewayServer
+from gateway.metrics import Metrics
+from gateway.runtime import RuntimeHolder, build_runtime
+
+log = logging.getLogger("gateway.worker")
+
+# Keys whose change a reload cannot apply to a running process (sockets, parser limits,
+# the log file); a reload still applies the rest and says what waits for a restart.
+RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
+    ("server.listeners", lambda c: c.server.listeners),
+    ("server.workers", lambda c: c.server.workers),
+    ("server.limits.max_header_bytes", lambda c: c.server.limits.max_header_bytes),
+    ("server.limits.max_headers", lambda c: c.server.limits.max_headers),
+    ("server.access_log.path", lambda c: c.server.access_log.path),
+)
+
+ACCESS_LOG_FLUSH_INTERVAL = 1.0
+PARENT_CHECK_INTERVAL = 1.0
+
+
+class _Hooks:
+    """Connects the HTTP server's reports to metrics and the access log."""
+
+    def __init__(self, gateway: Gateway, metrics: Metrics) -> None:
+        self.observe = gateway.observe
+        self._metrics = metrics
+
+    def opened(self, delta: int) -> None:
+        self._metrics.open_connections.inc(delta)
+
+    def refused(self) -> None:
+        self._metrics.rejected_connections.inc()
+
+
+class Worker:
+    """Serves a config on pre-bound listening sockets; ``async with`` starts and stops it."""
+
+    def __init__(
+        self,
+        config: Config,
+        sockets: Sequence[tuple[Listener, socket.socket]],
+        *,
+        config_path: str | None = None,
+        supervisor_pid: int | None = None,
+    ) -> None:
+        self.holder = RuntimeHolder(build_runtime(config))
+        self.readiness = Readiness()
+        self.metrics = Metrics()
+        self.config_path = config_path
+        self.supervisor_pid = supervisor_pid
+        self._sockets = list(sockets)
+        self._runners: list[web.ServerRunner] = []
+        self._resources = AsyncExitStack()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._access_log: AccessLog | None = None
+        self.stopped = asyncio.Event()
+
+    @property
+    def config(self) -> Config:
+        return self.holder.current.config
+
+    async def start(self) -> None:
+        server = self.config.server
+        access_log = self._access_log = AccessLog(server.access_log.path)
+        self._resources.callback(access_log.close)
+        self._spawn(self._flush_periodically(access_log))
+
+        gateway = Gateway(
+            self.holder,
+            Builtins(self.metrics, self.readiness, self.reload_from_api),
+            self.metrics,
+            access_log,
+        )
+        hooks = _Hooks(gateway, self.metrics)
+        for listener, sock in self._sockets:
+            http = GatewayServer(
+                gateway.handler_for(listener),
+                settings=lambda: self.holder.current.config.server,
+                hooks=hooks,
+                max_line_size=server.limits.max_header_bytes,
+                max_field_size=server.limits.max_header_bytes,
+                max_headers=server.limits.max_headers,
+            )
+            runner = web.ServerRunner(http, shutdown_timeout=server.shutdown_timeout)
+            await runner.setup()
+            self._runners.append(runner)
+            await web.SockSite(runner, sock).start()
+        if self.supervisor_pid is not None:
+            self._spawn(self._watch_parent(self.supervisor_pid))
+        self.readiness.state = State.SERVING
+
+    def flush_access_log(self) -> None:
+        if self._access_log is not None:
+            self._access_log.flush()
+
+    async def stop(self) -> None:
+        """Graceful shutdown in the order written at the top of this module."""
+        if self.readiness.state is State.DRAINING:
+            await self.stopped.wait()
+            return
+        self.readiness.state = State.DRAINING
+        # ServerRunner.cleanup: stop accepting, close idle keep-alives, wait for in-flight
+        # requests up to shutdown_timeout, cancel the rest. All listeners drain together.
+        await asyncio.gather(*(runner.cleanup() for runner in self._runners))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._resources.aclose()
+        self.stopped.set()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def reload(self, config: Config | None = None) -> list[ConfigIssue]:
+        """Swap in ``config`` (or the config file re-read); on errors keep the old one."""
+        if config is None:
+            if self.config_path is None:
+                return [ConfigIssue("", "this gateway was not started from a config file")]
+            try:
+                loop = asyncio.get_running_loop()
+                config = await loop.run_in_executor(None, load_config, self.config_path)
+            except ConfigError as exc:
+                log.error("config reload rejected, keeping the current config:\n%s", exc)
+                return exc.issues
+        old = self.config
+        for key, get in RESTART_KEYS:
+            if get(old) != get(config):
+                log.warning("config reload: %s changed; it takes effect after a restart", key)
+        runtime = self.holder.swap(config)
+        log.info("config reloaded (generation %d)", runtime.generation)
+        return []
+
+    async def reload_from_api(self) -> tuple[int, list[ConfigIssue]]:
+        """The admin ``reload`` endpoint. Under a supervisor, every worker must reload, so
+        this validates the file and asks the supervisor to fan out: 202, not yet applied."""
+        if self.supervisor_pid is None:
+            issues = await self.reload()
+            self.metrics.config_reloads.labels("failure" if issues else "success").inc()
+            return 200, issues
+        if self.config_path is None:
+            return 400, [ConfigIssue("", "this gateway was not started from a config file")]
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, load_config, self.config_path)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("failure").inc()
+            return 400, exc.issues
+        os.kill(self.supervisor_pid, signal.SIGHUP)
+        return 202, []
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_periodically(self, access_log: AccessLog) -> None:
+        while True:
+            await asyncio.sleep(ACCESS_LOG_FLUSH_INTERVAL)
+            access_log.flush()
+
+    async def _watch_parent(self, pid: int) -> None:
+        # If the supervisor is killed outright, nobody would stop this worker: notice and drain.
+        while os.getppid() == pid:  # noqa: ASYNC110 - no event exists for "parent died"
+            await asyncio.sleep(PARENT_CHECK_INTERVAL)
+        log.warning("supervisor %d is gone; shutting down", pid)
+        self._spawn(self.stop())
+
+
+def bind_listener(listener: Listener, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket for ``listener``; the owner hands it to workers."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((listener.host, listener.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def run_worker(config_path: str, fds: Sequence[int], supervisor_pid: int | None) -> int:
+    """Entry of a worker process: serve on inherited sockets until SIGTERM/SIGINT."""
+    config = load_config(config_path)
+    sockets = [
+        (listener, socket.socket(fileno=fd))
+        for listener, fd in zip(config.server.listeners, fds, strict=True)
+    ]
+    worker = Worker(config, sockets, config_path=config_path, supervisor_pid=supervisor_pid)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    reloads: set[asyncio.Task[list[ConfigIssue]]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(worker.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    async with worker:
+        log.info("worker %d serving", os.getpid())
+        stop_wait = asyncio.ensure_future(stop.wait())
+        stopped_wait = asyncio.ensure_future(worker.stopped.wait())
+        await asyncio.wait({stop_wait, stopped_wait}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stop_wait, stopped_wait):
+            waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*reloads)
+    log.info("worker %d stopped", os.getpid())
+    return 0
