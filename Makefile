@@ -28,9 +28,11 @@ check: $(VENV)/.installed
 system-deps:
 	sh scripts/system-deps.sh
 
+LINT_PATHS := gateway tests $(wildcard benchmarks)
+
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check gateway tests benchmarks
-	$(BIN)/ruff format --check gateway tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy

@@ -89,6 +89,39 @@ class GatewayProtocol(RequestHandler):
         if self._request_count == 0:
             self.force_close()
 
+    def data_received(self, data: bytes) -> None:
+        if self._close and not self._force_close and self._request_in_progress:
+            # A graceful shutdown sets _close, after which aiohttp drops incoming bytes;
+            # an upload still arriving would then stall until the drain timeout cut it.
+            # Let the in-flight request's body through; nothing after it is served.
+            self._close = False
+            try:
+                super().data_received(data)
+            finally:
+                self._close = True
+            return
+        super().data_received(data)
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        # aiohttp's shutdown force-closes first, which stops reading a request body that
+        # is still arriving, then waits for a handler that can no longer finish. Wait for
+        # the in-flight request with the connection still readable, then let aiohttp close.
+        if self._request_in_progress and timeout:
+            loop = self._loop
+            started = loop.time()
+            self._close = True  # no further request on this connection
+            self._handler_waiter = loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._handler_waiter
+            except TimeoutError:
+                pass
+            finally:
+                self._handler_waiter = None
+            # Never 0: aiohttp reads a zero timeout as "no limit".
+            timeout = max(0.001, timeout - (loop.time() - started))
+        await super().shutdown(timeout)
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_deadline is not None:
             self._head_deadline.cancel()

@@ -84,6 +84,7 @@ class Worker:
         self._resources = AsyncExitStack()
         self._tasks: set[asyncio.Task[None]] = set()
         self._access_log: AccessLog | None = None
+        self.stop_requested = asyncio.Event()  # whoever runs the worker should call stop()
         self.stopped = asyncio.Event()
 
     @property
@@ -130,14 +131,16 @@ class Worker:
             await self.stopped.wait()
             return
         self.readiness.state = State.DRAINING
-        # ServerRunner.cleanup: stop accepting, close idle keep-alives, wait for in-flight
-        # requests up to shutdown_timeout, cancel the rest. All listeners drain together.
-        await asyncio.gather(*(runner.cleanup() for runner in self._runners))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._resources.aclose()
-        self.stopped.set()
+        try:
+            # ServerRunner.cleanup: stop accepting, close idle keep-alives, wait for in-flight
+            # requests up to shutdown_timeout, cancel the rest. All listeners drain together.
+            await asyncio.gather(*(runner.cleanup() for runner in self._runners))
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._resources.aclose()
+            self.stopped.set()
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -202,7 +205,7 @@ class Worker:
         while os.getppid() == pid:  # noqa: ASYNC110 - no event exists for "parent died"
             await asyncio.sleep(PARENT_CHECK_INTERVAL)
         log.warning("supervisor %d is gone; shutting down", pid)
-        self._spawn(self.stop())
+        self.stop_requested.set()
 
 
 def bind_listener(listener: Listener, *, reuse_port: bool = False) -> socket.socket:
@@ -231,9 +234,8 @@ async def run_worker(config_path: str, fds: Sequence[int], supervisor_pid: int |
     ]
     worker = Worker(config, sockets, config_path=config_path, supervisor_pid=supervisor_pid)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, worker.stop_requested.set)
+    loop.add_signal_handler(signal.SIGINT, worker.stop_requested.set)
     reloads: set[asyncio.Task[list[ConfigIssue]]] = set()
 
     def on_sighup() -> None:
@@ -244,11 +246,7 @@ async def run_worker(config_path: str, fds: Sequence[int], supervisor_pid: int |
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     async with worker:
         log.info("worker %d serving", os.getpid())
-        stop_wait = asyncio.ensure_future(stop.wait())
-        stopped_wait = asyncio.ensure_future(worker.stopped.wait())
-        await asyncio.wait({stop_wait, stopped_wait}, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (stop_wait, stopped_wait):
-            waiter.cancel()
+        await worker.stop_requested.wait()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*reloads)
     log.info("worker %d stopped", os.getpid())

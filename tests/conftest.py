@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,7 @@ def kafka_broker() -> Iterator[Broker]:
 
 @pytest.fixture(scope="session")
 def gateway_bin() -> str:
-    path = shutil.which("gateway")
-    assert path, "the gateway command is not installed (pip install -e .)"
-    return path
+    """The installed console script, beside the interpreter running the tests."""
+    path = Path(sys.executable).parent / "gateway"
+    assert path.exists(), "the gateway command is not installed (pip install -e .)"
+    return str(path)

@@ -144,6 +144,7 @@ async def start_process(config_path: Path, *, workers: int, listeners: int = 2) 
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "run", "--config", str(config_path),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group, so cleanup can reach every worker
     )  # fmt: skip
     gateway = GatewayProcess(process)
     gateway._reader = asyncio.ensure_future(gateway._read())
@@ -159,6 +160,8 @@ async def start_process(config_path: Path, *, workers: int, listeners: int = 2) 
 
 
 async def stop_process(gateway: GatewayProcess) -> None:
-    if gateway.process.returncode is None:
-        gateway.signal(signal.SIGKILL)
-        await gateway.wait()
+    """Kill the whole process tree; print its stderr (pytest shows it when a test fails)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(gateway.process.pid, signal.SIGKILL)
+    await gateway.wait()
+    print("\n".join(gateway.lines))

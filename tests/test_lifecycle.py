@@ -1,0 +1,218 @@
+"""``gateway run`` as a real process tree: supervisor, workers, signals, reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from gateway import __version__
+from tests.support import HELLO, base_config, start_process, stop_process, with_routes
+
+
+def gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+async def fetch(url: str) -> tuple[int, str, str]:
+    """Status, body and request id, on a fresh connection each time."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session, session.get(url) as resp:
+        return resp.status, await resp.text(), resp.headers.get("X-Request-Id", "")
+
+
+def write_config(tmp_path: Path, config: dict[str, object]) -> Path:
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_version_from_installed_command(gateway_bin: str) -> None:
+    result = subprocess.run([gateway_bin, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout == f"gateway {__version__}\n"
+
+
+def test_check_describes_a_good_config(tmp_path: Path) -> None:
+    path = write_config(tmp_path, base_config(tmp_path))
+    result = gateway_cli("check", "--config", str(path))
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        f"{path}: OK",
+        "workers: 1",
+        "listeners:",
+        "  public       http://127.0.0.1:0",
+        "  admin        http://127.0.0.1:0  admin: health, ready, metrics, reload",
+        "built-in endpoints: /_gateway/{health,ready,metrics,reload}",
+        "routes:",
+        "  hello        host=* path=/ -> respond 200",
+    ]
+
+
+def test_check_lists_every_error_and_exits_2(tmp_path: Path) -> None:
+    config = base_config(tmp_path, workers=0)
+    config["routes"] = [{"name": "r", "match": {"path_prefix": "x"}, "respond": {}}]
+    path = write_config(tmp_path, config)
+    result = gateway_cli("check", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"gateway: invalid config {path}: 2 error(s)",
+        "  server.workers: Input should be greater than or equal to 1",
+        '  routes[0].match.path_prefix: must start with "/"',
+    ]
+
+
+def test_run_with_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["server"]["listeners"][0]["port"] = "80"
+    result = gateway_cli("run", "--config", str(write_config(tmp_path, config)))
+    assert result.returncode == 2
+    assert "server.listeners[0].port: Input should be a valid integer" in result.stderr
+
+
+def test_run_with_missing_config_file(tmp_path: Path) -> None:
+    result = gateway_cli("run", "--config", str(tmp_path / "nope.json"))
+    assert result.returncode == 2
+    assert "cannot read: No such file or directory" in result.stderr
+
+
+async def test_sigterm_drains_an_in_flight_request(tmp_path: Path) -> None:
+    gw = await start_process(write_config(tmp_path, base_config(tmp_path)), workers=1)
+    try:
+        # An upload still arriving when SIGTERM lands is in flight: it must complete.
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        gw.signal(signal.SIGTERM)
+        await gw.wait_for("stopping: draining workers")
+        await asyncio.sleep(0.3)
+        writer.write(b"cd")
+        async with asyncio.timeout(5):
+            reply = await reader.read()
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert reply.endswith(HELLO.encode())
+        assert await gw.wait() == 0
+    finally:
+        await stop_process(gw)
+
+
+async def test_second_sigint_forces_exit(tmp_path: Path) -> None:
+    config = base_config(tmp_path, shutdown_timeout=30)
+    gw = await start_process(write_config(tmp_path, config), workers=1)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        gw.signal(signal.SIGINT)
+        await gw.wait_for("stopping: draining workers")
+        gw.signal(signal.SIGINT)
+        # Far less than the 30 s drain the in-flight request would otherwise get.
+        assert await gw.wait(limit=5) == 0
+        assert gw.matches("second stop signal: killing workers now")
+        writer.close()
+    finally:
+        await stop_process(gw)
+
+
+async def test_killed_worker_is_restarted(tmp_path: Path) -> None:
+    gw = await start_process(write_config(tmp_path, base_config(tmp_path, workers=2)), workers=2)
+    try:
+        victim = gw.worker_pids()[0]
+        mark = len(gw.lines)
+        os.kill(victim, signal.SIGKILL)
+        await gw.wait_for(r"worker 0 started \(pid \d+\)", after=mark)
+        await gw.wait_for(r"worker \d+ serving", after=mark)
+        assert gw.worker_pids()[0] != victim
+        for _ in range(10):
+            assert (await fetch(gw.url("/")))[:2] == (200, HELLO)
+        _, metrics, _ = await fetch(gw.url("/_gateway/metrics", listener="admin"))
+        assert "gateway_worker_restarts_total 1.0" in metrics
+    finally:
+        await stop_process(gw)
+
+
+async def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
+    gw = await start_process(write_config(tmp_path, base_config(tmp_path, workers=2)), workers=2)
+    try:
+        prefixes = set()
+        for _ in range(40):
+            status, _, request_id = await fetch(gw.url("/_gateway/nothing"))
+            assert status == 404
+            prefixes.add(request_id[:10])  # the per-process part of the id
+        assert len(prefixes) == 2, "requests should have reached both workers"
+        _, metrics, _ = await fetch(gw.url("/_gateway/metrics", listener="admin"))
+        line = 'gateway_requests_total{method="GET",route="_gateway",status_class="4xx"} 40.0'
+        assert line in metrics
+    finally:
+        await stop_process(gw)
+
+
+async def test_sighup_with_bad_file_keeps_serving_old_config(tmp_path: Path) -> None:
+    config = base_config(tmp_path, workers=2)
+    path = write_config(tmp_path, config)
+    gw = await start_process(path, workers=2)
+    try:
+        path.write_text('{"server": {"listeners": []}, "routes": 5}')
+        mark = len(gw.lines)
+        gw.signal(signal.SIGHUP)
+        await gw.wait_for("config reload rejected", after=mark)
+        assert gw.matches(r"server.listeners: Tuple should have at least 1 item", after=mark)
+        assert (await fetch(gw.url("/")))[:2] == (200, HELLO)
+
+        path.write_text(json.dumps(with_routes(config, {"name": "v2", "respond": {"body": "v2"}})))
+        gw.signal(signal.SIGHUP)
+        await gw.wait_until(lambda: len(gw.matches(r"config reloaded \(generation 2\)")) == 2)
+        for _ in range(10):
+            assert (await fetch(gw.url("/")))[:2] == (200, "v2")
+        _, metrics, _ = await fetch(gw.url("/_gateway/metrics", listener="admin"))
+        assert 'gateway_config_reloads_total{result="failure"} 1.0' in metrics
+        assert 'gateway_config_reloads_total{result="success"} 1.0' in metrics
+    finally:
+        await stop_process(gw)
+
+
+async def test_admin_reload_endpoint_reloads_every_worker(tmp_path: Path) -> None:
+    config = base_config(tmp_path, workers=2)
+    path = write_config(tmp_path, config)
+    gw = await start_process(path, workers=2)
+    try:
+        path.write_text(json.dumps(with_routes(config, {"name": "v2", "respond": {"body": "v2"}})))
+        url = gw.url("/_gateway/reload", listener="admin")
+        async with aiohttp.ClientSession() as session, session.post(url) as resp:
+            assert (resp.status, await resp.json()) == (202, {"status": "reloading"})
+        await gw.wait_until(lambda: len(gw.matches(r"config reloaded \(generation 2\)")) == 2)
+        for _ in range(10):
+            assert (await fetch(gw.url("/")))[:2] == (200, "v2")
+    finally:
+        await stop_process(gw)
+
+
+async def test_workers_exit_when_supervisor_is_killed(tmp_path: Path) -> None:
+    gw = await start_process(write_config(tmp_path, base_config(tmp_path)), workers=1)
+    worker = gw.worker_pids()[0]
+    gw.signal(signal.SIGKILL)
+    await gw.wait()
+    async with asyncio.timeout(10):
+        while _alive(worker):  # noqa: ASYNC110 - polling another process
+            await asyncio.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes: check its state.
+    status = Path(f"/proc/{pid}/stat").read_text()
+    return re.search(r"\) Z ", status) is None
