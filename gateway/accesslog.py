@@ -36,6 +36,7 @@ class AccessRecord:
     request_id: str
     user_agent: str
     headers: Mapping[str, str] | None = None
+    rate_limited: str | None = None
 
 
 def redact(headers: Mapping[str, str]) -> dict[str, str]:
@@ -67,6 +68,8 @@ def format_record(record: AccessRecord, now: float) -> bytes:
     }
     if record.headers is not None:
         entry["headers"] = record.headers
+    if record.rate_limited is not None:
+        entry["rate_limited"] = record.rate_limited
     return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
 
 

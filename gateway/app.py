@@ -20,8 +20,9 @@ from gateway.builtin import Builtins
 from gateway.config import Listener
 from gateway.errors import REQUEST_ID_HEADER, HTTPError, error_response
 from gateway.metrics import Metrics
+from gateway.ratelimit import Decision, KeyContext
 from gateway.router import normalize_host
-from gateway.runtime import RuntimeHolder
+from gateway.runtime import Runtime, RuntimeHolder
 
 log = logging.getLogger("gateway")
 
@@ -39,6 +40,7 @@ class RequestInfo:
     client_ip: str
     # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
     start: float
+    rate_limited: str | None = None  # the rule that flagged it, on a "flag" route
 
 
 INFO = web.RequestKey("gateway.request", RequestInfo)
@@ -72,6 +74,7 @@ class Gateway:
         self._metrics = metrics
         self._access_log = access_log
         self._ids = RequestIds()
+        self._in_flight = 0
 
     def handler_for(self, listener: Listener) -> _ListenerHandler:
         return _ListenerHandler(self, listener.admin)
@@ -98,15 +101,15 @@ class Gateway:
                     admin=admin,
                     public_metrics=server.public_metrics,
                 )
-            route = runtime.router.match(normalize_host(request.host), path)
-            if route is None:
-                return error_response(404, "no route for this host and path", info.request_id)
-            info.route = route.name
-            length = request.content_length
-            if length is not None and length > route.max_body:
-                # Answer before reading a byte of a body we will refuse (RFC 9110 §15.5.14).
-                raise HTTPError(413, f"request body is larger than {route.max_body} bytes")
-            return await route.handler(request, route.max_body)
+            if self._in_flight >= server.limits.max_concurrent_requests:
+                self._metrics.overload_rejected.inc()
+                raise HTTPError(503, "too many requests in progress", {"Retry-After": "1"})
+            self._in_flight += 1
+            try:
+                return await self._route(request, runtime, info)
+            finally:
+                # Released on every path out: response, error, or the client going away.
+                self._in_flight -= 1
         except HTTPError as exc:
             return error_response(exc.status, exc.detail, info.request_id, exc.headers)
         except Exception:
@@ -114,6 +117,30 @@ class Gateway:
             return error_response(
                 500, f"internal error, request id {info.request_id}", info.request_id
             )
+
+    async def _route(
+        self, request: web.BaseRequest, runtime: Runtime, info: RequestInfo
+    ) -> web.StreamResponse:
+        route = runtime.router.match(normalize_host(request.host), request.path)
+        if route is None:
+            raise HTTPError(404, "no route for this host and path")
+        info.route = route.name
+        length = request.content_length
+        if length is not None and length > route.max_body:
+            # Answer before reading a byte of a body we will refuse (RFC 9110 §15.5.14).
+            raise HTTPError(413, f"request body is larger than {route.max_body} bytes")
+        if route.limits is not None:
+            ctx = KeyContext(info.client_ip, route.name, request.headers.get)
+            refusal = await route.limits.check(ctx)
+            if refusal is not None:
+                rule, decision = refusal
+                if route.limits.flag_only:
+                    info.rate_limited = rule
+                else:
+                    raise HTTPError(
+                        429, f"rate limit {rule!r} exceeded", rate_limit_headers(decision)
+                    )
+        return await route.handler(request, route.max_body)
 
     def observe(
         self, request: web.BaseRequest, response: web.StreamResponse, elapsed: float
@@ -147,8 +174,19 @@ class Gateway:
                 else response.headers.get(REQUEST_ID_HEADER, ""),
                 user_agent=request.headers.get("User-Agent", ""),
                 headers=redact(request.headers) if access.headers else None,
+                rate_limited=info.rate_limited if info is not None else None,
             )
         )
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    """Retry-After (RFC 9110 §10.2.3) and the IETF draft's RateLimit-* fields."""
+    return {
+        "Retry-After": str(decision.retry_after),
+        "RateLimit-Limit": str(decision.limit),
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(decision.reset),
+    }
 
 
 def _forwarded(request: web.BaseRequest, header: str) -> Sequence[Mapping[str, str]]:

@@ -9,6 +9,7 @@ builds a new one and swaps it whole.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -50,6 +51,15 @@ class ConfigError(Exception):
 class _Model(BaseModel):
     # strict: a port written as "8080" or a flag written as 1 is a mistake, not a value.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _check_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
+    for i, item in enumerate(value):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"[{i}] {item!r} is not an IP address or CIDR") from None
+    return value
 
 
 class Listener(_Model):
@@ -95,6 +105,7 @@ class Limits(_Model):
     max_headers: Annotated[int, Field(ge=8, le=1000)] = 100
     max_body_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 1 << 20
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
 
 
 class AccessLog(_Model):
@@ -122,12 +133,7 @@ class Server(_Model):
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for i, item in enumerate(value):
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"[{i}] {item!r} is not an IP address or CIDR") from None
-        return value
+        return _check_cidrs(value)
 
     @field_validator("builtin_prefix")
     @classmethod
@@ -187,6 +193,54 @@ class Respond(_Model):
 
 
 _NOT_BUILT = "is not supported by this version of the gateway"
+_KEY_PARTS = ("client_ip", "route", "write_key", "header:<Name>")
+
+
+class RateLimitRule(_Model):
+    """A named rate limit: ``rate`` requests per ``period`` seconds, ``burst`` at once."""
+
+    name: str
+    rate: Annotated[float, Field(gt=0, le=1e9)]
+    period: Annotated[float, Field(gt=0, le=86400)] = 1.0
+    burst: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
+    key: Annotated[tuple[str, ...], Field(min_length=1)] = ("client_ip",)
+    ipv6_prefix: Annotated[int, Field(ge=1, le=128)] = 64
+    exempt: tuple[str, ...] = ()
+    dry_run: bool = False
+    max_keys: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 64)")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, part in enumerate(value):
+            header = part.removeprefix("header:")
+            if part in _KEY_PARTS[:3] or (header != part and _TOKEN.match(header)):
+                continue
+            raise ValueError(f"[{i}] {part!r} is not one of {', '.join(_KEY_PARTS)}")
+        return value
+
+    @field_validator("exempt")
+    @classmethod
+    def _exempt(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_cidrs(value)
+
+    @property
+    def effective_burst(self) -> int:
+        """``burst``, or by default one period's worth of requests."""
+        return self.burst if self.burst is not None else max(1, math.ceil(self.rate))
+
+
+class RateLimits(_Model):
+    """The named rules routes refer to by name."""
+
+    rules: tuple[RateLimitRule, ...] = ()
 
 
 class Route(_Model):
@@ -195,6 +249,8 @@ class Route(_Model):
     name: str
     match: Match = Match()
     max_body_bytes: Annotated[int, Field(ge=0, le=1 << 40)] | None = None
+    rate_limits: tuple[str, ...] = ()
+    rate_limit_mode: Literal["reject", "flag"] = "reject"
     respond: Respond | None = None
     # Handlers that later versions add; present in a file they are an error, never ignored.
     proxy: Any = None
@@ -226,9 +282,9 @@ class Config(_Model):
     spool: Any = None
     tracking: Any = None
     tls: Any = None
-    rate_limits: Any = None
+    rate_limits: RateLimits = RateLimits()
 
-    @field_validator("kafka", "spool", "tracking", "tls", "rate_limits", mode="plain")
+    @field_validator("kafka", "spool", "tracking", "tls", mode="plain")
     @classmethod
     def _unbuilt_section(cls, value: Any) -> Any:
         if value is not None:
@@ -343,6 +399,16 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
         if listener.admin and not listener.is_loopback:
             yield ConfigIssue(f"{path}.host", "an admin listener must bind a loopback address")
 
+    rule_names: dict[str, int] = {}
+    for i, rule in enumerate(config.rate_limits.rules):
+        if rule.name in rule_names:
+            yield ConfigIssue(
+                f"rate_limits.rules[{i}].name",
+                f"duplicate rule name {rule.name!r} "
+                f"(also rate_limits.rules[{rule_names[rule.name]}])",
+            )
+        rule_names.setdefault(rule.name, i)
+
     route_names: dict[str, int] = {}
     for i, route in enumerate(config.routes):
         path = f"routes[{i}]"
@@ -354,6 +420,12 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
         route_names.setdefault(route.name, i)
         if route.respond is None:
             yield ConfigIssue(path, "needs a handler: one of respond, proxy, static, redirect")
+        for j, rule_name in enumerate(route.rate_limits):
+            if rule_name not in rule_names:
+                known = ", ".join(rule_names) or "none defined in rate_limits.rules"
+                yield ConfigIssue(
+                    f"{path}.rate_limits[{j}]", f"unknown rule {rule_name!r} (known: {known})"
+                )
         if route.match.path_prefix.startswith(config.server.builtin_prefix):
             yield ConfigIssue(
                 f"{path}.match.path_prefix",

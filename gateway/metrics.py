@@ -9,6 +9,7 @@ gateway (tests, embedding) keeps them in its own registry instead.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
@@ -77,6 +78,31 @@ class Metrics:
             ("result",),
             registry=registry,
         )
+        self.overload_rejected = Counter(
+            "gateway_overload_rejected",
+            "Requests answered 503 at server.limits.max_concurrent_requests.",
+            registry=registry,
+        )
+        self.ratelimit_decisions = Counter(
+            "gateway_ratelimit_decisions",
+            "Rate limit checks by rule and result: allowed, limited, dry_run_limited, exempt.",
+            ("rule", "result"),
+            registry=registry,
+        )
+        self.ratelimit_active_keys = Gauge(
+            "gateway_ratelimit_active_keys",
+            "Keys (buckets) held per rate limit rule.",
+            ("rule",),
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.ratelimit_evictions = Counter(
+            "gateway_ratelimit_evictions",
+            "Buckets evicted from a rule's LRU to stay within its max_keys.",
+            ("rule",),
+            registry=registry,
+        )
+        self._limit_children: dict[tuple[str, str], Counter] = {}
         # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -91,6 +117,26 @@ class Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_limit(self, rule: str, result: str) -> None:
+        child = self._limit_children.get((rule, result))
+        if child is None:
+            child = self._limit_children[rule, result] = self.ratelimit_decisions.labels(
+                rule, result
+            )
+        child.inc()
+
+    def limiter_size(self, rule: str) -> Callable[[int, bool], None]:
+        """Callback for a rule's limiter: its key count changed, maybe by an eviction."""
+        keys = self.ratelimit_active_keys.labels(rule)
+        evictions = self.ratelimit_evictions.labels(rule)
+
+        def report(size: int, evicted: bool) -> None:
+            keys.set(size)
+            if evicted:
+                evictions.inc()
+
+        return report
 
     def render(self) -> bytes:
         """The Prometheus text exposition, summed over all workers when under a supervisor."""

@@ -1,18 +1,22 @@
-"""The runtime built from one config: route table and request-path helpers.
+"""The runtime built from one config: route table, rate limit rules, request-path helpers.
 
-A :class:`Runtime` is immutable and complete; a reload builds a new one off to the side
-and swaps it in with one assignment, so a request sees either the old or the new config,
-never a mix.
+A :class:`Runtime` is complete before it serves; a reload builds a new one off to the
+side and swaps it in with one assignment, so a request sees either the old or the new
+config, never a mix. Rate limit rules whose settings did not change carry their buckets
+over, so a reload does not hand every client a fresh burst.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.clientip import ClientIPResolver
 from gateway.config import Config, Route
 from gateway.handlers import Handler
 from gateway.handlers.respond import RespondHandler
+from gateway.metrics import Metrics
+from gateway.ratelimit import RouteLimits, Rule, local_limiter_for
 from gateway.router import HostMatcher, Router, RouteRule
 
 
@@ -23,6 +27,7 @@ class ActiveRoute:
     name: str
     max_body: int
     handler: Handler
+    limits: RouteLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,7 @@ class Runtime:
     generation: int
     router: Router[ActiveRoute]
     client_ip: ClientIPResolver
+    rules: Mapping[str, Rule]
 
 
 def _handler_for(route: Route) -> Handler:
@@ -42,38 +48,59 @@ def _handler_for(route: Route) -> Handler:
     raise AssertionError(f"route {route.name!r} has no handler")
 
 
-def build_runtime(config: Config, generation: int = 1) -> Runtime:
-    server = config.server
-    rules = [
-        RouteRule(
-            hosts=HostMatcher.of(route.match.hosts),
-            path_prefix=route.match.path_prefix,
-            target=ActiveRoute(
-                name=route.name,
-                max_body=route.max_body_bytes
-                if route.max_body_bytes is not None
-                else server.limits.max_body_bytes,
-                handler=_handler_for(route),
-            ),
+def _rules(config: Config, metrics: Metrics, previous: Mapping[str, Rule]) -> dict[str, Rule]:
+    rules = {}
+    for rule_config in config.rate_limits.rules:
+        old = previous.get(rule_config.name)
+        if old is not None and old.config == rule_config:
+            rules[rule_config.name] = old
+            continue
+        limiter = local_limiter_for(
+            rule_config, config.server.worker_count, metrics.limiter_size(rule_config.name)
         )
-        for route in config.routes
-    ]
+        rules[rule_config.name] = Rule(rule_config, limiter)
+    return rules
+
+
+def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = None) -> Runtime:
+    """The runtime for ``config``; ``previous`` lends the buckets of unchanged rules."""
+    server = config.server
+    rules = _rules(config, metrics, previous.rules if previous is not None else {})
+    routes = []
+    for route in config.routes:
+        limits = None
+        if route.rate_limits:
+            limits = RouteLimits(
+                [rules[name] for name in route.rate_limits],
+                flag_only=route.rate_limit_mode == "flag",
+                record=metrics.observe_limit,
+            )
+        max_body = route.max_body_bytes
+        target = ActiveRoute(
+            name=route.name,
+            max_body=max_body if max_body is not None else server.limits.max_body_bytes,
+            handler=_handler_for(route),
+            limits=limits,
+        )
+        routes.append(RouteRule(HostMatcher.of(route.match.hosts), route.match.path_prefix, target))
     return Runtime(
         config=config,
-        generation=generation,
-        router=Router(rules),
+        generation=previous.generation + 1 if previous is not None else 1,
+        router=Router(routes),
         client_ip=ClientIPResolver(server.trusted_proxies, server.client_ip_header),
+        rules=rules,
     )
 
 
 class RuntimeHolder:
     """The one mutable cell: which runtime serves new requests."""
 
-    __slots__ = ("current",)
+    __slots__ = ("_metrics", "current")
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.current = runtime
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.current = build_runtime(config, metrics)
 
     def swap(self, config: Config) -> Runtime:
-        self.current = build_runtime(config, self.current.generation + 1)
+        self.current = build_runtime(config, self._metrics, self.current)
         return self.current

@@ -31,7 +31,7 @@ from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_conf
 from gateway.health import Readiness, State
 from gateway.httpserver import GatewayServer
 from gateway.metrics import Metrics
-from gateway.runtime import RuntimeHolder, build_runtime
+from gateway.runtime import RuntimeHolder
 
 log = logging.getLogger("gateway.worker")
 
@@ -74,9 +74,9 @@ class Worker:
         config_path: str | None = None,
         supervisor_pid: int | None = None,
     ) -> None:
-        self.holder = RuntimeHolder(build_runtime(config))
-        self.readiness = Readiness()
         self.metrics = Metrics()
+        self.holder = RuntimeHolder(config, self.metrics)
+        self.readiness = Readiness()
         self.config_path = config_path
         self.supervisor_pid = supervisor_pid
         self._sockets = list(sockets)
@@ -112,6 +112,9 @@ class Worker:
                 max_line_size=server.limits.max_header_bytes,
                 max_field_size=server.limits.max_header_bytes,
                 max_headers=server.limits.max_headers,
+                # A client that hangs up cancels its handler: no work for nobody, and
+                # its concurrency slot comes back at once.
+                handler_cancellation=True,
             )
             runner = web.ServerRunner(http, shutdown_timeout=server.shutdown_timeout)
             await runner.setup()

@@ -97,7 +97,7 @@ def test_missing_environment_variable_is_named() -> None:
     ]
 
 
-@pytest.mark.parametrize("section", ["kafka", "spool", "tracking", "tls", "rate_limits"])
+@pytest.mark.parametrize("section", ["kafka", "spool", "tracking", "tls"])
 def test_section_of_unbuilt_capability_is_rejected(section: str) -> None:
     assert issues_of(minimal(**{section: {}})) == [
         f"{section}: this section is not supported by this version of the gateway"
