@@ -20,7 +20,7 @@ from gateway.builtin import Builtins
 from gateway.config import Listener
 from gateway.errors import REQUEST_ID_HEADER, HTTPError, error_response
 from gateway.metrics import Metrics
-from gateway.ratelimit import Decision, KeyContext
+from gateway.ratelimit import KeyContext, Refusal
 from gateway.router import normalize_host
 from gateway.runtime import Runtime, RuntimeHolder
 
@@ -133,12 +133,12 @@ class Gateway:
             ctx = KeyContext(info.client_ip, route.name, request.headers.get)
             refusal = await route.limits.check(ctx)
             if refusal is not None:
-                rule, decision = refusal
+                rule, details = refusal
                 if route.limits.flag_only:
                     info.rate_limited = rule
                 else:
                     raise HTTPError(
-                        429, f"rate limit {rule!r} exceeded", rate_limit_headers(decision)
+                        429, f"rate limit {rule!r} exceeded", rate_limit_headers(details)
                     )
         return await route.handler(request, route.max_body)
 
@@ -179,13 +179,13 @@ class Gateway:
         )
 
 
-def rate_limit_headers(decision: Decision) -> dict[str, str]:
+def rate_limit_headers(refusal: Refusal) -> dict[str, str]:
     """Retry-After (RFC 9110 §10.2.3) and the IETF draft's RateLimit-* fields."""
     return {
-        "Retry-After": str(decision.retry_after),
-        "RateLimit-Limit": str(decision.limit),
-        "RateLimit-Remaining": str(decision.remaining),
-        "RateLimit-Reset": str(decision.reset),
+        "Retry-After": str(refusal.retry_after),
+        "RateLimit-Limit": str(refusal.limit),
+        "RateLimit-Remaining": str(refusal.remaining),
+        "RateLimit-Reset": str(refusal.reset),
     }
 
 

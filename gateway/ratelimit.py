@@ -34,20 +34,20 @@ MISSING = "-"
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one check, with what the RateLimit-* headers report."""
+class Refusal:
+    """A request over the limit, with what Retry-After and RateLimit-* report."""
 
-    allowed: bool
     limit: int
     remaining: int
     reset: int  # seconds until the bucket is full again
-    retry_after: int  # seconds until one request fits; 0 when allowed
+    retry_after: int  # seconds until one request fits
 
 
 class Limiter(Protocol):
     """A keyed limiter. Async so a shared backend (Redis) can implement it later."""
 
-    async def check(self, key: str) -> Decision: ...
+    async def check(self, key: str) -> Refusal | None:
+        """None when the request is allowed (and charged)."""
 
     @property
     def active_keys(self) -> int: ...
@@ -86,7 +86,7 @@ class LocalLimiter:
     def active_keys(self) -> int:
         return len(self._buckets)
 
-    async def check(self, key: str) -> Decision:
+    async def check(self, key: str) -> Refusal | None:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = _Bucket(self.burst, self._drain_period)
@@ -96,18 +96,15 @@ class LocalLimiter:
             self._on_size(len(self._buckets), evicted)
         else:
             self._buckets.move_to_end(key)
-        allowed = bucket.has_capacity()
-        if allowed:
+        if bucket.has_capacity():
             await bucket.acquire()  # returns at once: has_capacity just said so
+            return None
         level = bucket.level()
-        return Decision(
-            allowed=allowed,
+        return Refusal(
             limit=self.burst,
             remaining=max(0, math.floor(self.burst - level)),
             reset=math.ceil(level / self._per_second),
-            retry_after=0
-            if allowed
-            else max(1, math.ceil((level + 1 - self.burst) / self._per_second)),
+            retry_after=max(1, math.ceil((level + 1 - self.burst) / self._per_second)),
         )
 
 
@@ -221,24 +218,24 @@ class RouteLimits:
         self.flag_only = flag_only
         self._record = record
 
-    async def check(self, ctx: KeyContext) -> tuple[str, Decision] | None:
+    async def check(self, ctx: KeyContext) -> tuple[str, Refusal] | None:
         """None when allowed; else the rule that refuses with the longest wait."""
-        refusal: tuple[str, Decision] | None = None
+        worst: tuple[str, Refusal] | None = None
         for rule in self.rules:
             if rule.exempts(ctx.client_ip):
                 self._record(rule.name, "exempt")
                 continue
-            decision = await rule.limiter.check(rule.key(ctx))
-            if decision.allowed:
+            refusal = await rule.limiter.check(rule.key(ctx))
+            if refusal is None:
                 self._record(rule.name, "allowed")
             elif rule.dry_run:
                 self._record(rule.name, "dry_run_limited")
                 rule.log_dry_run()
             else:
                 self._record(rule.name, "limited")
-                if refusal is None or decision.retry_after > refusal[1].retry_after:
-                    refusal = (rule.name, decision)
-        return refusal
+                if worst is None or refusal.retry_after > worst[1].retry_after:
+                    worst = (rule.name, refusal)
+        return worst
 
 
 def local_limiter_for(

@@ -11,9 +11,9 @@ from multidict import CIMultiDict
 
 from gateway.config import RateLimitRule
 from gateway.ratelimit import (
-    Decision,
     KeyContext,
     LocalLimiter,
+    Refusal,
     RouteLimits,
     Rule,
     key_function,
@@ -44,7 +44,7 @@ def ctx(ip: str = "192.0.2.1", route: str = "r", **headers: str) -> KeyContext:
 
 
 async def allowed(limiter: LocalLimiter, key: str = "k", n: int = 1) -> list[bool]:
-    return [(await limiter.check(key)).allowed for _ in range(n)]
+    return [await limiter.check(key) is None for _ in range(n)]
 
 
 async def test_burst_then_steady_rate(clock: FakeClock) -> None:
@@ -56,24 +56,22 @@ async def test_burst_then_steady_rate(clock: FakeClock) -> None:
     assert await allowed(limiter, n=4) == [True, True, True, False]
 
 
-async def test_decision_reports_headers_values(clock: FakeClock) -> None:
+async def test_refusal_reports_header_values(clock: FakeClock) -> None:
     limiter = LocalLimiter(rate=1, period=60, burst=2, max_keys=10)
-    assert await limiter.check("k") == Decision(True, limit=2, remaining=1, reset=60, retry_after=0)
-    assert await limiter.check("k") == Decision(
-        True, limit=2, remaining=0, reset=120, retry_after=0
-    )
-    assert await limiter.check("k") == Decision(
-        False, limit=2, remaining=0, reset=120, retry_after=60
-    )
+    assert await allowed(limiter, n=2) == [True, True]
+    assert await limiter.check("k") == Refusal(limit=2, remaining=0, reset=120, retry_after=60)
+    clock.now += 90  # 1.5 requests' worth drained: one fits, half of the next
+    assert await allowed(limiter) == [True]
+    assert await limiter.check("k") == Refusal(limit=2, remaining=0, reset=90, retry_after=30)
 
 
 async def test_retry_after_rounds_up_to_whole_seconds(clock: FakeClock) -> None:
     limiter = LocalLimiter(rate=1, period=60, burst=1, max_keys=10)
     assert await allowed(limiter) == [True]
     clock.now += 30
-    assert (await limiter.check("k")).retry_after == 30
+    assert await limiter.check("k") == Refusal(limit=1, remaining=0, reset=30, retry_after=30)
     clock.now += 29.5
-    assert (await limiter.check("k")).retry_after == 1
+    assert await limiter.check("k") == Refusal(limit=1, remaining=0, reset=1, retry_after=1)
     clock.now += 0.5
     assert await allowed(limiter) == [True]
 
@@ -156,8 +154,10 @@ async def test_route_limits_exempt_dry_run_and_longest_wait(clock: FakeClock) ->
     )
     limits = RouteLimits([fast, slow, dry], flag_only=False, record=lambda *r: records.append(r))
     assert await limits.check(ctx("192.0.2.1")) is None
-    refusal = await limits.check(ctx("192.0.2.1"))
-    assert refusal is not None and refusal[0] == "slow" and refusal[1].retry_after == 60
+    assert await limits.check(ctx("192.0.2.1")) == (
+        "slow",
+        Refusal(limit=1, remaining=0, reset=60, retry_after=60),
+    )
     assert await limits.check(ctx("10.1.2.3")) is None  # fresh keys; exempt from "dry"
     assert records[:6] == [
         ("fast", "allowed"), ("slow", "allowed"), ("dry", "allowed"),
