@@ -37,7 +37,8 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-test
+# system-deps: the benchmark smoke test runs wrk against nginx and Caddy for real.
+pytest: $(VENV)/.installed-test system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -1,0 +1,100 @@
+"""wrk as the load generator: its command line, a bounded run, and parsing its report."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# wrk prints latencies with the largest unit that keeps the number >= 1 (units.c).
+_MS_PER_UNIT = {"us": 0.001, "ms": 1.0, "s": 1_000.0, "m": 60_000.0, "h": 3_600_000.0}
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(us|ms|s|m|h)")
+_RATE = re.compile(r"^Requests/sec:\s+([0-9.]+)\s*$", re.MULTILINE)
+_PERCENTILE = r"^\s+{}%\s+(\S+)\s*$"
+_REQUESTS = re.compile(r"^\s+(\d+) requests in ", re.MULTILINE)
+_SOCKET_ERRORS = re.compile(
+    r"^\s+Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)\s*$", re.MULTILINE
+)
+_NON_2XX_3XX = re.compile(r"^\s+Non-2xx or 3xx responses: (\d+)\s*$", re.MULTILINE)
+# wrk stops itself after -d; this bounds a wrk that hangs anyway (connect storms, a stuck server).
+_GRACE = 30.0
+
+
+class WrkError(Exception):
+    """wrk failed, or printed something that is not a wrk report."""
+
+
+@dataclass(frozen=True, slots=True)
+class WrkStats:
+    """The figures taken from one wrk report."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx_3xx: int
+    socket_errors: int  # connect + read + write + timeout
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx_3xx + self.socket_errors
+
+
+def to_ms(text: str) -> float:
+    """A wrk latency such as ``254.17us``, ``1.39ms`` or ``1.02s`` in milliseconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise WrkError(f"not a wrk latency: {text!r}")
+    return float(match.group(1)) * _MS_PER_UNIT[match.group(2)]
+
+
+def parse_wrk(output: str) -> WrkStats:
+    """Parse ``wrk --latency`` output; raise :class:`WrkError` if a needed figure is absent."""
+    rate = _RATE.search(output)
+    p50 = re.search(_PERCENTILE.format(50), output, re.MULTILINE)
+    p99 = re.search(_PERCENTILE.format(99), output, re.MULTILINE)
+    requests = _REQUESTS.search(output)
+    if rate is None or p50 is None or p99 is None or requests is None:
+        raise WrkError(f"unexpected wrk output: {output.strip()[:200]!r}")
+    sockets = _SOCKET_ERRORS.search(output)
+    non_2xx_3xx = _NON_2XX_3XX.search(output)
+    return WrkStats(
+        requests_per_s=float(rate.group(1)),
+        p50_ms=to_ms(p50.group(1)),
+        p99_ms=to_ms(p99.group(1)),
+        requests=int(requests.group(1)),
+        non_2xx_3xx=int(non_2xx_3xx.group(1)) if non_2xx_3xx else 0,
+        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+    )
+
+
+def wrk_command(
+    wrk: str, url: str, *, connections: int, duration: int, script: Path | None = None
+) -> list[str]:
+    """One wrk thread: with two cores, more threads would take CPU from the server under test."""
+    lua = ["-s", str(script)] if script is not None else []
+    return [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *lua, url]
+
+
+async def run_wrk(command: list[str], *, duration: int) -> WrkStats:
+    """Run wrk to completion (bounded) and parse its report."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(duration + _GRACE):
+            stdout, stderr = await process.communicate()
+    except TimeoutError:
+        raise WrkError(f"wrk did not finish within {duration + _GRACE:.0f}s") from None
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if process.returncode != 0:
+        detail = (stderr or stdout).decode(errors="replace").strip().splitlines()
+        raise WrkError(f"wrk exited with {process.returncode}: {' '.join(detail[-2:])}")
+    return parse_wrk(stdout.decode(errors="replace"))

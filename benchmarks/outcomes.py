@@ -1,0 +1,107 @@
+"""What a scenario produced: one result per run, and the per-server medians over rounds."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """One wrk run against one server, with the server tree's CPU and memory meanwhile."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx/3xx responses + socket errors
+    cpu_cores: float
+    peak_rss_mib: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdleResult:
+    """One idle-connection hold: what the server tree grew by per connection."""
+
+    kib_per_connection: float | None  # None when no connection opened
+    opened: int
+    errors: int  # connections that could not be opened
+    rss_mib: float  # with every connection open
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A run that produced no figures: a server that did not start, a wrong body, wrk failing."""
+
+    reason: str
+
+
+Run = LoadResult | IdleResult | Failure
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSummary:
+    """One server's runs in a scenario: medians of the good ones, and why others failed."""
+
+    server: str
+    median: LoadResult | IdleResult | None  # None when every run failed
+    runs: int
+    failures: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioOutcome:
+    """A scenario's per-server summaries, or why it was skipped."""
+
+    name: str
+    skipped: str | None = None
+    servers: tuple[ServerSummary, ...] = ()
+
+    def median(self, server: str) -> LoadResult | IdleResult | None:
+        for summary in self.servers:
+            if summary.server == server:
+                return summary.median
+        return None
+
+
+def summarize(server: str, runs: Sequence[Run]) -> ServerSummary:
+    """Medians over the successful runs; errors are summed, since any error matters."""
+    loads = [run for run in runs if isinstance(run, LoadResult)]
+    idles = [run for run in runs if isinstance(run, IdleResult)]
+    failures = tuple(run.reason for run in runs if isinstance(run, Failure))
+    median: LoadResult | IdleResult | None = None
+    if loads:
+        median = LoadResult(
+            requests_per_s=statistics.median(r.requests_per_s for r in loads),
+            p50_ms=statistics.median(r.p50_ms for r in loads),
+            p99_ms=statistics.median(r.p99_ms for r in loads),
+            errors=sum(r.errors for r in loads),
+            cpu_cores=statistics.median(r.cpu_cores for r in loads),
+            peak_rss_mib=statistics.median(r.peak_rss_mib for r in loads),
+        )
+    elif idles:
+        per_connection = [r.kib_per_connection for r in idles if r.kib_per_connection is not None]
+        median = IdleResult(
+            kib_per_connection=statistics.median(per_connection) if per_connection else None,
+            opened=min(r.opened for r in idles),
+            errors=sum(r.errors for r in idles),
+            rss_mib=statistics.median(r.rss_mib for r in idles),
+        )
+    return ServerSummary(server, median, len(runs), failures)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or None when either is missing or the denominator is 0."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def requests_per_s(result: LoadResult | IdleResult | None) -> float | None:
+    """The requests/s of a load result; None for anything else."""
+    return result.requests_per_s if isinstance(result, LoadResult) else None
+
+
+def kib_per_connection(result: LoadResult | IdleResult | None) -> float | None:
+    """The KiB per idle connection of an idle result; None for anything else."""
+    return result.kib_per_connection if isinstance(result, IdleResult) else None

@@ -1,0 +1,170 @@
+"""The Markdown report: machine, settings, one results table, ratios and targets.
+
+Rendering is pure (results in, text out) so the exact layout is tested without running a load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from benchmarks.machine import Machine
+from benchmarks.outcomes import (
+    IdleResult,
+    LoadResult,
+    ScenarioOutcome,
+    ServerSummary,
+    kib_per_connection,
+    ratio,
+    requests_per_s,
+)
+from benchmarks.settings import LABELS, SERVERS, Settings
+from benchmarks.targets import TargetRow, evaluate
+
+DASH = "—"
+
+
+def render(machine: Machine, settings: Settings, outcomes: Sequence[ScenarioOutcome]) -> str:
+    """The whole report document."""
+    sections = [
+        machine_section(machine),
+        settings_section(settings),
+        results_section(outcomes),
+        ratios_section(outcomes),
+        targets_section(evaluate(outcomes, settings)),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def machine_section(machine: Machine) -> str:
+    rows = [
+        ("CPU", f"{machine.cpu_model} ({machine.cpus} CPUs)"),
+        ("Kernel", machine.kernel),
+        ("Python", machine.python),
+        ("aiohttp", machine.aiohttp),
+        ("uvloop", machine.uvloop),
+        ("gateway", machine.gateway),
+        ("nginx", machine.nginx),
+        ("Caddy", machine.caddy),
+        ("wrk", machine.wrk),
+    ]
+    return f"# Gateway benchmarks, {machine.date}\n\n" + _table(
+        ("Machine", ""), "--", [(name, _cell(value)) for name, value in rows]
+    )
+
+
+def settings_section(settings: Settings) -> str:
+    return "\n".join(
+        [
+            "## Settings",
+            "",
+            f"- load: {settings.duration} s per run, `wrk -t1 -c{settings.connections} --latency`",
+            f"- workers: {settings.workers} per server "
+            "(gateway workers, nginx worker_processes, Caddy GOMAXPROCS)",
+            f"- rounds: {settings.rounds}, the servers alternating within each round; "
+            "medians reported, errors summed over rounds",
+            f"- idle_10k: {settings.idle_connections:,} keep-alive connections per server",
+        ]
+    )
+
+
+def results_section(outcomes: Sequence[ScenarioOutcome]) -> str:
+    header = (
+        "Scenario",
+        "Server",
+        "Requests/s",
+        "p50 (ms)",
+        "p99 (ms)",
+        "Errors",
+        "CPU (cores)",
+        "Peak RSS (MiB)",
+    )
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for outcome in outcomes:
+        if outcome.skipped is not None:
+            rows.append((outcome.name, DASH, f"skipped: {outcome.skipped}", "", "", "", "", ""))
+            continue
+        for summary in outcome.servers:
+            rows.append((outcome.name, LABELS[summary.server], *_figures(summary)))
+            if summary.failures:
+                notes.append(
+                    f"- {outcome.name}, {LABELS[summary.server]}: {len(summary.failures)} of "
+                    f"{summary.runs} runs failed: {_cell(summary.failures[0])}"
+                )
+    text = "## Results\n\n" + _table(header, "--:", rows)
+    if any(isinstance(s.median, IdleResult) for outcome in outcomes for s in outcome.servers):
+        notes.append(
+            "- idle rows: Errors = connections that could not be opened; "
+            "Peak RSS = the server's RSS with every connection open."
+        )
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def _figures(summary: ServerSummary) -> tuple[str, ...]:
+    median = summary.median
+    if isinstance(median, LoadResult):
+        return (
+            f"{median.requests_per_s:,.0f}",
+            f"{median.p50_ms:.2f}",
+            f"{median.p99_ms:.2f}",
+            str(median.errors),
+            f"{median.cpu_cores:.2f}",
+            f"{median.peak_rss_mib:.1f}",
+        )
+    if isinstance(median, IdleResult):
+        return (DASH, DASH, DASH, str(median.errors), DASH, f"{median.rss_mib:.1f}")
+    return ("failed", "", "", "", "", "")
+
+
+def ratios_section(outcomes: Sequence[ScenarioOutcome]) -> str:
+    header = ("Scenario", "Measure", "gateway", "nginx", "Caddy", "gateway/nginx", "gateway/Caddy")
+    rows: list[tuple[str, ...]] = []
+    for outcome in outcomes:
+        if outcome.skipped is not None:
+            rows.append((outcome.name, f"skipped: {outcome.skipped}", "", "", "", "", ""))
+            continue
+        idle = any(isinstance(s.median, IdleResult) for s in outcome.servers)
+        figure = kib_per_connection if idle else requests_per_s
+        gateway, nginx, caddy = (figure(outcome.median(server)) for server in SERVERS)
+        rows.append(
+            (
+                outcome.name,
+                "KiB per idle connection" if idle else "requests/s",
+                *(_number(value, ".1f" if idle else ",.0f") for value in (gateway, nginx, caddy)),
+                _times(ratio(gateway, nginx)),
+                _times(ratio(gateway, caddy)),
+            )
+        )
+    return "## Ratios\n\n" + _table(header, "--:", rows)
+
+
+def targets_section(rows: Sequence[TargetRow]) -> str:
+    met = {True: "yes", False: "no", None: DASH}
+    body = [(row.goal, row.scenario, row.measured, met[row.met]) for row in rows]
+    return "## Targets (reported, not asserted)\n\n" + _table(
+        ("Target", "Scenario", "Measured", "Met"), "---", body
+    )
+
+
+def _number(value: float | None, spec: str) -> str:
+    return DASH if value is None else format(value, spec)
+
+
+def _times(value: float | None) -> str:
+    return DASH if value is None else f"{value:.2f}x"
+
+
+def _cell(text: str) -> str:
+    """Text made safe for one table cell: one line, no column separators."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table; the first two columns are labels (left), the rest use ``align``."""
+    rule = ["---", "---", *([align] * (len(header) - 2))]
+    lines = [_row(header), _row(rule), *(_row(row) for row in rows)]
+    return "\n".join(lines)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

@@ -1,0 +1,31 @@
+"""Which servers are compared and how hard and long each is loaded; read by runner and report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IDLE_CONNECTIONS = 10_000
+SMOKE_IDLE_CONNECTIONS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """One benchmark run's knobs; ``workers`` is the core budget each server gets."""
+
+    duration: int  # whole seconds: wrk -d takes no fractions
+    connections: int
+    workers: int
+    rounds: int
+    idle_connections: int
+
+    def capacity(self, *, idle: bool) -> int:
+        """Connections each server worker must accept in a scenario, with slack for probes.
+
+        Sized per scenario because nginx preallocates every connection slot, which shows in RSS.
+        """
+        return (self.idle_connections if idle else self.connections) + 256
+
+
+# The servers compared, in the order each round runs them and the report lists them.
+SERVERS = ("gateway", "nginx", "caddy")
+LABELS = {"gateway": "gateway", "nginx": "nginx", "caddy": "Caddy"}

@@ -1,0 +1,124 @@
+"""The performance targets from the project's issue, evaluated on a run (reported, not asserted)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from benchmarks.outcomes import ScenarioOutcome, kib_per_connection, ratio, requests_per_s
+from benchmarks.scenarios import BY_NAME
+from benchmarks.settings import Settings
+
+Outcomes = Mapping[str, ScenarioOutcome]
+
+
+class _NotMeasured(Exception):
+    """A figure a target needs is missing; the message says why (not run, skipped, failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A goal, the scenario it is about, and how to measure it: ``(text, met)``."""
+
+    goal: str
+    scenario: str
+    check: Callable[[str, Outcomes, Settings], tuple[str, bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRow:
+    """A target's line in the report; ``met`` is None when it could not be measured."""
+
+    goal: str
+    scenario: str
+    measured: str
+    met: bool | None
+
+
+def _gateway_figure(outcomes: Outcomes, name: str, *, idle: bool = False) -> float:
+    outcome = outcomes.get(name)
+    if outcome is None:
+        raise _NotMeasured(f"{name} not run")
+    if outcome.skipped is not None:
+        raise _NotMeasured("skipped")
+    result = outcome.median("gateway")
+    figure = kib_per_connection(result) if idle else requests_per_s(result)
+    if figure is None:
+        raise _NotMeasured("gateway failed")
+    return figure
+
+
+def _versus_servers(
+    name: str, outcomes: Outcomes, _: Settings, *, caddy: float, nginx: float | None = None
+) -> tuple[str, bool]:
+    gateway = _gateway_figure(outcomes, name)
+    outcome = outcomes[name]
+    versus = {"Caddy": (outcome.median("caddy"), caddy), "nginx": (outcome.median("nginx"), nginx)}
+    parts, met = [], True
+    for label, (result, minimum) in versus.items():
+        if minimum is None:
+            continue
+        times = ratio(gateway, requests_per_s(result))
+        if times is None:
+            raise _NotMeasured(f"{label} failed")
+        parts.append(f"{times:.2f}x {label}")
+        met = met and times >= minimum
+    return ", ".join(parts), met
+
+
+def _versus_hello(
+    name: str, outcomes: Outcomes, _: Settings, *, minimum: float
+) -> tuple[str, bool]:
+    times = ratio(_gateway_figure(outcomes, name), _gateway_figure(outcomes, "hello"))
+    if times is None:
+        raise _NotMeasured("hello answered nothing")
+    return f"{times:.2f}x hello", times >= minimum
+
+
+def _events_per_worker(
+    name: str, outcomes: Outcomes, settings: Settings, *, minimum: float
+) -> tuple[str, bool]:
+    events = _gateway_figure(outcomes, name) * BY_NAME[name].events_per_request / settings.workers
+    return f"{events:,.0f} events/s per worker", events >= minimum
+
+
+def _idle_kib(name: str, outcomes: Outcomes, _: Settings, *, maximum: float) -> tuple[str, bool]:
+    kib = _gateway_figure(outcomes, name, idle=True)
+    return f"{kib:.1f} KiB", kib <= maximum
+
+
+_PROXY = "proxy ≥ 1.5x Caddy and ≥ 0.5x nginx"
+TARGETS = (
+    Target(_PROXY, "proxy_small", functools.partial(_versus_servers, caddy=1.5, nginx=0.5)),
+    Target(_PROXY, "proxy_1m", functools.partial(_versus_servers, caddy=1.5, nginx=0.5)),
+    Target("static 1 KiB ≥ 1.0x Caddy", "static_1k", functools.partial(_versus_servers, caddy=1.0)),
+    Target("pixel ≥ 0.9x hello world", "pixel", functools.partial(_versus_hello, minimum=0.9)),
+    Target(
+        "durable tracker POST ≥ 0.8x hello world",
+        "tracker_post",
+        functools.partial(_versus_hello, minimum=0.8),
+    ),
+    Target(
+        "≥ 50k events/s per worker via batch",
+        "segment_batch",
+        functools.partial(_events_per_worker, minimum=50_000),
+    ),
+    Target(
+        "≤ 50 KiB RSS per idle connection", "idle_10k", functools.partial(_idle_kib, maximum=50)
+    ),
+)
+
+
+def evaluate(outcomes: Sequence[ScenarioOutcome], settings: Settings) -> list[TargetRow]:
+    """Every target with what this run measured for it, or why it could not be measured."""
+    by_name = {outcome.name: outcome for outcome in outcomes}
+    rows = []
+    for target in TARGETS:
+        try:
+            measured, met = target.check(target.scenario, by_name, settings)
+        except _NotMeasured as missing:
+            rows.append(TargetRow(target.goal, target.scenario, str(missing), None))
+        else:
+            rows.append(TargetRow(target.goal, target.scenario, measured, met))
+    return rows
