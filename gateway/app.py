@@ -6,10 +6,10 @@ and, after the response is written, the metrics and access log read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from itertools import count
 from time import perf_counter
 
@@ -19,8 +19,10 @@ from gateway.accesslog import AccessLog, AccessRecord, redact
 from gateway.builtin import Builtins
 from gateway.config import Listener
 from gateway.errors import REQUEST_ID_HEADER, HTTPError, error_response
+from gateway.events.pipeline import Overloaded
 from gateway.metrics import Metrics
 from gateway.ratelimit import KeyContext, Refusal
+from gateway.request import INFO, RequestInfo
 from gateway.router import normalize_host
 from gateway.runtime import Runtime, RuntimeHolder
 
@@ -29,21 +31,6 @@ log = logging.getLogger("gateway")
 NO_ROUTE = "_none"
 BUILTIN_ROUTE = "_gateway"
 INVALID_ROUTE = "_invalid"  # the request could not be parsed, so never reached routing
-
-
-@dataclass(slots=True)
-class RequestInfo:
-    """Per-request facts shared by the handler, the metrics and the access log."""
-
-    request_id: str
-    route: str
-    client_ip: str
-    # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
-    start: float
-    rate_limited: str | None = None  # the rule that flagged it, on a "flag" route
-
-
-INFO = web.RequestKey("gateway.request", RequestInfo)
 
 
 class RequestIds:
@@ -125,6 +112,7 @@ class Gateway:
         if route is None:
             raise HTTPError(404, "no route for this host and path")
         info.route = route.name
+        info.track = route.track
         length = request.content_length
         if length is not None and length > route.max_body:
             # Answer before reading a byte of a body we will refuse (RFC 9110 §15.5.14).
@@ -151,6 +139,8 @@ class Gateway:
         if info is not None:
             elapsed = perf_counter() - info.start
         self._metrics.observe_request(route, request.method, response.status, elapsed)
+        if info is not None and info.track:
+            self._track(request, response, info, elapsed)
         access = self.holder.current.config.server.access_log
         if self._access_log is None or not access.enabled:
             return
@@ -177,6 +167,24 @@ class Gateway:
                 rate_limited=info.rate_limited if info is not None else None,
             )
         )
+
+    def _track(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        info: RequestInfo,
+        elapsed: float,
+    ) -> None:
+        """A ``request`` event for a ``track`` route, after the response went out."""
+        tracker = self.holder.current.tracker
+        if tracker.pipeline is None:
+            return
+        event = tracker.event(
+            request, info.client_ip, tracker.identify(request, mint=False),
+            event_type="request", status=response.status, duration_ms=round(elapsed * 1000, 3),
+        )  # fmt: skip
+        with contextlib.suppress(Overloaded):  # counted as dropped by the pipeline
+            tracker.pipeline.submit(event, durable=False)
 
 
 def rate_limit_headers(refusal: Refusal) -> dict[str, str]:

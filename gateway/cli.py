@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--config", required=True)
     worker.add_argument("--fds", required=True)
     worker.add_argument("--supervisor", type=int, required=True)
+    worker.add_argument("--slot", type=int, default=0)
     return parser
 
 
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.worker import run_worker
 
         fds = [int(fd) for fd in args.fds.split(",")]
-        return uvloop.run(run_worker(args.config, fds, args.supervisor))
+        return uvloop.run(run_worker(args.config, fds, args.supervisor, args.slot))
 
     config = _load(args.config)
     if config is None:

@@ -193,6 +193,17 @@ class Respond(_Model):
 
 
 _NOT_BUILT = "is not supported by this version of the gateway"
+EVENT_TYPES = (
+    "track",
+    "identify",
+    "page",
+    "screen",
+    "group",
+    "alias",
+    "pixel",
+    "redirect",
+    "request",
+)
 _KEY_PARTS = ("client_ip", "route", "write_key", "header:<Name>")
 
 
@@ -237,10 +248,79 @@ class RateLimitRule(_Model):
         return self.burst if self.burst is not None else max(1, math.ceil(self.rate))
 
 
+class Kafka(_Model):
+    """The Kafka producer of each worker (aiokafka), tuned for throughput."""
+
+    bootstrap_servers: Annotated[tuple[str, ...], Field(min_length=1)]
+    topic: str = "events"
+    topics: Mapping[str, str] = Field(default_factory=dict)
+    client_id: str = "edge-gateway"
+    acks: Literal["all", 1, 0] = "all"
+    compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
+    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 5
+    batch_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 1 << 20
+    enable_idempotence: bool = False
+    ack_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        for event_type in value:
+            if event_type not in EVENT_TYPES:
+                raise ValueError(f"{event_type!r} is not an event type ({', '.join(EVENT_TYPES)})")
+        return value
+
+    def topic_for(self, event_type: str) -> str:
+        return self.topics.get(event_type, self.topic)
+
+
+class Spool(_Model):
+    """The local, checksummed, segment-rotated log under the Kafka producer."""
+
+    dir: str = "spool"
+    segment_bytes: Annotated[int, Field(ge=4096, le=1 << 30)] = 16 << 20
+    max_bytes: Annotated[int, Field(ge=4096, le=1 << 40)] = 1 << 30
+
+
+class Cookie(_Model):
+    name: str
+    max_age: Annotated[int, Field(ge=1, le=10 * 365 * 86400)]
+
+
+class Cookies(_Model):
+    """First-party visitor (long-lived) and session (sliding) cookies."""
+
+    enabled: bool = True
+    visitor: Cookie = Cookie(name="vid", max_age=2 * 365 * 86400)
+    session: Cookie = Cookie(name="sid", max_age=30 * 60)
+    domain: str | None = None
+    path: str = "/"
+    same_site: Literal["Lax", "Strict", "None"] = "Lax"
+    secure: bool = False
+    http_only: bool = True
+
+
+class Tracking(_Model):
+    """How events are built and delivered."""
+
+    delivery: Literal["durable", "fast"] = "durable"
+    queue_size: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    cookies: Cookies = Cookies()
+    honor_dnt: bool = False
+    truncate_ip: bool = False
+    node: str | None = None
+
+
 class RateLimits(_Model):
     """The named rules routes refer to by name."""
 
     rules: tuple[RateLimitRule, ...] = ()
+
+
+class Collect(_Model):
+    """The tracker endpoints under the route's prefix: tr/v1, str/v1 and img/v1."""
+
+    endpoints: tuple[Literal["tr", "str", "img"], ...] = ("tr", "str", "img")
 
 
 class Route(_Model):
@@ -251,7 +331,10 @@ class Route(_Model):
     max_body_bytes: Annotated[int, Field(ge=0, le=1 << 40)] | None = None
     rate_limits: tuple[str, ...] = ()
     rate_limit_mode: Literal["reject", "flag"] = "reject"
+    track: bool = False
+    delivery: Literal["durable", "fast"] | None = None
     respond: Respond | None = None
+    collect: Collect | None = None
     # Handlers that later versions add; present in a file they are an error, never ignored.
     proxy: Any = None
     static: Any = None
@@ -278,13 +361,13 @@ class Config(_Model):
     server: Server
     routes: tuple[Route, ...] = ()
     # Capabilities that later versions add; present in a file they are an error, never ignored.
-    kafka: Any = None
-    spool: Any = None
-    tracking: Any = None
+    kafka: Kafka | None = None
+    spool: Spool = Spool()
+    tracking: Tracking = Tracking()
     tls: Any = None
     rate_limits: RateLimits = RateLimits()
 
-    @field_validator("kafka", "spool", "tracking", "tls", mode="plain")
+    @field_validator("tls", mode="plain")
     @classmethod
     def _unbuilt_section(cls, value: Any) -> Any:
         if value is not None:
@@ -418,8 +501,12 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
                 f"duplicate route name {route.name!r} (also routes[{route_names[route.name]}])",
             )
         route_names.setdefault(route.name, i)
-        if route.respond is None:
-            yield ConfigIssue(path, "needs a handler: one of respond, proxy, static, redirect")
+        handlers = [h for h in ("respond", "collect") if getattr(route, h) is not None]
+        if len(handlers) != 1:
+            yield ConfigIssue(
+                path,
+                "needs exactly one handler: one of respond, collect, proxy, static, redirect",
+            )
         for j, rule_name in enumerate(route.rate_limits):
             if rule_name not in rule_names:
                 known = ", ".join(rule_names) or "none defined in rate_limits.rules"

@@ -102,6 +102,35 @@ class Metrics:
             ("rule",),
             registry=registry,
         )
+        self.events = Counter(
+            "gateway_events",
+            "Events by type and outcome: accepted, delivered, spooled, replayed, dropped.",
+            ("type", "outcome"),
+            registry=registry,
+        )
+        self.event_queue_depth = Gauge(
+            "gateway_event_queue_depth",
+            "Events waiting in memory for the sender.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.spool_bytes = Gauge(
+            "gateway_spool_bytes",
+            "Bytes of events held in the disk spool.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.spool_corrupt_bytes = Counter(
+            "gateway_spool_corrupt_bytes",
+            "Bytes cut from spool segments whose tail failed its checksum.",
+            registry=registry,
+        )
+        self.producer_errors = Counter(
+            "gateway_producer_errors",
+            "Kafka sends or connects that failed or timed out.",
+            registry=registry,
+        )
+        self._event_children: dict[tuple[str, str], Counter] = {}
         self._limit_children: dict[tuple[str, str], Counter] = {}
         # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -117,6 +146,13 @@ class Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_event(self, event_type: str, outcome: str) -> None:
+        child = self._event_children.get((event_type, outcome))
+        if child is None:
+            child = self.events.labels(event_type, outcome)
+            self._event_children[event_type, outcome] = child
+        child.inc()
 
     def observe_limit(self, rule: str, result: str) -> None:
         child = self._limit_children.get((rule, result))

@@ -8,16 +8,20 @@ over, so a reload does not hand every client a fresh burst.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.clientip import ClientIPResolver
 from gateway.config import Config, Route
+from gateway.events.pipeline import EventPipeline
 from gateway.handlers import Handler
+from gateway.handlers.collect import CollectHandler
 from gateway.handlers.respond import RespondHandler
 from gateway.metrics import Metrics
 from gateway.ratelimit import RouteLimits, Rule, local_limiter_for
 from gateway.router import HostMatcher, Router, RouteRule
+from gateway.tracking import Tracker
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,7 @@ class ActiveRoute:
     max_body: int
     handler: Handler
     limits: RouteLimits | None = None
+    track: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +44,17 @@ class Runtime:
     router: Router[ActiveRoute]
     client_ip: ClientIPResolver
     rules: Mapping[str, Rule]
+    tracker: Tracker
 
 
-def _handler_for(route: Route) -> Handler:
+def _handler_for(route: Route, config: Config, tracker: Tracker) -> Handler:
     if route.respond is not None:
         return RespondHandler(route.respond)
+    if route.collect is not None:
+        delivery = route.delivery or config.tracking.delivery
+        return CollectHandler(
+            route.collect, route.match.path_prefix, tracker, durable=delivery == "durable"
+        )
     # parse_config rejects a route without a known handler; reaching here is a bug.
     raise AssertionError(f"route {route.name!r} has no handler")
 
@@ -62,9 +73,15 @@ def _rules(config: Config, metrics: Metrics, previous: Mapping[str, Rule]) -> di
     return rules
 
 
-def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = None) -> Runtime:
+def build_runtime(
+    config: Config,
+    metrics: Metrics,
+    pipeline: EventPipeline | None = None,
+    previous: Runtime | None = None,
+) -> Runtime:
     """The runtime for ``config``; ``previous`` lends the buckets of unchanged rules."""
     server = config.server
+    tracker = Tracker(config.tracking, pipeline)
     rules = _rules(config, metrics, previous.rules if previous is not None else {})
     routes = []
     for route in config.routes:
@@ -79,8 +96,9 @@ def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = N
         target = ActiveRoute(
             name=route.name,
             max_body=max_body if max_body is not None else server.limits.max_body_bytes,
-            handler=_handler_for(route),
+            handler=_handler_for(route, config, tracker),
             limits=limits,
+            track=route.track,
         )
         routes.append(RouteRule(HostMatcher.of(route.match.hosts), route.match.path_prefix, target))
     return Runtime(
@@ -89,18 +107,28 @@ def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = N
         router=Router(routes),
         client_ip=ClientIPResolver(server.trusted_proxies, server.client_ip_header),
         rules=rules,
+        tracker=tracker,
     )
 
 
 class RuntimeHolder:
     """The one mutable cell: which runtime serves new requests."""
 
-    __slots__ = ("_metrics", "current")
+    __slots__ = ("_metrics", "_pipeline", "current")
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(
+        self, config: Config, metrics: Metrics, pipeline: EventPipeline | None = None
+    ) -> None:
         self._metrics = metrics
-        self.current = build_runtime(config, metrics)
+        self._pipeline = pipeline
+        self.current = build_runtime(config, metrics, pipeline)
+
+    def attach(self, pipeline: EventPipeline) -> None:
+        """The worker's pipeline, once started; the runtime is rebuilt to use it."""
+        self._pipeline = pipeline
+        rebuilt = build_runtime(self.current.config, self._metrics, pipeline, self.current)
+        self.current = dataclasses.replace(rebuilt, generation=self.current.generation)
 
     def swap(self, config: Config) -> Runtime:
-        self.current = build_runtime(config, self._metrics, self.current)
+        self.current = build_runtime(config, self._metrics, self._pipeline, self.current)
         return self.current

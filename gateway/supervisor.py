@@ -136,6 +136,7 @@ class Supervisor:
             "--config", self.config_path,
             "--fds", ",".join(map(str, fds)),
             "--supervisor", str(os.getpid()),
+            "--slot", str(slot.index),
             pass_fds=fds,
         )  # fmt: skip
         slot.started = time.monotonic()

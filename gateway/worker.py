@@ -28,6 +28,7 @@ from gateway.accesslog import AccessLog
 from gateway.app import Gateway
 from gateway.builtin import Builtins
 from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
+from gateway.events.pipeline import EventPipeline
 from gateway.health import Readiness, State
 from gateway.httpserver import GatewayServer
 from gateway.metrics import Metrics
@@ -43,6 +44,9 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("server.limits.max_header_bytes", lambda c: c.server.limits.max_header_bytes),
     ("server.limits.max_headers", lambda c: c.server.limits.max_headers),
     ("server.access_log.path", lambda c: c.server.access_log.path),
+    ("kafka", lambda c: c.kafka),
+    ("spool", lambda c: c.spool),
+    ("tracking.queue_size", lambda c: c.tracking.queue_size),
 )
 
 ACCESS_LOG_FLUSH_INTERVAL = 1.0
@@ -73,12 +77,15 @@ class Worker:
         *,
         config_path: str | None = None,
         supervisor_pid: int | None = None,
+        slot: int = 0,
     ) -> None:
         self.metrics = Metrics()
         self.holder = RuntimeHolder(config, self.metrics)
         self.readiness = Readiness()
         self.config_path = config_path
         self.supervisor_pid = supervisor_pid
+        self.slot = slot
+        self.pipeline: EventPipeline | None = None
         self._sockets = list(sockets)
         self._runners: list[web.ServerRunner] = []
         self._resources = AsyncExitStack()
@@ -92,10 +99,27 @@ class Worker:
         return self.holder.current.config
 
     async def start(self) -> None:
-        server = self.config.server
+        config = self.config
+        server = config.server
         access_log = self._access_log = AccessLog(server.access_log.path)
         self._resources.callback(access_log.close)
         self._spawn(self._flush_periodically(access_log))
+
+        pipeline = EventPipeline(
+            config.kafka,
+            config.spool,
+            slot=self.slot,
+            queue_size=config.tracking.queue_size,
+            metrics=self.metrics,
+        )
+        await pipeline.start()
+        # Closed after the listeners drained: events of the last requests are flushed.
+        self._resources.push_async_callback(
+            lambda: pipeline.close(self.config.server.shutdown_timeout)
+        )
+        self.pipeline = pipeline
+        self.holder.attach(pipeline)
+        self.readiness.add_check("events", pipeline.health)
 
         gateway = Gateway(
             self.holder,
@@ -228,14 +252,18 @@ def bind_listener(listener: Listener, *, reuse_port: bool = False) -> socket.soc
     return sock
 
 
-async def run_worker(config_path: str, fds: Sequence[int], supervisor_pid: int | None) -> int:
+async def run_worker(
+    config_path: str, fds: Sequence[int], supervisor_pid: int | None, slot: int = 0
+) -> int:
     """Entry of a worker process: serve on inherited sockets until SIGTERM/SIGINT."""
     config = load_config(config_path)
     sockets = [
         (listener, socket.socket(fileno=fd))
         for listener, fd in zip(config.server.listeners, fds, strict=True)
     ]
-    worker = Worker(config, sockets, config_path=config_path, supervisor_pid=supervisor_pid)
+    worker = Worker(
+        config, sockets, config_path=config_path, supervisor_pid=supervisor_pid, slot=slot
+    )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.stop_requested.set)
     loop.add_signal_handler(signal.SIGINT, worker.stop_requested.set)

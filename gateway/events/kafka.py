@@ -1,0 +1,87 @@
+"""The Kafka producer shell: records in, broker acknowledgement out.
+
+Builds its own batches per partition (aiokafka's create_batch/send_batch): one
+``send()`` per message tops out near 38k msg/s on one core, hand-built batches an order
+of magnitude higher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from gateway.config import Kafka
+from gateway.events.spool import SpoolRecord
+
+
+class KafkaWriter:
+    """One aiokafka producer; ``send`` returns once every record is acknowledged."""
+
+    def __init__(self, config: Kafka) -> None:
+        self.config = config
+        self._producer: Any = None
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        """Connect; raises (and leaves nothing open) when the broker is unreachable."""
+        config = self.config
+        producer = AIOKafkaProducer(
+            bootstrap_servers=list(config.bootstrap_servers),
+            client_id=config.client_id,
+            acks=config.acks,
+            compression_type=None if config.compression == "none" else config.compression,
+            linger_ms=config.linger_ms,
+            max_batch_size=config.batch_bytes,
+            enable_idempotence=config.enable_idempotence,
+            request_timeout_ms=int(config.ack_timeout * 1000),
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def send(self, records: Sequence[SpoolRecord]) -> None:
+        """Deliver ``records`` (any topics); returns when the broker acknowledged all."""
+        producer = self._producer
+        if producer is None:
+            raise ConnectionError("Kafka producer is not connected")
+        by_partition: dict[tuple[str, int], list[SpoolRecord]] = defaultdict(list)
+        for record in records:
+            partition = await self._partition(record.topic, record.key)
+            by_partition[record.topic, partition].append(record)
+        acks = []
+        for (topic, partition), items in by_partition.items():
+            batch = producer.create_batch()
+            for record in items:
+                if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+                    acks.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=record.key, value=record.value, timestamp=None)
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*acks)
+
+    async def _partition(self, topic: str, key: bytes) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = sorted(await self._producer.partitions_for(topic))
+            self._partitions[topic] = partitions
+        # The Java client's murmur2 partitioner: other producers put the same key
+        # on the same partition.
+        return int(self._partitioner(key, partitions, partitions))

@@ -1,0 +1,314 @@
+"""The event pipeline of one worker: a bounded queue, a sender, and a replayer.
+
+``submit`` is all the request path does: enqueue and, for a durable event, get a future
+that resolves once the event is safe (acknowledged by Kafka, or fsynced to the spool
+when Kafka is slow or down). The sender drains the queue in batches:
+
+- **direct**: batches go to Kafka; a batch Kafka does not acknowledge within
+  ``kafka.ack_timeout`` is written to the spool instead, and the pipeline turns to
+- **spooling**: batches go to the spool, so events keep their order behind what is
+  already there, while the replayer sends spooled segments to Kafka oldest first and
+  deletes each once acknowledged; when the spool is empty it turns back to direct.
+
+Without a ``kafka`` section the spool is where events stay (the embedded default); a
+``kafka`` section added later replays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.config import EVENT_TYPES, Kafka
+from gateway.config import Spool as SpoolConfig
+from gateway.events.envelope import Event
+from gateway.events.kafka import KafkaWriter
+from gateway.events.spool import Spool, SpoolError, SpoolFull, SpoolRecord
+from gateway.health import CheckResult
+from gateway.metrics import Metrics
+
+log = logging.getLogger("gateway.events")
+
+T = TypeVar("T")
+
+MAX_BATCH = 5000
+RETRY_MIN, RETRY_MAX = 0.5, 30.0
+
+
+class Overloaded(Exception):
+    """The queue is full (or the pipeline is closing): the event was not taken."""
+
+
+class Mode(enum.Enum):
+    DIRECT = "direct"
+    SPOOLING = "spooling"
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: SpoolRecord
+    event_type: str
+    done: asyncio.Future[None] | None
+
+
+class EventPipeline:
+    """Owns the Kafka producer and the spool of one worker process."""
+
+    def __init__(
+        self,
+        kafka: Kafka | None,
+        spool: SpoolConfig,
+        *,
+        slot: int,
+        queue_size: int,
+        metrics: Metrics,
+    ) -> None:
+        self._kafka_config = kafka
+        self._kafka = KafkaWriter(kafka) if kafka is not None else None
+        self._spool = Spool(f"{spool.dir}/worker-{slot}", spool.segment_bytes, spool.max_bytes)
+        # One thread, so spool operations run in the order they were asked for.
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        self._queue: deque[_Pending] = deque()
+        self._queue_size = queue_size
+        self._metrics = metrics
+        self._mode = Mode.SPOOLING
+        self._wakeup = asyncio.Event()
+        self._spooling = asyncio.Event()
+        self._in_flight: list[_Pending] = []
+        self._spool_writes = 0
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.spool_full = False
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def start(self) -> None:
+        recovery = await self._on_disk(self._spool.open)
+        if recovery.records or recovery.corrupt_bytes:
+            log.warning(
+                "spool: %d event(s) in %d segment(s) to replay; %d corrupt byte(s) cut",
+                recovery.records, recovery.segments, recovery.corrupt_bytes,
+            )  # fmt: skip
+        self._metrics.spool_corrupt_bytes.inc(recovery.corrupt_bytes)
+        self._report_spool()
+        self._set_mode(Mode.SPOOLING)
+        if self._kafka is not None:
+            # One bounded attempt before serving, so a healthy start goes straight to
+            # Kafka; past it the replayer keeps trying while events wait in the spool.
+            try:
+                async with asyncio.timeout(self._kafka.config.ack_timeout):
+                    await self._kafka.start()
+            except Exception as exc:
+                self._metrics.producer_errors.inc()
+                log.warning("kafka unreachable at start (%r); spooling events", exc)
+            if self._kafka.started and not recovery.records:
+                self._set_mode(Mode.DIRECT)
+        self._tasks = [asyncio.ensure_future(self._run_sender())]
+        if self._kafka is not None:
+            self._tasks.append(asyncio.ensure_future(self._run_replayer()))
+
+    def submit(self, event: Event, *, durable: bool) -> asyncio.Future[None] | None:
+        """Take an event; for ``durable``, a future that resolves once it is safe (or
+        fails with :class:`SpoolFull`). Raises :class:`Overloaded` when full."""
+        if self._closing or len(self._queue) >= self._queue_size:
+            self._metrics.observe_event(event.event_type, "dropped")
+            raise Overloaded("event queue is full")
+        topic = self._topic(event.event_type)
+        done = asyncio.get_running_loop().create_future() if durable else None
+        self._queue.append(
+            _Pending(SpoolRecord(topic, event.key, event.value), event.event_type, done)
+        )
+        self._metrics.observe_event(event.event_type, "accepted")
+        self._wakeup.set()
+        return done
+
+    def health(self) -> CheckResult:
+        if self.spool_full:
+            return CheckResult(False, "spool full: events cannot be kept")
+        if self._kafka is None:
+            return CheckResult(True, "spool only (no kafka configured)")
+        if self._mode is Mode.DIRECT:
+            return CheckResult(True, "kafka")
+        return CheckResult(True, "spooling: kafka unreachable or catching up")
+
+    async def close(self, limit: float) -> None:
+        """Flush: queued events to Kafka within ``limit`` seconds, whatever is left to the
+        spool; then close the producer and the spool."""
+        self._closing = True
+        for task in self._tasks[1:]:
+            task.cancel()
+        sender = self._tasks[0] if self._tasks else None
+        try:
+            if sender is not None:
+                async with asyncio.timeout(limit):
+                    while (self._queue or self._in_flight) and not sender.done():
+                        self._wakeup.set()
+                        await asyncio.sleep(0.01)
+        except TimeoutError:
+            log.warning("event flush to kafka timed out; spooling %d event(s)", len(self._queue))
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            leftovers = [*self._in_flight, *self._queue]
+            self._in_flight, self._queue = [], deque()
+            if leftovers:
+                with contextlib.suppress(SpoolError):
+                    await self._to_spool(leftovers)
+            if self._kafka is not None:
+                await self._kafka.stop()
+            await self._on_disk(self._spool.close)
+            self._disk.shutdown(wait=True)
+
+    def _topic(self, event_type: str) -> str:
+        config = self._kafka_config
+        return config.topic_for(event_type) if config is not None else "events"
+
+    async def _run_sender(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                count = min(len(self._queue), MAX_BATCH)
+                self._in_flight = [self._queue.popleft() for _ in range(count)]
+                await self._deliver(self._in_flight)
+                self._in_flight = []
+                self._metrics.event_queue_depth.set(len(self._queue))
+
+    async def _deliver(self, batch: list[_Pending]) -> None:
+        if self._mode is Mode.DIRECT and self._kafka is not None:
+            try:
+                async with asyncio.timeout(self._kafka.config.ack_timeout):
+                    await self._kafka.send([p.record for p in batch])
+            except Exception as exc:
+                self._metrics.producer_errors.inc()
+                log.warning("kafka did not take %d event(s) (%r); spooling", len(batch), exc)
+                self._set_mode(Mode.SPOOLING)
+                await self._reset_producer()
+            else:
+                self._settle(batch, "delivered")
+                return
+        try:
+            await self._to_spool(batch)
+        except SpoolError as exc:
+            self._settle(batch, "dropped", exc)
+
+    async def _to_spool(self, batch: Sequence[_Pending]) -> None:
+        self._spool_writes += 1
+        try:
+            await self._on_disk(self._spool.append, [p.record for p in batch])
+        except SpoolFull:
+            if not self.spool_full:
+                log.error(
+                    "spool is full (%d bytes): events are being dropped", self._spool.max_bytes
+                )
+            self.spool_full = True
+            raise
+        finally:
+            self._spool_writes -= 1
+        self.spool_full = False
+        self._report_spool()
+        self._settle(batch, "spooled")
+
+    def _settle(
+        self, batch: Sequence[_Pending], outcome: str, exc: Exception | None = None
+    ) -> None:
+        for pending in batch:
+            self._metrics.observe_event(pending.event_type, outcome)
+            if pending.done is not None and not pending.done.done():
+                if exc is None:
+                    pending.done.set_result(None)
+                else:
+                    pending.done.set_exception(exc)
+
+    async def _run_replayer(self) -> None:
+        assert self._kafka is not None
+        delay = RETRY_MIN
+        while True:
+            await self._spooling.wait()
+            try:
+                if not self._kafka.started:
+                    await self._kafka.start()
+                    log.info("kafka connected")
+                await self._replay_spool()
+                delay = RETRY_MIN
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._metrics.producer_errors.inc()
+                log.warning("kafka unavailable (%r); retrying in %.1fs", exc, delay)
+                await self._reset_producer()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    async def _replay_spool(self) -> None:
+        """Send sealed segments oldest first; back to direct once nothing is left."""
+        assert self._kafka is not None
+        while True:
+            segments = await self._on_disk(self._spool.sealed)
+            for segment in segments:
+                records = await self._on_disk(self._spool.read, segment)
+                async with asyncio.timeout(self._kafka.config.ack_timeout):
+                    await self._kafka.send(records)
+                await self._on_disk(self._spool.delete, segment)
+                for record in records:
+                    self._metrics.observe_event(self._event_type(record), "replayed")
+                self._report_spool()
+            if segments:
+                continue
+            sealed_more = await self._on_disk(self._spool.rotate)
+            # No await between this check and the switch: nothing can slip into the
+            # spool after we saw it empty and before the sender goes direct.
+            if not sealed_more and not self._spool_writes:
+                self._set_mode(Mode.DIRECT)
+                log.info("spool replayed; sending to kafka directly")
+                return
+
+    async def _reset_producer(self) -> None:
+        """Drop the producer; the replayer connects a fresh one. A broker that came back
+        may have lost its topics (or be a new one at the same address): fresh metadata
+        is the only safe start, and a clean reconnect beats waiting on a stale one."""
+        assert self._kafka is not None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._kafka.config.ack_timeout):
+                await self._kafka.stop()
+
+    @staticmethod
+    def _event_type(record: SpoolRecord) -> str:
+        """The metrics label of a replayed record, read back from its envelope."""
+        try:
+            envelope = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            return "unknown"
+        event_type = envelope.get("event_type") if isinstance(envelope, dict) else None
+        return (
+            event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown"
+        )
+
+    def _set_mode(self, mode: Mode) -> None:
+        self._mode = mode
+        if mode is Mode.SPOOLING:
+            self._spooling.set()
+        else:
+            self._spooling.clear()
+
+    def _report_spool(self) -> None:
+        self._metrics.spool_bytes.set(self._spool.total_bytes)
+
+    async def _on_disk(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._disk, func, *args)

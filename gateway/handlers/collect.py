@@ -1,0 +1,135 @@
+"""The ``collect`` handler: tracker endpoints under the route's path prefix.
+
+- ``tr/v1/<key>/<value>/...``: an event from path tuplets, the query string and, for
+  POST, a JSON object body; answers 204.
+- ``str/v1/...``: the same, answering ``{"event_id": ...}``.
+- ``img/v1/...``: a pixel; always a transparent 1x1 GIF with ``Cache-Control: no-store``,
+  whatever happens to the event (a lost one is counted, never shown).
+
+Values stay exactly as the client sent them. On a ``durable`` route the answer waits
+until the event is safe (Kafka acknowledged or spool fsynced); pixels never wait.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+from aiohttp import web
+
+from gateway.config import Collect
+from gateway.errors import HTTPError
+from gateway.events.pipeline import EventPipeline, Overloaded
+from gateway.events.spool import SpoolError
+from gateway.handlers import read_body
+from gateway.request import INFO
+from gateway.tracking import Tracker
+
+# The smallest transparent GIF89a: 1x1, one transparent palette entry.
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+PIXEL_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, max-age=0"}
+_BUSY = {"Retry-After": "1"}
+
+
+def parse_tuplets(raw_path: str) -> dict[str, str]:
+    """``/k1/v1/k2/v2`` (raw, percent-encoded) into a dict; values as sent, decoded."""
+    segments = [unquote(s) for s in raw_path.split("?", 1)[0].strip("/").split("/") if s]
+    if len(segments) % 2:
+        raise HTTPError(400, "path tuplets must come in key/value pairs")
+    return dict(zip(segments[::2], segments[1::2], strict=True))
+
+
+class CollectHandler:
+    """Serves the enabled tracker endpoints below ``prefix``."""
+
+    def __init__(self, config: Collect, prefix: str, tracker: Tracker, durable: bool) -> None:
+        base = prefix.rstrip("/")
+        self._endpoints = {f"{base}/{name}/v1": name for name in config.endpoints}
+        self._tracker = tracker
+        self._durable = durable
+
+    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
+        raw = request.raw_path
+        for base, name in self._endpoints.items():
+            if raw == base or raw.startswith((base + "/", base + "?")):
+                rest = raw[len(base) :]
+                if name == "img":
+                    return await self._pixel(request, rest)
+                return await self._track(request, rest, max_body, with_id=name == "str")
+        raise HTTPError(404, "no such tracker endpoint")
+
+    async def _properties(
+        self, request: web.BaseRequest, rest: str, max_body: int
+    ) -> dict[str, Any]:
+        properties: dict[str, Any] = dict(request.query)
+        properties.update(parse_tuplets(rest))
+        if request.method == "POST":
+            body = await read_body(request, max_body)
+            if body:
+                try:
+                    payload = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    raise HTTPError(400, "body is not valid JSON") from None
+                if not isinstance(payload, dict):
+                    raise HTTPError(400, "body must be a JSON object")
+                properties.update(payload)
+        elif request.method not in ("GET", "HEAD"):
+            raise HTTPError(405, "use GET or POST", {"Allow": "GET, HEAD, POST"})
+        return properties
+
+    async def _track(
+        self, request: web.BaseRequest, rest: str, max_body: int, *, with_id: bool
+    ) -> web.StreamResponse:
+        properties = await self._properties(request, rest, max_body)
+        identity = self._tracker.identify(request)
+        name = properties.get("ename") or properties.get("event") or ""
+        event = self._tracker.event(
+            request, request[INFO].client_ip, identity,
+            event_type="track", event_name=str(name), properties=properties,
+        )  # fmt: skip
+        await self._submit(event, durable=self._durable)
+        if with_id:
+            response: web.StreamResponse = web.Response(
+                body=orjson.dumps({"event_id": event.event_id}), content_type="application/json"
+            )
+        else:
+            response = web.Response(status=204)
+        self._tracker.set_cookies(response, identity)
+        return response
+
+    async def _pixel(self, request: web.BaseRequest, rest: str) -> web.StreamResponse:
+        identity = self._tracker.identify(request)
+        try:
+            properties: dict[str, Any] = dict(request.query)
+            properties.update(parse_tuplets(rest))
+            name = properties.get("ename") or properties.get("event") or ""
+            event = self._tracker.event(
+                request, request[INFO].client_ip, identity,
+                event_type="pixel", event_name=str(name), properties=properties,
+            )  # fmt: skip
+            pipeline = self._pipeline()
+            pipeline.submit(event, durable=False)
+        except (HTTPError, Overloaded):
+            pass  # counted as dropped by the pipeline, or a malformed path: the GIF goes out
+        response = web.Response(body=PIXEL, headers=PIXEL_HEADERS)
+        self._tracker.set_cookies(response, identity)
+        return response
+
+    def _pipeline(self) -> EventPipeline:
+        pipeline = self._tracker.pipeline
+        if pipeline is None:
+            raise HTTPError(503, "event pipeline is not running")
+        return pipeline
+
+    async def _submit(self, event: Any, *, durable: bool) -> None:
+        try:
+            done = self._pipeline().submit(event, durable=durable)
+        except Overloaded:
+            raise HTTPError(503, "event queue is full", _BUSY) from None
+        if done is not None:
+            try:
+                await done
+            except SpoolError:
+                raise HTTPError(503, "events cannot be stored right now", _BUSY) from None

@@ -1,0 +1,23 @@
+"""Per-request facts shared by the request path, the handlers, metrics and the access log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """Set when a request arrives; read by handlers and after the response is written."""
+
+    request_id: str
+    route: str
+    client_ip: str
+    # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
+    start: float
+    rate_limited: str | None = None  # the rule that flagged it, on a "flag" route
+    track: bool = False  # copy the request to the event pipeline after the response
+
+
+INFO = web.RequestKey("gateway.request", RequestInfo)

@@ -1,0 +1,144 @@
+"""The event builder: who the visitor is, what the request was, and the envelope.
+
+Visitor and session ids come from first-party cookies the gateway sets itself. With
+``tracking.honor_dnt``, a request carrying ``DNT: 1`` or ``Sec-GPC: 1`` gets no cookie
+and its event no IP or ids. With ``tracking.truncate_ip``, IPv4 addresses keep their /24
+and IPv6 their /48 before the event leaves the gateway.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.config import Tracking
+from gateway.events.envelope import Event, RequestFacts, build_event, uuid7
+from gateway.events.pipeline import EventPipeline
+
+_MAX_ID = 128  # a cookie id longer than this is not one of ours: mint a new one
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    anonymous_id: str | None
+    session_id: str | None
+    new_visitor: bool
+    private: bool
+
+
+def truncate_ip(ip: str) -> str:
+    """IPv4 to its /24, IPv6 to its /48: enough for geography, not for a person."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+class Tracker:
+    """Builds events for requests and hands them to the pipeline."""
+
+    def __init__(self, config: Tracking, pipeline: EventPipeline | None) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.node = config.node or socket.gethostname()
+
+    def identify(self, request: web.BaseRequest, *, mint: bool = True) -> Identity:
+        """Ids from the cookies; missing ones are minted (to be set) unless ``mint`` is
+        off, as for requests whose response has already gone out."""
+        config = self.config
+        if config.honor_dnt and (
+            request.headers.get("DNT") == "1" or request.headers.get("Sec-GPC") == "1"
+        ):
+            return Identity(None, None, new_visitor=False, private=True)
+        cookies = config.cookies
+        visitor = request.cookies.get(cookies.visitor.name, "")
+        session = request.cookies.get(cookies.session.name, "")
+        new_visitor = not visitor or len(visitor) > _MAX_ID
+        new_session = not session or len(session) > _MAX_ID
+        if not mint:
+            return Identity(
+                None if new_visitor else visitor, None if new_session else session, False, False
+            )
+        return Identity(
+            anonymous_id=str(uuid7()) if new_visitor else visitor,
+            session_id=str(uuid7()) if new_session else session,
+            new_visitor=new_visitor,
+            private=False,
+        )
+
+    def set_cookies(self, response: web.StreamResponse, identity: Identity) -> None:
+        """Visitor cookie when new; session cookie every time (sliding expiry)."""
+        cookies = self.config.cookies
+        if identity.private or not cookies.enabled:
+            return
+        options: dict[str, Any] = {
+            "domain": cookies.domain,
+            "path": cookies.path,
+            "secure": cookies.secure,
+            "httponly": cookies.http_only,
+            "samesite": cookies.same_site,
+        }
+        if identity.new_visitor and identity.anonymous_id:
+            response.set_cookie(
+                cookies.visitor.name,
+                identity.anonymous_id,
+                max_age=cookies.visitor.max_age,
+                **options,
+            )
+        if identity.session_id:
+            response.set_cookie(
+                cookies.session.name,
+                identity.session_id,
+                max_age=cookies.session.max_age,
+                **options,
+            )
+
+    def facts(self, request: web.BaseRequest, client_ip: str, identity: Identity) -> RequestFacts:
+        ip: str | None = client_ip
+        if identity.private:
+            ip = None
+        elif self.config.truncate_ip:
+            ip = truncate_ip(client_ip)
+        return RequestFacts(
+            ip=ip,
+            method=request.method,
+            host=request.host,
+            path=request.path,
+            query=request.raw_path.partition("?")[2],  # as sent, still percent-encoded
+            user_agent=request.headers.get("User-Agent", ""),
+            referer=request.headers.get("Referer", ""),
+        )
+
+    def event(
+        self,
+        request: web.BaseRequest,
+        client_ip: str,
+        identity: Identity,
+        *,
+        event_type: str,
+        event_name: str = "",
+        properties: dict[str, Any] | None = None,
+        status: int | None = None,
+        duration_ms: float | None = None,
+    ) -> Event:
+        return build_event(
+            event_type=event_type,
+            event_name=event_name,
+            anonymous_id=identity.anonymous_id,
+            session_id=identity.session_id,
+            request=self.facts(request, client_ip, identity),
+            node=self.node,
+            version=__version__,
+            properties=properties,
+            status=status,
+            duration_ms=duration_ms,
+            received_at=time.time(),
+        )

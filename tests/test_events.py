@@ -1,0 +1,208 @@
+"""Tracker endpoints to a real broker: what the client sends is what lands on Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+
+from gateway.handlers.collect import PIXEL
+from tests.conftest import Broker
+from tests.events_support import SCHEMA, consume, tracking_config, values
+from tests.support import in_process_gateway
+
+VID = "0193a5b8-7c1d-7e2f-8a3b-4c5d6e7f8091"
+
+
+async def request(
+    method: str, url: str, **kwargs: Any
+) -> tuple[int, aiohttp.ClientResponse, bytes]:
+    async with aiohttp.ClientSession() as session, session.request(method, url, **kwargs) as resp:
+        return resp.status, resp, await resp.read()
+
+
+async def test_tuplets_and_query_become_one_event(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        status, resp, body = await request(
+            "GET",
+            gw.url(f"/tr/v1/vid/{VID}/ename/signup/score/6?Plan=Pro%20Max&utm_source=mail"),
+            headers={"User-Agent": "ua/1", "Referer": "https://example.com/p"},
+        )
+        assert (status, body) == (204, b"")
+    (record,) = await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1)
+    event = json.loads(record.value)
+    jsonschema.validate(event, SCHEMA)
+    assert event["properties"] == {
+        "vid": VID, "ename": "signup", "score": "6", "Plan": "Pro Max", "utm_source": "mail"
+    }  # fmt: skip
+    assert (event["event_type"], event["event_name"]) == ("track", "signup")
+    assert event["anonymous_id"] == resp.cookies["vid"].value
+    assert record.key == event["anonymous_id"].encode()
+    assert event["path"] == f"/tr/v1/vid/{VID}/ename/signup/score/6"
+    assert event["query"] == "Plan=Pro%20Max&utm_source=mail"
+    assert (event["user_agent"], event["referer"]) == ("ua/1", "https://example.com/p")
+    assert (event["ip"], event["method"]) == ("127.0.0.1", "GET")
+    assert event["gateway"] == {"node": "test-node", "version": "0.1.0", "schema": 1}
+
+
+async def test_post_json_body_and_str_returns_event_id(
+    tmp_path: Path, kafka_broker: Broker
+) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        payload = {
+            "event": "Order Placed",
+            "total": 12.5,
+            "items": [{"sku": "A-1"}],
+            "Case": "KeEp",
+        }
+        status, _, body = await request("POST", gw.url("/str/v1/src/web"), json=payload)
+    assert status == 200
+    event_id = json.loads(body)["event_id"]
+    (event,) = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1))
+    jsonschema.validate(event, SCHEMA)
+    assert event["event_id"] == event_id
+    assert event["event_name"] == "Order Placed"
+    assert event["properties"] == {"src": "web", **payload}
+
+
+async def test_pixel_answers_exact_gif_and_records_event(
+    tmp_path: Path, kafka_broker: Broker
+) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        status, resp, body = await request("GET", gw.url("/img/v1/campaign/c42?ename=open"))
+    assert (status, body) == (200, PIXEL)
+    # GIF89a, 1x1, a two-colour table, a graphic control extension marking colour 0
+    # transparent, one image block, trailer.
+    assert PIXEL == (
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff"
+        b"!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00"
+        b"\x02\x01D\x00;"
+    )
+    assert resp.headers["Content-Type"] == "image/gif"
+    assert resp.headers["Cache-Control"] == "no-store, max-age=0"
+    (event,) = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1))
+    assert (event["event_type"], event["event_name"]) == ("pixel", "open")
+    assert event["properties"] == {"campaign": "c42", "ename": "open"}
+
+
+async def test_malformed_pixel_still_answers_gif(tmp_path: Path) -> None:
+    async with in_process_gateway(tracking_config(tmp_path, None), tmp_path) as gw:
+        status, _, body = await request("GET", gw.url("/img/v1/odd"))
+    assert (status, body) == (200, PIXEL)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "expected"),
+    [
+        ("GET", "/tr/v1/a/b/c", {}, "400 Bad Request: path tuplets must come in key/value pairs\n"),
+        ("POST", "/tr/v1", {"data": b"{nope"}, "400 Bad Request: body is not valid JSON\n"),
+        ("POST", "/tr/v1", {"json": [1, 2]}, "400 Bad Request: body must be a JSON object\n"),
+        ("PUT", "/tr/v1", {}, "405 Method Not Allowed: use GET or POST\n"),
+        ("GET", "/zz/v1", {}, "404 Not Found: no such tracker endpoint\n"),
+    ],
+)
+async def test_bad_tracker_input(
+    tmp_path: Path, method: str, path: str, kwargs: dict[str, Any], expected: str
+) -> None:
+    async with in_process_gateway(tracking_config(tmp_path, None), tmp_path) as gw:
+        status, _, body = await request(method, gw.url(path), **kwargs)
+    assert f"{status}" == expected[:3]
+    assert body.decode() == expected
+
+
+async def test_cookies_set_once_and_session_renewed(tmp_path: Path) -> None:
+    async with in_process_gateway(tracking_config(tmp_path, None), tmp_path) as gw:
+        _, first, _ = await request("GET", gw.url("/tr/v1"))
+        vid, sid = first.cookies["vid"], first.cookies["sid"]
+        assert (vid["max-age"], sid["max-age"]) == ("63072000", "1800")
+        assert vid["httponly"] and vid["samesite"] == "Lax" and vid["path"] == "/"
+        cookies = {"vid": vid.value, "sid": sid.value}
+        _, second, _ = await request("GET", gw.url("/tr/v1"), cookies=cookies)
+    assert "vid" not in second.cookies  # known visitor: not set again
+    assert second.cookies["sid"].value == sid.value  # same session, expiry slid forward
+
+
+async def test_dnt_means_no_cookie_and_no_ip(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap, honor_dnt=True)
+    async with in_process_gateway(config, tmp_path) as gw:
+        _, resp, _ = await request("GET", gw.url("/tr/v1/a/b"), headers={"Sec-GPC": "1"})
+        assert not resp.cookies
+    (event,) = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1))
+    assert (event["ip"], event["anonymous_id"], event["session_id"]) == (None, None, None)
+
+
+async def test_client_ip_from_trusted_proxy_truncated(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap, truncate_ip=True)
+    config["server"]["trusted_proxies"] = ["127.0.0.0/8"]
+    async with in_process_gateway(config, tmp_path) as gw:
+        forwarded = {"X-Forwarded-For": "6.6.6.6, 198.51.100.77"}
+        await request("GET", gw.url("/tr/v1"), headers=forwarded)
+        # An untrusted-looking chain from a peer we trust still resolves right to left.
+        await request("GET", gw.url("/tr/v1"), headers={"X-Forwarded-For": "2001:db8:1:2::9"})
+    events = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 2))
+    assert sorted(e["ip"] for e in events) == ["198.51.100.0", "2001:db8:1::"]
+
+
+async def test_tracked_route_emits_request_event_after_response(
+    tmp_path: Path, kafka_broker: Broker
+) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        status, _, body = await request("GET", gw.url("/app/page?x=1"), cookies={"vid": VID})
+        assert (status, body) == (200, b"hi")
+    (record,) = await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1)
+    event = json.loads(record.value)
+    jsonschema.validate(event, SCHEMA)
+    assert (event["event_type"], event["status"], event["path"]) == ("request", 200, "/app/page")
+    assert event["anonymous_id"] == VID and record.key == VID.encode()
+    assert event["duration_ms"] >= 0
+
+
+async def test_event_topic_per_type(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    pixel_topic = config["kafka"]["topic"] + "-pixel"
+    config["kafka"]["topics"] = {"pixel": pixel_topic}
+    async with in_process_gateway(config, tmp_path) as gw:
+        await request("GET", gw.url("/img/v1"))
+        await request("GET", gw.url("/tr/v1"))
+    assert values(await consume(kafka_broker.bootstrap, pixel_topic, 1))[0]["event_type"] == "pixel"
+    track = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1))
+    assert track[0]["event_type"] == "track"
+
+
+async def test_metrics_count_delivered_events(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        for _ in range(3):
+            await request("GET", gw.url("/tr/v1"))
+        _, _, text = await request("GET", gw.url("/_gateway/metrics", listener="admin"))
+        _, _, ready = await request("GET", gw.url("/_gateway/ready"))
+    assert 'gateway_events_total{outcome="accepted",type="track"} 3.0' in text.decode()
+    assert 'gateway_events_total{outcome="delivered",type="track"} 3.0' in text.decode()
+    assert json.loads(ready)["checks"]["events"] == {"ok": True, "detail": "kafka"}
+
+
+async def test_queue_full_answers_503_for_ingestion_and_gif_for_pixel(tmp_path: Path) -> None:
+    config = tracking_config(tmp_path, None, queue_size=1, delivery="fast")
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert gw.worker.pipeline is not None
+        # Hold the sender back so the queue stays full.
+        gw.worker.pipeline._wakeup.clear()
+        sender = gw.worker.pipeline._tasks[0]
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        assert (await request("GET", gw.url("/tr/v1")))[0] == 204
+        status, resp, body = await request("GET", gw.url("/tr/v1"))
+        assert (status, resp.headers["Retry-After"]) == (503, "1")
+        assert body == b"503 Service Unavailable: event queue is full\n"
+        assert (await request("GET", gw.url("/img/v1")))[2] == PIXEL
+        _, _, text = await request("GET", gw.url("/_gateway/metrics", listener="admin"))
+    assert 'gateway_events_total{outcome="dropped",type="pixel"} 1.0' in text.decode()
