@@ -204,6 +204,7 @@ EVENT_TYPES = (
     "redirect",
     "request",
 )
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 _KEY_PARTS = ("client_ip", "route", "write_key", "header:<Name>")
 
 
@@ -261,6 +262,7 @@ class Kafka(_Model):
     batch_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 1 << 20
     enable_idempotence: bool = False
     ack_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+    dead_letter_topic: str = "events-dead-letter"
 
     @field_validator("topics")
     @classmethod
@@ -271,6 +273,8 @@ class Kafka(_Model):
         return value
 
     def topic_for(self, event_type: str) -> str:
+        if event_type == "dead_letter":
+            return self.dead_letter_topic
         return self.topics.get(event_type, self.topic)
 
 
@@ -300,10 +304,27 @@ class Cookies(_Model):
     http_only: bool = True
 
 
+class Cors(_Model):
+    """Which browser origins may call the tracking endpoints (with cookies)."""
+
+    allowed_origins: tuple[str, ...] = ()
+    max_age: Annotated[int, Field(ge=0, le=86400)] = 600
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, origin in enumerate(value):
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"[{i}] {origin!r} is not an origin like https://app.example.com")
+        return value
+
+
 class Tracking(_Model):
     """How events are built and delivered."""
 
     delivery: Literal["durable", "fast"] = "durable"
+    write_keys: tuple[str, ...] = ()
+    cors: Cors = Cors()
     queue_size: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
     cookies: Cookies = Cookies()
     honor_dnt: bool = False
@@ -323,6 +344,12 @@ class Collect(_Model):
     endpoints: tuple[Literal["tr", "str", "img"], ...] = ("tr", "str", "img")
 
 
+class Segment(_Model):
+    """The Segment HTTP API under the route's prefix: /v1/track, /v1/batch, ..."""
+
+    enabled: bool = True
+
+
 class Route(_Model):
     """One entry of the ordered route table: a match and exactly one handler."""
 
@@ -335,6 +362,7 @@ class Route(_Model):
     delivery: Literal["durable", "fast"] | None = None
     respond: Respond | None = None
     collect: Collect | None = None
+    segment: Segment | None = None
     # Handlers that later versions add; present in a file they are an error, never ignored.
     proxy: Any = None
     static: Any = None
@@ -501,12 +529,15 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
                 f"duplicate route name {route.name!r} (also routes[{route_names[route.name]}])",
             )
         route_names.setdefault(route.name, i)
-        handlers = [h for h in ("respond", "collect") if getattr(route, h) is not None]
+        handlers = [h for h in ("respond", "collect", "segment") if getattr(route, h) is not None]
         if len(handlers) != 1:
             yield ConfigIssue(
                 path,
-                "needs exactly one handler: one of respond, collect, proxy, static, redirect",
+                "needs exactly one handler: one of respond, collect, segment, proxy, static, "
+                "redirect",
             )
+        if route.segment is not None and not config.tracking.write_keys:
+            yield ConfigIssue(f"{path}.segment", "needs tracking.write_keys to check callers")
         for j, rule_name in enumerate(route.rate_limits):
             if rule_name not in rule_names:
                 known = ", ".join(rule_names) or "none defined in rate_limits.rules"

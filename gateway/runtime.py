@@ -18,6 +18,7 @@ from gateway.events.pipeline import EventPipeline
 from gateway.handlers import Handler
 from gateway.handlers.collect import CollectHandler
 from gateway.handlers.respond import RespondHandler
+from gateway.handlers.segment import SegmentHandler
 from gateway.metrics import Metrics
 from gateway.ratelimit import RouteLimits, Rule, local_limiter_for
 from gateway.router import HostMatcher, Router, RouteRule
@@ -55,6 +56,9 @@ def _handler_for(route: Route, config: Config, tracker: Tracker) -> Handler:
         return CollectHandler(
             route.collect, route.match.path_prefix, tracker, durable=delivery == "durable"
         )
+    if route.segment is not None:
+        delivery = route.delivery or config.tracking.delivery
+        return SegmentHandler(route.match.path_prefix, tracker, durable=delivery == "durable")
     # parse_config rejects a route without a known handler; reaching here is a bug.
     raise AssertionError(f"route {route.name!r} has no handler")
 

@@ -18,8 +18,10 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.config import Tracking
+from gateway.cors import Cors
 from gateway.events.envelope import Event, RequestFacts, build_event, uuid7
 from gateway.events.pipeline import EventPipeline
+from gateway.events.segment import Message
 
 _MAX_ID = 128  # a cookie id longer than this is not one of ours: mint a new one
 
@@ -49,6 +51,7 @@ class Tracker:
         self.config = config
         self.pipeline = pipeline
         self.node = config.node or socket.gethostname()
+        self.cors = Cors(config.cors)
 
     def identify(self, request: web.BaseRequest, *, mint: bool = True) -> Identity:
         """Ids from the cookies; missing ones are minted (to be set) unless ``mint`` is
@@ -115,6 +118,25 @@ class Tracker:
             query=request.raw_path.partition("?")[2],  # as sent, still percent-encoded
             user_agent=request.headers.get("User-Agent", ""),
             referer=request.headers.get("Referer", ""),
+        )
+
+    def segment_event(
+        self, request: web.BaseRequest, client_ip: str, message: Message, received_at: float
+    ) -> Event:
+        """A Segment call: ids from the message, not from cookies."""
+        identity = Identity(message.anonymous_id, None, new_visitor=False, private=False)
+        return build_event(
+            event_type=message.event_type,
+            event_name=message.event_name,
+            anonymous_id=message.anonymous_id,
+            user_id=message.user_id,
+            session_id=None,
+            request=self.facts(request, client_ip, identity),
+            node=self.node,
+            version=__version__,
+            properties=message.properties,
+            received_at=received_at,
+            segment=message.segment,
         )
 
     def event(

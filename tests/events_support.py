@@ -28,7 +28,8 @@ def tracking_config(tmp_path: Path, bootstrap: str | None, **tracking: Any) -> d
     if bootstrap is not None:
         config["kafka"] = {
             "bootstrap_servers": [bootstrap],
-            "topic": f"events-{uuid.uuid4().hex[:8]}",
+            "topic": (topic := f"events-{uuid.uuid4().hex[:8]}"),
+            "dead_letter_topic": f"{topic}-dead",
             "ack_timeout": 2,
         }
     config["tracking"] = {"node": "test-node", **tracking}

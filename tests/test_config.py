@@ -114,7 +114,8 @@ def test_handler_of_unbuilt_capability_is_rejected(handler: str) -> None:
 
 def test_route_without_handler() -> None:
     assert issues_of(minimal(routes=[{"name": "r"}])) == [
-        "routes[0]: needs exactly one handler: one of respond, collect, proxy, static, redirect"
+        "routes[0]: needs exactly one handler: one of respond, collect, segment, proxy, static, "
+        "redirect"
     ]
 
 

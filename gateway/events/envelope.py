@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 SCHEMA_VERSION = 1
+MAX_DEAD_LETTER_BODY = 64 * 1024
 
 
 def uuid7() -> uuid.UUID:
@@ -28,6 +29,24 @@ def uuid7() -> uuid.UUID:
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)
     return uuid.UUID(int=value)
+
+
+def dead_letter(
+    reason: str, *, path: str, ip: str | None, body: bytes, received_at: float
+) -> Event:
+    """Input refused but kept for inspection, with why (the dead-letter topic)."""
+    event_id = str(uuid7())
+    value = {
+        "event_id": event_id,
+        "event_type": "dead_letter",
+        "reason": reason,
+        "received_at": iso_utc(received_at),
+        "path": path,
+        "ip": ip,
+        "body": body[:MAX_DEAD_LETTER_BODY].decode(errors="replace"),
+        "truncated": len(body) > MAX_DEAD_LETTER_BODY,
+    }
+    return Event(event_id, "dead_letter", event_id.encode(), orjson.dumps(value))
 
 
 def iso_utc(timestamp: float) -> str:
@@ -47,6 +66,23 @@ class RequestFacts:
     query: str
     user_agent: str
     referer: str
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFields:
+    """What a Segment-style call adds to the envelope (all optional elsewhere)."""
+
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    group_id: str | None = None
+    previous_id: str | None = None
+    sent_at: str | None = None
+    timestamp: str | None = None  # corrected for client clock skew
+    original_timestamp: str | None = None  # as the client sent it
+    message_id: str | None = None
+
+
+_NO_SEGMENT = SegmentFields()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +109,13 @@ def build_event(
     status: int | None = None,
     duration_ms: float | None = None,
     received_at: float | None = None,
+    segment: SegmentFields | None = None,
 ) -> Event:
-    """Build the envelope; the record key is the visitor id so a visitor's events stay
-    in order on one partition (the event id when there is no visitor)."""
+    """Build the envelope; the record key is the visitor id (else the user id) so one
+    visitor's events stay in order on one partition (the event id when there is neither)."""
     now = time.time() if received_at is None else received_at
     event_id = str(uuid7())
+    seg = segment or _NO_SEGMENT
     envelope: dict[str, Any] = {
         "event_id": event_id,
         "event_time": iso_utc(now),
@@ -87,6 +125,10 @@ def build_event(
         "user_id": user_id,
         "session_id": session_id,
         "properties": properties or {},
+        "traits": seg.traits,
+        "context": seg.context,
+        "group_id": seg.group_id,
+        "previous_id": seg.previous_id,
         "ip": request.ip,
         "method": request.method,
         "host": request.host,
@@ -97,7 +139,11 @@ def build_event(
         "status": status,
         "duration_ms": duration_ms,
         "received_at": iso_utc(now),
+        "sent_at": seg.sent_at,
+        "timestamp": seg.timestamp or iso_utc(now),
+        "original_timestamp": seg.original_timestamp,
+        "message_id": seg.message_id or event_id,
         "gateway": {"node": node, "version": version, "schema": SCHEMA_VERSION},
     }
-    key = (anonymous_id or event_id).encode()
+    key = (anonymous_id or user_id or event_id).encode()
     return Event(event_id, event_type, key, orjson.dumps(envelope))

@@ -55,9 +55,14 @@ class CollectHandler:
         for base, name in self._endpoints.items():
             if raw == base or raw.startswith((base + "/", base + "?")):
                 rest = raw[len(base) :]
+                if request.method == "OPTIONS":
+                    return self._tracker.cors.preflight(request)
                 if name == "img":
-                    return await self._pixel(request, rest)
-                return await self._track(request, rest, max_body, with_id=name == "str")
+                    response = await self._pixel(request, rest)
+                else:
+                    response = await self._track(request, rest, max_body, with_id=name == "str")
+                self._tracker.cors.decorate(request, response)
+                return response
         raise HTTPError(404, "no such tracker endpoint")
 
     async def _properties(

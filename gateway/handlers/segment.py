@@ -1,0 +1,154 @@
+"""The ``segment`` handler: Segment's HTTP Tracking API at the route's path prefix.
+
+With ``path_prefix`` ``/v1``: ``POST /v1/{track,identify,page,screen,group,alias,batch}``
+(and ``/v1/t``, ``i``, ``p``, ``s``, ``g``, ``a``), so the official Segment libraries
+pointed at the gateway deliver unmodified. The write key comes as the HTTP Basic user
+(empty password) or ``writeKey`` in the body. Errors answer Segment's way,
+``{"code": ..., "message": ...}``; refused input is kept on the dead-letter topic with
+the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import REQUEST_ID_HEADER, HTTPError
+from gateway.events.envelope import dead_letter
+from gateway.events.pipeline import Overloaded
+from gateway.events.segment import CALLS, MAX_BATCH, SHORT, Invalid, batch_calls, validate
+from gateway.events.spool import SpoolError
+from gateway.handlers import read_body
+from gateway.request import INFO
+from gateway.tracking import Tracker
+
+
+def basic_user(header: str | None) -> str | None:
+    """The user part of ``Authorization: Basic ...``, or None."""
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+class SegmentError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class SegmentHandler:
+    """Validates Segment calls and turns each into an event."""
+
+    def __init__(self, prefix: str, tracker: Tracker, *, durable: bool) -> None:
+        # The route's prefix is the API root, e.g. "/v1": calls are the segment below it.
+        self._base = prefix.rstrip("/") + "/"
+        self._tracker = tracker
+        self._durable = durable
+        self._keys = tuple(key.encode() for key in tracker.config.write_keys)
+
+    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
+        path = request.path
+        call = SHORT.get(path[len(self._base) :], path[len(self._base) :])
+        if not path.startswith(self._base) or (call not in CALLS and call != "batch"):
+            raise HTTPError(404, "no such Segment endpoint")
+        cors = self._tracker.cors
+        if request.method == "OPTIONS":
+            return cors.preflight(request)
+        try:
+            response = await self._handle(request, call)
+        except SegmentError as exc:
+            response = web.Response(
+                status=exc.status,
+                body=orjson.dumps({"code": exc.code, "message": exc.message}),
+                content_type="application/json",
+                headers={REQUEST_ID_HEADER: request[INFO].request_id},
+            )
+        cors.decorate(request, response)
+        return response
+
+    async def _handle(self, request: web.BaseRequest, call: str) -> web.StreamResponse:
+        if request.method != "POST":
+            raise SegmentError(405, "method_not_allowed", "use POST")
+        received_at = time.time()
+        try:
+            body = await read_body(request, MAX_BATCH)
+        except HTTPError:
+            raise SegmentError(400, "too_large", "request is larger than 500 KB") from None
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self._dead_letter(request, "body is not valid JSON", body, received_at)
+            raise SegmentError(400, "invalid_json", "body is not valid JSON") from None
+        self._authorize(request, parsed)
+        try:
+            if call == "batch":
+                calls, sent_at = batch_calls(parsed)
+            else:
+                calls, sent_at = [(parsed, call)], None
+            messages = []
+            for i, (msg, kind) in enumerate(calls):
+                try:
+                    messages.append(
+                        validate(msg, kind, received_at=received_at, batch_sent_at=sent_at)
+                    )
+                except Invalid as exc:
+                    raise Invalid(f"batch[{i}]: {exc}" if call == "batch" else str(exc)) from None
+        except Invalid as exc:
+            self._dead_letter(request, str(exc), body, received_at)
+            raise SegmentError(400, "invalid_request", str(exc)) from None
+        client_ip = request[INFO].client_ip
+        events = [self._tracker.segment_event(request, client_ip, m, received_at) for m in messages]
+        await self._submit(events)
+        return web.Response(body=b'{"success":true}', content_type="application/json")
+
+    def _authorize(self, request: web.BaseRequest, parsed: Any) -> None:
+        key = basic_user(request.headers.get("Authorization"))
+        if key is None and isinstance(parsed, dict) and isinstance(parsed.get("writeKey"), str):
+            key = parsed["writeKey"]
+        if not key:
+            raise SegmentError(401, "unauthorized", "a write key is required")
+        # Compare against every key, in constant time, so timing says nothing about them.
+        matches = [hmac.compare_digest(key.encode(), known) for known in self._keys]
+        if not any(matches):
+            raise SegmentError(401, "unauthorized", "unknown write key")
+
+    async def _submit(self, events: list[Any]) -> None:
+        pipeline = self._tracker.pipeline
+        if pipeline is None:
+            raise SegmentError(503, "unavailable", "event pipeline is not running")
+        waits = []
+        try:
+            for event in events:
+                done = pipeline.submit(event, durable=self._durable)
+                if done is not None:
+                    waits.append(done)
+        except Overloaded:
+            raise SegmentError(503, "overloaded", "event queue is full; retry later") from None
+        try:
+            await asyncio.gather(*waits)
+        except SpoolError:
+            raise SegmentError(503, "unavailable", "events cannot be stored right now") from None
+
+    def _dead_letter(self, request: web.BaseRequest, reason: str, body: bytes, at: float) -> None:
+        pipeline = self._tracker.pipeline
+        if pipeline is None:
+            return
+        event = dead_letter(
+            reason, path=request.path, ip=request[INFO].client_ip, body=body, received_at=at
+        )
+        with contextlib.suppress(Overloaded):  # counted as dropped by the pipeline
+            pipeline.submit(event, durable=False)

@@ -1,0 +1,201 @@
+"""The Segment HTTP API: official clients deliver unmodified; Segment's rules hold."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+from segment.analytics.client import Client
+
+from tests.conftest import Broker
+from tests.events_support import SCHEMA, consume, tracking_config, values
+from tests.support import in_process_gateway, with_routes
+
+KEY = "wk_test_123"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()}
+
+
+def segment_config(tmp_path: Path, bootstrap: str | None) -> dict[str, Any]:
+    config = tracking_config(tmp_path, bootstrap, write_keys=[KEY])
+    config = with_routes(
+        config,
+        {"name": "segment", "match": {"path_prefix": "/v1"}, "segment": {}},
+        {"name": "collect", "collect": {}},
+    )
+    config["tracking"]["cors"] = {"allowed_origins": ["https://app.example.com"]}
+    return config
+
+
+async def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = AUTH if headers is None else headers
+        async with session.post(url, data=data, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+
+async def test_official_python_client_delivers(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = segment_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        client = Client(KEY, host=gw.url("").rstrip("/"), sync_mode=True, gzip=True)
+
+        def calls() -> None:
+            client.track("u1", "Signed Up", {"plan": "Pro"}, message_id="m-1")
+            client.identify("u1", {"email": "a@example.com"})
+            client.page("u1", "Docs", "Install")
+            client.group("u1", "g-9", {"name": "ACME"})
+            client.alias("anon-1", "u1")
+
+        await asyncio.to_thread(calls)
+    events = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 5))
+    for event in events:
+        jsonschema.validate(event, SCHEMA)
+    by_type = {e["event_type"]: e for e in events}
+    assert sorted(by_type) == ["alias", "group", "identify", "page", "track"]
+    track = by_type["track"]
+    assert (track["event_name"], track["user_id"], track["message_id"]) == (
+        "Signed Up",
+        "u1",
+        "m-1",
+    )
+    assert track["properties"] == {"plan": "Pro"}
+    assert track["context"]["library"]["name"] == "analytics-python"
+    assert by_type["identify"]["traits"] == {"email": "a@example.com"}
+    assert by_type["page"]["event_name"] == "Install"
+    assert by_type["group"]["group_id"] == "g-9"
+    assert by_type["alias"]["previous_id"] == "anon-1"
+
+
+async def test_track_fields_and_clock_skew_correction(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = segment_config(tmp_path, kafka_broker.bootstrap)
+    # The client's clock runs an hour fast; the event happened 10 s before it was sent.
+    client_now = datetime.now(UTC) + timedelta(hours=1)
+    happened = (client_now - timedelta(seconds=10)).isoformat()
+    message = {
+        "userId": "u2", "event": "Clicked", "properties": {"Button": "Buy"},
+        "context": {"ip": "1.2.3.4"}, "timestamp": happened, "sentAt": client_now.isoformat(),
+        "messageId": "msg-42",
+    }  # fmt: skip
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert await post(gw.url("/v1/track"), message) == (200, {"success": True})
+    (event,) = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1))
+    jsonschema.validate(event, SCHEMA)
+    received = datetime.fromisoformat(event["received_at"])
+    corrected = datetime.fromisoformat(event["timestamp"])
+    assert abs((received - corrected).total_seconds() - 10) < 0.01
+    assert event["original_timestamp"] == happened
+    assert event["sent_at"] == message["sentAt"]
+    assert (event["message_id"], event["properties"]) == ("msg-42", {"Button": "Buy"})
+    assert event["context"] == {"ip": "1.2.3.4"}
+
+
+async def test_message_id_assigned_when_missing_and_short_path(
+    tmp_path: Path, kafka_broker: Broker
+) -> None:
+    config = segment_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert (await post(gw.url("/v1/i"), {"anonymousId": "a-1"}))[0] == 200
+    (event,) = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1))
+    assert event["event_type"] == "identify"
+    assert event["message_id"] == event["event_id"]
+    assert event["timestamp"] == event["received_at"]
+
+
+async def test_write_key_in_body_and_auth_failures(tmp_path: Path) -> None:
+    config = segment_config(tmp_path, None)
+    message = {"userId": "u", "event": "E"}
+    async with in_process_gateway(config, tmp_path) as gw:
+        url = gw.url("/v1/track")
+        assert (await post(url, {**message, "writeKey": KEY}, headers={}))[0] == 200
+        assert await post(url, message, headers={}) == (
+            401, {"code": "unauthorized", "message": "a write key is required"}
+        )  # fmt: skip
+        wrong = {"Authorization": "Basic " + base64.b64encode(b"nope:").decode()}
+        assert await post(url, message, headers=wrong) == (
+            401, {"code": "unauthorized", "message": "unknown write key"}
+        )  # fmt: skip
+
+
+async def test_validation_rules_and_dead_letter(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = segment_config(tmp_path, kafka_broker.bootstrap)
+    cases = [
+        ("/v1/track", {"event": "E"}, "userId or anonymousId is required"),
+        ("/v1/track", {"userId": "u"}, "event is required for track"),
+        ("/v1/group", {"userId": "u"}, "groupId is required for group"),
+        ("/v1/alias", {"userId": "u"}, "previousId and userId are required for alias"),
+        ("/v1/track", {"userId": "u", "event": "E", "timestamp": "yesterday"},
+         "timestamp is not an ISO 8601 date-time"),
+        ("/v1/batch", {"batch": [{"type": "track", "userId": "u", "event": "E"}, {"type": "x"}]},
+         "batch[1]: type must be one of track, identify, page, screen, group, alias"),
+        ("/v1/track", {"userId": "u", "event": "E", "properties": {"p": "x" * 33_000}},
+         "message is larger than 32 KB"),
+    ]  # fmt: skip
+    async with in_process_gateway(config, tmp_path) as gw:
+        for path, body, reason in cases:
+            assert await post(gw.url(path), body) == (
+                400, {"code": "invalid_request", "message": reason}
+            )  # fmt: skip
+        status, answer = await post(gw.url("/v1/batch"), b"x" * (500 * 1024 + 1))
+        assert (status, answer["message"]) == (400, "request is larger than 500 KB")
+    topic = config["kafka"]["dead_letter_topic"]
+    dead = values(await consume(kafka_broker.bootstrap, topic, len(cases)))
+    # Keys are random per record, so partitions interleave: compare as sets.
+    assert sorted(d["reason"] for d in dead) == sorted(reason for _, _, reason in cases)
+    first = next(d for d in dead if d["reason"] == cases[0][2])
+    assert (json.loads(first["body"]), first["path"], first["truncated"]) == (
+        {"event": "E"}, "/v1/track", False
+    )  # fmt: skip
+
+
+async def test_batch_and_gzip_body(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = segment_config(tmp_path, kafka_broker.bootstrap)
+    batch = {
+        "batch": [
+            {"type": "track", "userId": f"u{i}", "event": "E", "properties": {"i": i}}
+            for i in range(100)
+        ],
+        "sentAt": datetime.now(UTC).isoformat(),
+    }
+    async with in_process_gateway(config, tmp_path) as gw:
+        headers = {**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+        status, _ = await post(
+            gw.url("/v1/batch"), gzip.compress(json.dumps(batch).encode()), headers
+        )
+        assert status == 200
+    events = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 100))
+    assert sorted(e["properties"]["i"] for e in events) == list(range(100))
+
+
+async def test_cors_preflight_and_reflected_origin(tmp_path: Path) -> None:
+    config = segment_config(tmp_path, None)
+    async with in_process_gateway(config, tmp_path) as gw, aiohttp.ClientSession() as session:
+        preflight = {
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        }
+        async with session.options(gw.url("/v1/track"), headers=preflight) as resp:
+            assert resp.status == 204
+            assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+            assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+            assert resp.headers["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
+            assert resp.headers["Access-Control-Max-Age"] == "600"
+            assert resp.headers["Vary"] == "Origin"
+        evil = {**preflight, "Origin": "https://evil.example"}
+        async with session.options(gw.url("/tr/v1"), headers=evil) as resp:
+            assert (resp.status, await resp.text()) == (403, "403 Forbidden: origin not allowed\n")
+        async with session.get(
+            gw.url("/tr/v1"), headers={"Origin": "https://evil.example"}
+        ) as resp:
+            assert "Access-Control-Allow-Origin" not in resp.headers
+        headers = {"Origin": "https://app.example.com"}
+        async with session.get(gw.url("/img/v1"), headers=headers) as resp:
+            assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+            assert resp.headers["Vary"] == "Origin"
