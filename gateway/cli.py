@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, Route, load_config
 
 EXIT_CONFIG = 2
 
@@ -20,8 +20,12 @@ EXIT_CONFIG = 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="asyncio edge gateway")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,check}")
-    for name, text in (("run", "serve the config"), ("check", "validate the config and show it")):
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,check,spool}")
+    for name, text in (
+        ("run", "serve the config"),
+        ("check", "validate the config and show it"),
+        ("spool", "print the events held in the disk spool, one JSON record a line"),
+    ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--config", default="config.json", help="config file (config.json)")
     # Started by the supervisor only; not part of the user-facing interface.
@@ -45,9 +49,27 @@ def describe(config: Config) -> str:
     lines.append("routes:" if config.routes else "routes: none (every request gets 404)")
     for route in config.routes:
         hosts = ",".join(route.match.hosts) or "*"
-        action = f"respond {route.respond.status}" if route.respond is not None else "?"
-        lines.append(f"  {route.name:<12} host={hosts} path={route.match.path_prefix} -> {action}")
+        lines.append(
+            f"  {route.name:<12} host={hosts} path={route.match.path_prefix} -> "
+            f"{_action(route, config)}"
+        )
+    sink = "kafka " + ",".join(config.kafka.bootstrap_servers) if config.kafka else "spool only"
+    lines.append(f"events: {sink}; spool {config.spool.dir}/worker-N")
     return "\n".join(lines)
+
+
+def _action(route: Route, config: Config) -> str:
+    delivery = route.delivery or config.tracking.delivery
+    if route.respond is not None:
+        action = f"respond {route.respond.status}"
+    elif route.collect is not None:
+        action = f"collect {','.join(route.collect.endpoints)} ({delivery})"
+    else:
+        action = f"segment API ({delivery})"
+    extras = [f"rate_limits={','.join(route.rate_limits)}"] if route.rate_limits else []
+    if route.track:
+        extras.append("track")
+    return " ".join([action, *extras])
 
 
 def _load(path: str) -> Config | None:
@@ -79,6 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(f"{args.config}: OK")
         print(describe(config))
+        return 0
+    if args.command == "spool":
+        from pathlib import Path
+
+        from gateway.events.spool import read_all
+
+        for _, record in read_all(Path(config.spool.dir)):
+            sys.stdout.write(record.value.decode(errors="replace") + "\n")
         return 0
 
     from gateway.supervisor import Supervisor

@@ -109,6 +109,7 @@ class Worker:
             config.kafka,
             config.spool,
             slot=self.slot,
+            workers=server.worker_count,
             queue_size=config.tracking.queue_size,
             metrics=self.metrics,
         )

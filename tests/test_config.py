@@ -27,7 +27,8 @@ def minimal(**extra: Any) -> dict[str, Any]:
 def test_shipped_example_config_is_valid() -> None:
     config = load_config(ROOT / "config.json", env={})
     assert [listener.name for listener in config.server.listeners] == ["public", "admin"]
-    assert config.routes[0].respond is not None
+    assert [route.name for route in config.routes] == ["collect", "hello"]
+    assert config.kafka is None  # the embedded default: events stay in the local spool
 
 
 def test_defaults_are_filled_in() -> None:

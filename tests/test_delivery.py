@@ -138,3 +138,20 @@ async def test_durable_events_survive_sigkill(tmp_path: Path, broker_factory: ty
         assert wanted <= seen
     finally:
         await stop_process(gw)
+
+
+async def test_spool_of_a_removed_worker_slot_is_taken_over(
+    tmp_path: Path, kafka_broker: Broker
+) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    # A previous run had four workers; this one has one.
+    orphan = Spool(tmp_path / "spool" / "worker-3", 1 << 20, 1 << 30)
+    orphan.open()
+    event = {"event_id": "0193a5b8-7c1d-7e2f-8a3b-4c5d6e7f8092", "event_type": "pixel"}
+    orphan.append([SpoolRecord(config["kafka"]["topic"], b"k", json.dumps(event).encode())])
+    orphan.close()
+    async with in_process_gateway(config, tmp_path) as gw:
+        (record,) = await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1)
+        await wait_ready_detail(gw, "kafka")
+    assert json.loads(record.value) == event
+    assert list((tmp_path / "spool" / "worker-3").glob("*.seg")) == []

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from gateway import __version__
+from gateway.events.spool import Spool, SpoolRecord
 from tests.support import HELLO, base_config, start_process, stop_process, with_routes
 
 
@@ -54,7 +55,23 @@ def test_check_describes_a_good_config(tmp_path: Path) -> None:
         "built-in endpoints: /_gateway/{health,ready,metrics,reload}",
         "routes:",
         "  hello        host=* path=/ -> respond 200",
+        f"events: spool only; spool {tmp_path / 'spool'}/worker-N",
     ]
+
+
+def test_spool_command_prints_held_events(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    spool = Spool(tmp_path / "spool" / "worker-1", 1 << 20, 1 << 30)
+    spool.open()
+    spool.append(
+        [
+            SpoolRecord("events", b"k", b'{"event_id":"a"}'),
+            SpoolRecord("events", b"k", b'{"event_id":"b"}'),
+        ]
+    )
+    spool.close()
+    result = gateway_cli("spool", "--config", str(write_config(tmp_path, config)))
+    assert (result.returncode, result.stdout) == (0, '{"event_id":"a"}\n{"event_id":"b"}\n')
 
 
 def test_check_lists_every_error_and_exits_2(tmp_path: Path) -> None:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -32,7 +34,7 @@ from gateway.config import EVENT_TYPES, Kafka
 from gateway.config import Spool as SpoolConfig
 from gateway.events.envelope import Event
 from gateway.events.kafka import KafkaWriter
-from gateway.events.spool import Spool, SpoolError, SpoolFull, SpoolRecord
+from gateway.events.spool import Spool, SpoolError, SpoolFull, SpoolRecord, adopt_orphans
 from gateway.health import CheckResult
 from gateway.metrics import Metrics
 
@@ -69,12 +71,16 @@ class EventPipeline:
         spool: SpoolConfig,
         *,
         slot: int,
+        workers: int = 1,
         queue_size: int,
         metrics: Metrics,
     ) -> None:
         self._kafka_config = kafka
         self._kafka = KafkaWriter(kafka) if kafka is not None else None
         self._spool = Spool(f"{spool.dir}/worker-{slot}", spool.segment_bytes, spool.max_bytes)
+        self._spool_root = Path(spool.dir)
+        self._adopts = slot == 0  # worker 0 takes over spools of slots that no longer exist
+        self._workers = workers
         # One thread, so spool operations run in the order they were asked for.
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._queue: deque[_Pending] = deque()
@@ -99,6 +105,14 @@ class EventPipeline:
 
     async def start(self) -> None:
         recovery = await self._on_disk(self._spool.open)
+        if self._adopts:
+            adopted = await self._on_disk(
+                adopt_orphans, self._spool_root, self._workers, self._spool
+            )
+            if adopted:
+                log.warning("spool: took over %d event(s) from removed worker slots", adopted)
+                await self._on_disk(self._spool.rotate)
+                recovery = dataclasses.replace(recovery, records=recovery.records + adopted)
         if recovery.records or recovery.corrupt_bytes:
             log.warning(
                 "spool: %d event(s) in %d segment(s) to replay; %d corrupt byte(s) cut",

@@ -184,3 +184,38 @@ class Spool:
         self._next_seq += 1
         self._active_fd = os.open(self._active, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._active_size = 0
+
+
+def adopt_orphans(root: Path, workers: int, into: Spool) -> int:
+    """Move the records of spool directories no worker owns any more (``worker-N`` with
+    N >= ``workers``, left by a run with more workers) into ``into``; return how many.
+    A directory still locked by a live process is left alone."""
+    moved = 0
+    for path in sorted(root.glob("worker-*")):
+        suffix = path.name.removeprefix("worker-")
+        if not suffix.isdigit() or int(suffix) < workers:
+            continue
+        orphan = Spool(path, into.segment_bytes, into.max_bytes)
+        try:
+            orphan.open()
+        except SpoolError:
+            continue
+        try:
+            for segment in orphan.sealed():
+                records = orphan.read(segment)
+                into.append(records)
+                orphan.delete(segment)
+                moved += len(records)
+        finally:
+            orphan.close()
+    return moved
+
+
+def read_all(root: Path) -> Iterator[tuple[Path, SpoolRecord]]:
+    """Every intact record under a spool root, by worker and segment, without locking:
+    for looking at what the spool holds (``gateway spool``), not for replaying it."""
+    for directory in sorted(root.glob("worker-*")):
+        for segment in sorted(directory.glob("*.seg")):
+            records, _ = decode_all(segment.read_bytes())
+            for record in records:
+                yield segment, record
