@@ -206,3 +206,16 @@ async def test_queue_full_answers_503_for_ingestion_and_gif_for_pixel(tmp_path: 
         assert (await request("GET", gw.url("/img/v1")))[2] == PIXEL
         _, _, text = await request("GET", gw.url("/_gateway/metrics", listener="admin"))
     assert 'gateway_events_total{outcome="dropped",type="pixel"} 1.0' in text.decode()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lz4", "zstd"])
+async def test_compressed_batches_arrive(
+    tmp_path: Path, kafka_broker: Broker, compression: str
+) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    config["kafka"]["compression"] = compression
+    async with in_process_gateway(config, tmp_path) as gw:
+        for i in range(5):
+            assert (await request("GET", gw.url(f"/tr/v1/n/{i}")))[0] == 204
+    events = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 5))
+    assert sorted(e["properties"]["n"] for e in events) == ["0", "1", "2", "3", "4"]
