@@ -204,6 +204,7 @@ EVENT_TYPES = (
     "redirect",
     "request",
 )
+_UPSTREAM = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?$")
 _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 _KEY_PARTS = ("client_ip", "route", "write_key", "header:<Name>")
 
@@ -338,6 +339,72 @@ class RateLimits(_Model):
     rules: tuple[RateLimitRule, ...] = ()
 
 
+class ProxyTimeouts(_Model):
+    """Seconds: to connect, to the response head, between body reads."""
+
+    connect: Annotated[float, Field(gt=0, le=600)] = 5.0
+    first_byte: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    idle_read: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+
+class PassiveHealth(_Model):
+    failures: Annotated[int, Field(ge=1, le=1000)] = 3
+    window: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+class ActiveHealth(_Model):
+    path: str = "/"
+    interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    timeout: Annotated[float, Field(gt=0, le=600)] = 2.0
+    expect_status: tuple[int, int] = (200, 399)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError('must start with "/"')
+        return value
+
+
+class Proxy(_Model):
+    """Reverse proxy to a pool of upstream targets."""
+
+    upstreams: Annotated[tuple[str, ...], Field(min_length=1)]
+    policy: Literal["round_robin", "least_conn", "random_two", "ip_hash", "header_hash"] = (
+        "round_robin"
+    )
+    hash_header: str | None = None
+    strip_prefix: bool = False
+    rewrite_prefix: str | None = None
+    host_header: str | None = None
+    forwarded: bool = False
+    via: bool = False
+    verify_tls: bool = True
+    max_connections_per_target: Annotated[int, Field(ge=1, le=100_000)] = 256
+    try_duration: Annotated[float, Field(ge=0, le=600)] = 5.0
+    max_tries: Annotated[int, Field(ge=1, le=20)] = 3
+    websocket_idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    timeouts: ProxyTimeouts = ProxyTimeouts()
+    passive_health: PassiveHealth = PassiveHealth()
+    active_health: ActiveHealth | None = None
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstreams(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, url in enumerate(value):
+            if not _UPSTREAM.match(url):
+                raise ValueError(f"[{i}] {url!r} is not an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("rewrite_prefix")
+    @classmethod
+    def _rewrite(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError('must start with "/"')
+        return value
+
+
 class Collect(_Model):
     """The tracker endpoints under the route's prefix: tr/v1, str/v1 and img/v1."""
 
@@ -363,8 +430,8 @@ class Route(_Model):
     respond: Respond | None = None
     collect: Collect | None = None
     segment: Segment | None = None
+    proxy: Proxy | None = None
     # Handlers that later versions add; present in a file they are an error, never ignored.
-    proxy: Any = None
     static: Any = None
     redirect: Any = None
 
@@ -375,7 +442,7 @@ class Route(_Model):
             raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 64)")
         return value
 
-    @field_validator("proxy", "static", "redirect", mode="plain")
+    @field_validator("static", "redirect", mode="plain")
     @classmethod
     def _unbuilt_handler(cls, value: Any) -> Any:
         if value is not None:
@@ -529,13 +596,17 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
                 f"duplicate route name {route.name!r} (also routes[{route_names[route.name]}])",
             )
         route_names.setdefault(route.name, i)
-        handlers = [h for h in ("respond", "collect", "segment") if getattr(route, h) is not None]
+        kinds = ("respond", "collect", "segment", "proxy")
+        handlers = [h for h in kinds if getattr(route, h) is not None]
         if len(handlers) != 1:
             yield ConfigIssue(
                 path,
                 "needs exactly one handler: one of respond, collect, segment, proxy, static, "
                 "redirect",
             )
+        proxy = route.proxy
+        if proxy is not None and proxy.policy == "header_hash" and not proxy.hash_header:
+            yield ConfigIssue(f"{path}.proxy.hash_header", "is required by policy header_hash")
         if route.segment is not None and not config.tracking.write_keys:
             yield ConfigIssue(f"{path}.segment", "needs tracking.write_keys to check callers")
         for j, rule_name in enumerate(route.rate_limits):

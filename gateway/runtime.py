@@ -17,9 +17,11 @@ from gateway.config import Config, Route
 from gateway.events.pipeline import EventPipeline
 from gateway.handlers import Handler
 from gateway.handlers.collect import CollectHandler
+from gateway.handlers.proxy import ProxyHandler
 from gateway.handlers.respond import RespondHandler
 from gateway.handlers.segment import SegmentHandler
 from gateway.metrics import Metrics
+from gateway.proxy.group import UpstreamGroup, UpstreamRegistry
 from gateway.ratelimit import RouteLimits, Rule, local_limiter_for
 from gateway.router import HostMatcher, Router, RouteRule
 from gateway.tracking import Tracker
@@ -46,19 +48,24 @@ class Runtime:
     client_ip: ClientIPResolver
     rules: Mapping[str, Rule]
     tracker: Tracker
+    upstream_groups: frozenset[UpstreamGroup] = frozenset()
 
 
-def _handler_for(route: Route, config: Config, tracker: Tracker) -> Handler:
+def _handler_for(
+    route: Route, config: Config, tracker: Tracker, services: Services, resolver: ClientIPResolver
+) -> Handler:
+    delivery = route.delivery or config.tracking.delivery
     if route.respond is not None:
         return RespondHandler(route.respond)
     if route.collect is not None:
-        delivery = route.delivery or config.tracking.delivery
         return CollectHandler(
             route.collect, route.match.path_prefix, tracker, durable=delivery == "durable"
         )
     if route.segment is not None:
-        delivery = route.delivery or config.tracking.delivery
         return SegmentHandler(route.match.path_prefix, tracker, durable=delivery == "durable")
+    if route.proxy is not None:
+        group = services.upstreams.get(route.proxy)
+        return ProxyHandler(route.proxy, route.match.path_prefix, group, resolver)
     # parse_config rejects a route without a known handler; reaching here is a bug.
     raise AssertionError(f"route {route.name!r} has no handler")
 
@@ -77,15 +84,12 @@ def _rules(config: Config, metrics: Metrics, previous: Mapping[str, Rule]) -> di
     return rules
 
 
-def build_runtime(
-    config: Config,
-    metrics: Metrics,
-    pipeline: EventPipeline | None = None,
-    previous: Runtime | None = None,
-) -> Runtime:
+def build_runtime(config: Config, services: Services, previous: Runtime | None = None) -> Runtime:
     """The runtime for ``config``; ``previous`` lends the buckets of unchanged rules."""
     server = config.server
-    tracker = Tracker(config.tracking, pipeline)
+    metrics = services.metrics
+    tracker = Tracker(config.tracking, services.pipeline)
+    resolver = ClientIPResolver(server.trusted_proxies, server.client_ip_header)
     rules = _rules(config, metrics, previous.rules if previous is not None else {})
     routes = []
     for route in config.routes:
@@ -100,7 +104,7 @@ def build_runtime(
         target = ActiveRoute(
             name=route.name,
             max_body=max_body if max_body is not None else server.limits.max_body_bytes,
-            handler=_handler_for(route, config, tracker),
+            handler=_handler_for(route, config, tracker, services, resolver),
             limits=limits,
             track=route.track,
         )
@@ -109,30 +113,40 @@ def build_runtime(
         config=config,
         generation=previous.generation + 1 if previous is not None else 1,
         router=Router(routes),
-        client_ip=ClientIPResolver(server.trusted_proxies, server.client_ip_header),
+        client_ip=resolver,
         rules=rules,
         tracker=tracker,
+        upstream_groups=frozenset(
+            services.upstreams.get(route.proxy) for route in config.routes if route.proxy
+        ),
     )
+
+
+@dataclass(slots=True)
+class Services:
+    """The long-lived things of a worker that runtimes use but do not own."""
+
+    metrics: Metrics
+    upstreams: UpstreamRegistry
+    pipeline: EventPipeline | None = None
 
 
 class RuntimeHolder:
     """The one mutable cell: which runtime serves new requests."""
 
-    __slots__ = ("_metrics", "_pipeline", "current")
+    __slots__ = ("current", "services")
 
-    def __init__(
-        self, config: Config, metrics: Metrics, pipeline: EventPipeline | None = None
-    ) -> None:
-        self._metrics = metrics
-        self._pipeline = pipeline
-        self.current = build_runtime(config, metrics, pipeline)
+    def __init__(self, config: Config, services: Services) -> None:
+        self.services = services
+        self.current = build_runtime(config, services)
 
-    def attach(self, pipeline: EventPipeline) -> None:
-        """The worker's pipeline, once started; the runtime is rebuilt to use it."""
-        self._pipeline = pipeline
-        rebuilt = build_runtime(self.current.config, self._metrics, pipeline, self.current)
+    def rebuild(self) -> None:
+        """The same config on the current services (once the pipeline has started)."""
+        rebuilt = build_runtime(self.current.config, self.services, self.current)
         self.current = dataclasses.replace(rebuilt, generation=self.current.generation)
 
-    def swap(self, config: Config) -> Runtime:
-        self.current = build_runtime(config, self._metrics, self._pipeline, self.current)
+    async def swap(self, config: Config) -> Runtime:
+        self.current = build_runtime(config, self.services, self.current)
+        # Upstream groups the new config no longer names: close their pools and probes.
+        await self.services.upstreams.retain(set(self.current.upstream_groups))
         return self.current

@@ -32,7 +32,8 @@ from gateway.events.pipeline import EventPipeline
 from gateway.health import Readiness, State
 from gateway.httpserver import GatewayServer
 from gateway.metrics import Metrics
-from gateway.runtime import RuntimeHolder
+from gateway.proxy.group import UpstreamRegistry
+from gateway.runtime import RuntimeHolder, Services
 
 log = logging.getLogger("gateway.worker")
 
@@ -80,7 +81,8 @@ class Worker:
         slot: int = 0,
     ) -> None:
         self.metrics = Metrics()
-        self.holder = RuntimeHolder(config, self.metrics)
+        self.upstreams = UpstreamRegistry()
+        self.holder = RuntimeHolder(config, Services(self.metrics, self.upstreams))
         self.readiness = Readiness()
         self.config_path = config_path
         self.supervisor_pid = supervisor_pid
@@ -119,7 +121,10 @@ class Worker:
             lambda: pipeline.close(self.config.server.shutdown_timeout)
         )
         self.pipeline = pipeline
-        self.holder.attach(pipeline)
+        self.holder.services.pipeline = pipeline
+        self.holder.rebuild()
+        # Closed first at shutdown (after the listeners drained): upstream pools, probes.
+        self._resources.push_async_callback(self.upstreams.close)
         self.readiness.add_check("events", pipeline.health)
 
         gateway = Gateway(
@@ -197,7 +202,7 @@ class Worker:
         for key, get in RESTART_KEYS:
             if get(old) != get(config):
                 log.warning("config reload: %s changed; it takes effect after a restart", key)
-        runtime = self.holder.swap(config)
+        runtime = await self.holder.swap(config)
         log.info("config reloaded (generation %d)", runtime.generation)
         return []
 

@@ -1,0 +1,278 @@
+"""The ``proxy`` handler: forward to an upstream target, stream the answer back.
+
+Failure mapping: no healthy target → 503 with ``Retry-After``; upstream timeouts → 504;
+refused, reset or garbage → 502. A failed attempt is retried on another target only
+while no byte of the request body has been read from the client (so never a POST whose
+body went out), within ``try_duration`` and ``max_tries``. Once the response head has
+gone to the client, a failing upstream can only cut the client connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.clientip import ClientIPResolver, parse_ip
+from gateway.config import Proxy
+from gateway.errors import HTTPError
+from gateway.proxy.balancer import Target
+from gateway.proxy.group import UpstreamGroup
+from gateway.proxy.headers import end_to_end, upstream_request_headers
+from gateway.proxy.upstream import UpstreamError
+from gateway.request import INFO
+
+CHUNK = 64 * 1024
+_BUSY = {"Retry-After": "1"}
+
+
+def _head(method: str, target: str, headers: CIMultiDict[str]) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+    lines.append("\r\n")
+    # aiohttp decoded header bytes as UTF-8 with surrogateescape: this restores them.
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+class _Attempt:
+    """Per-request state shared across retries."""
+
+    __slots__ = ("body_read",)
+
+    def __init__(self) -> None:
+        self.body_read = False  # a request body byte was taken from the client: no retry
+
+
+class ProxyHandler:
+    """Forwards matching requests to the route's upstream group."""
+
+    def __init__(
+        self, config: Proxy, prefix: str, group: UpstreamGroup, resolver: ClientIPResolver
+    ) -> None:
+        self.config = config
+        self.group = group
+        self._prefix = prefix.rstrip("/")
+        self._resolver = resolver
+
+    def upstream_target(self, raw_path: str) -> str:
+        """The request target sent upstream: the raw path (still percent-encoded), with
+        the route prefix stripped or replaced when configured."""
+        config = self.config
+        if (config.strip_prefix or config.rewrite_prefix is not None) and self._prefix:
+            rest = raw_path[len(self._prefix) :] if raw_path.startswith(self._prefix) else raw_path
+            base = (config.rewrite_prefix or "").rstrip("/")
+            target = base + rest
+            if not target.startswith("/"):
+                target = "/" + target
+            return target
+        return raw_path
+
+    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request)
+        attempt = _Attempt()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.try_duration
+        tried: set[Target] = set()
+        key = self._hash_key(request)
+        last: UpstreamError | None = None
+        for _ in range(self.config.max_tries):
+            target = self.group.balancer.pick(key, frozenset(tried))
+            if target is None:
+                break
+            tried.add(target)
+            try:
+                return await self._forward(request, target, max_body, attempt)
+            except UpstreamError as exc:
+                self.group.failed(target)
+                last = exc
+                if attempt.body_read or loop.time() >= deadline:
+                    break
+        if last is None:
+            raise HTTPError(503, "no healthy upstream", _BUSY)
+        if last.timeout:
+            raise HTTPError(504, f"upstream timed out: {last}")
+        raise HTTPError(502, f"bad gateway: {last}")
+
+    def _hash_key(self, request: web.BaseRequest) -> str | None:
+        if self.config.policy == "ip_hash":
+            return request[INFO].client_ip
+        if self.config.policy == "header_hash" and self.config.hash_header:
+            return request.headers.get(self.config.hash_header, "")
+        return None
+
+    async def _forward(
+        self, request: web.BaseRequest, target: Target, max_body: int, attempt: _Attempt
+    ) -> web.StreamResponse:
+        config = self.config
+        pool = self.group.pools[target]
+        conn, _ = await pool.acquire(config.timeouts.connect)
+        target.in_flight += 1
+        completed = False
+        try:
+            peer = request.remote or ""
+            peer_ip = parse_ip(peer)
+            headers = upstream_request_headers(
+                request.headers,
+                peer=peer,
+                peer_trusted=peer_ip is not None and self._resolver.is_trusted(peer_ip),
+                scheme=request.scheme,
+                host_override=config.host_header,
+                forwarded=config.forwarded,
+                via="1.1 edge-gateway" if config.via else None,
+            )
+            length = request.content_length
+            chunked = request.body_exists and length is None
+            if length is not None:
+                headers["Content-Length"] = str(length)
+            elif chunked:
+                headers["Transfer-Encoding"] = "chunked"
+            await conn.send(_head(request.method, self.upstream_target(request.raw_path), headers))
+            if request.body_exists:
+                await self._send_body(request, conn.send, chunked, max_body, attempt)
+            try:
+                async with asyncio.timeout(config.timeouts.first_byte):
+                    status, upstream_headers = await conn.response_head()
+            except TimeoutError:
+                raise UpstreamError("no response head in time", timeout=True) from None
+            if request.method == "HEAD":
+                conn.finish_head_only()
+            response = web.StreamResponse(status=status, headers=end_to_end(upstream_headers))
+            declared = upstream_headers.get("Content-Length")
+            no_body = request.method == "HEAD" or status in (204, 304)
+            if declared is not None and declared.isdigit():
+                response.content_length = int(declared)
+            elif not no_body:
+                response.enable_chunked_encoding()
+            await response.prepare(request)
+            try:
+                if not no_body:
+                    # Written as it arrives: event streams and chunked answers flow through.
+                    async for chunk in conn.body(config.timeouts.idle_read):
+                        await response.write(chunk)
+            except UpstreamError:
+                # Too late for an error page: cut the client connection so it sees an
+                # incomplete response, never a silently short one.
+                self.group.failed(target)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await response.write_eof()
+            target.record_success()
+            completed = True
+            return response
+        except UpstreamError as exc:
+            exc.sent_body = attempt.body_read
+            raise
+        finally:
+            target.in_flight -= 1
+            if not completed:
+                conn.close()
+            pool.release(conn)
+
+    async def _send_body(
+        self,
+        request: web.BaseRequest,
+        send: Callable[[bytes], Awaitable[None]],
+        chunked: bool,
+        max_body: int,
+        attempt: _Attempt,
+    ) -> None:
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            # RFC 9110 §10.1.1: the gateway answers Expect itself, as it reads the body.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        total = 0
+        async for chunk in _chunks(request):
+            attempt.body_read = True
+            total += len(chunk)
+            if total > max_body:
+                raise HTTPError(413, f"request body is larger than {max_body} bytes")
+            # RFC 9112 §7.1 chunk framing when the client sent no Content-Length.
+            await send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        if chunked:
+            await send(b"0\r\n\r\n")
+
+    async def _websocket(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Both directions of a WebSocket, message for message, with close codes."""
+        target = self.group.balancer.pick(self._hash_key(request))
+        if target is None:
+            raise HTTPError(503, "no healthy upstream", _BUSY)
+        url = target.url.replace("http", "ws", 1) + self.upstream_target(request.raw_path)
+        protocols = [
+            p.strip()
+            for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+            if p.strip()
+        ]
+        session = aiohttp.ClientSession()
+        try:
+            try:
+                # autoping off on both sides: pings and pongs are forwarded, not answered here.
+                upstream = await session.ws_connect(
+                    url,
+                    protocols=protocols,
+                    autoping=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                )
+            except (aiohttp.ClientError, OSError) as exc:
+                self.group.failed(target)
+                raise HTTPError(502, f"bad gateway: websocket upgrade failed: {exc}") from None
+            client = web.WebSocketResponse(
+                protocols=[upstream.protocol] if upstream.protocol else (), autoping=False
+            )
+            await client.prepare(request)
+            idle = self.config.websocket_idle_timeout
+            await _bridge(client, upstream, idle)
+            return client
+        finally:
+            await session.close()
+
+
+async def _chunks(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    while True:
+        chunk = await request.content.read(CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def _bridge(
+    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, idle: float
+) -> None:
+    async def pump(source: WebSocket, sink: WebSocket) -> None:
+        while True:
+            msg = await source.receive(timeout=idle)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+            elif msg.type == aiohttp.WSMsgType.PING:
+                await sink.ping(msg.data)
+            elif msg.type == aiohttp.WSMsgType.PONG:
+                await sink.pong(msg.data)
+            else:  # CLOSE, CLOSING, CLOSED, ERROR: pass the close code on and stop
+                reason = msg.extra.encode() if isinstance(msg.extra, str) else b""
+                await sink.close(code=source.close_code or 1000, message=reason)
+                return
+
+    tasks = [
+        asyncio.ensure_future(pump(client, upstream)),
+        asyncio.ensure_future(pump(upstream, client)),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, ConnectionError):
+                task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+        await upstream.close()

@@ -1,0 +1,90 @@
+"""Choosing an upstream target: health state and the balancing policies.
+
+Passive health marks a target down after ``failures`` errors within ``window`` seconds,
+for ``cooldown`` seconds; active health (``gateway.proxy.health``) flips the same flag
+from periodic probes. Consistent policies use rendezvous hashing, so removing a target
+moves only the keys it owned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False)
+class Target:
+    """One upstream address and what this worker knows of its health and load."""
+
+    url: str
+    in_flight: int = 0
+    probe_healthy: bool = True  # from active checks; True when none are configured
+    down_until: float = 0.0  # passive: marked down until this monotonic time
+    failures: deque[float] = field(default_factory=deque)
+
+    def available(self, now: float) -> bool:
+        return self.probe_healthy and now >= self.down_until
+
+    def record_failure(self, now: float, threshold: int, window: float, cooldown: float) -> bool:
+        """Count a failure; True when it takes the target down."""
+        self.failures.append(now)
+        while self.failures and self.failures[0] < now - window:
+            self.failures.popleft()
+        if len(self.failures) >= threshold:
+            self.failures.clear()
+            self.down_until = now + cooldown
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self.failures.clear()
+
+
+def _weight(key: bytes, target: Target) -> int:
+    digest = hashlib.blake2b(key + b"\x00" + target.url.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Balancer:
+    """Picks a healthy target by policy; ``exclude`` skips targets already tried."""
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        policy: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.targets = tuple(targets)
+        self.policy = policy
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._cycle = itertools.count()
+
+    def pick(
+        self, key: str | None = None, exclude: frozenset[Target] = frozenset()
+    ) -> Target | None:
+        now = self._clock()
+        live = [t for t in self.targets if t.available(now) and t not in exclude]
+        if not live:
+            return None
+        if self.policy == "round_robin":
+            return live[next(self._cycle) % len(live)]
+        if self.policy == "least_conn":
+            # Ties go round-robin, as nginx does, so an idle pool still shares the load.
+            start = next(self._cycle) % len(live)
+            return min(live[start:] + live[:start], key=lambda t: t.in_flight)
+        if self.policy == "random_two":
+            if len(live) == 1:
+                return live[0]
+            a, b = self._rng.sample(live, 2)
+            return a if a.in_flight <= b.in_flight else b
+        # ip_hash / header_hash: the highest rendezvous weight among live targets.
+        encoded = (key or "").encode()
+        return max(live, key=lambda t: _weight(encoded, t))

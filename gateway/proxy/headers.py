@@ -1,0 +1,94 @@
+"""Header rewriting between client and upstream (RFC 9110 §7.6).
+
+Hop-by-hop fields belong to one connection and are never forwarded: the fixed list of
+RFC 9110 §7.6.1 plus every name the ``Connection`` field lists. Forwarding headers are
+believed only from trusted proxies; from anyone else they are replaced, not extended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+# Rebuilt by the gateway; from an untrusted peer, whatever the client wrote is dropped.
+FORWARDING = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via")
+# Rebuilt by the gateway; from an untrusted peer, whatever the client wrote is dropped.
+FORWARDING = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via")
+# Framing is ours to set on each side: the body may be re-framed (chunked vs length).
+FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+
+def connection_tokens(headers: MultiMapping[str]) -> set[str]:
+    return {
+        token.strip().lower()
+        for line in headers.getall("Connection", ())
+        for token in line.split(",")
+        if token.strip()
+    }
+
+
+def end_to_end(headers: MultiMapping[str], *, drop: Iterable[str] = ()) -> CIMultiDict[str]:
+    """The headers minus hop-by-hop fields, framing, and ``drop``; repeats kept in order."""
+    skip = HOP_BY_HOP | FRAMING | connection_tokens(headers) | {d.lower() for d in drop}
+    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in skip)
+
+
+def _forwarded_node(address: str) -> str:
+    # RFC 7239 §6: IPv6 addresses are bracketed and quoted.
+    return f'"[{address}]"' if ":" in address else address
+
+
+def upstream_request_headers(
+    incoming: CIMultiDictProxy[str],
+    *,
+    peer: str,
+    peer_trusted: bool,
+    scheme: str,
+    host_override: str | None,
+    forwarded: bool,
+    via: str | None,
+) -> CIMultiDict[str]:
+    """What the upstream sees: end-to-end headers plus X-Forwarded-*, optionally
+    Forwarded and Via. ``Expect`` is answered by the gateway itself, so not forwarded."""
+    headers = end_to_end(incoming, drop=("expect", *FORWARDING))
+    host = incoming.get("Host", "")
+    if host_override is not None:
+        headers["Host"] = host_override
+
+    def prior(name: str) -> str:
+        return ", ".join(incoming.getall(name, ())) if peer_trusted else ""
+
+    def extend(name: str, value: str) -> None:
+        before = prior(name)
+        headers[name] = f"{before}, {value}" if before else value
+
+    extend("X-Forwarded-For", peer)
+    headers["X-Forwarded-Proto"] = prior("X-Forwarded-Proto") or scheme
+    if forwarded_host := prior("X-Forwarded-Host") or host:
+        headers["X-Forwarded-Host"] = forwarded_host
+    if forwarded:
+        extend(
+            "Forwarded",
+            f"for={_forwarded_node(peer)};proto={scheme}" + (f';host="{host}"' if host else ""),
+        )
+    elif prior_forwarded := prior("Forwarded"):
+        headers["Forwarded"] = prior_forwarded
+    # Via is appended by every hop, trusted or not (RFC 9110 §7.6.3).
+    via_chain = [line for line in incoming.getall("Via", ())] + ([via] if via else [])
+    if via_chain:
+        headers["Via"] = ", ".join(via_chain)
+    return headers

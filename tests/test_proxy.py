@@ -1,0 +1,334 @@
+"""Reverse proxy against real backends: bytes, headers, balancing, health, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.backends import backends, raw_backend, read_head, unused_port
+from tests.support import base_config, in_process_gateway, with_routes
+
+
+def proxy_config(tmp_path: Path, upstreams: list[str], **proxy: Any) -> dict[str, Any]:
+    route = {"name": "app", "proxy": {"upstreams": upstreams, **proxy}}
+    return with_routes(base_config(tmp_path), route)
+
+
+async def fetch(url: str, method: str = "GET", **kwargs: Any) -> tuple[int, Any, bytes]:
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.request(method, url, **kwargs) as resp,
+    ):
+        return resp.status, resp.headers, await resp.read()
+
+
+async def test_pass_through_bytes_and_forwarding_headers(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        async with in_process_gateway(proxy_config(tmp_path, [a.url]), tmp_path) as gw:
+            status, headers, body = await fetch(
+                gw.url("/some/path%2Fx?q=1&r=%20"),
+                headers={
+                    "Host": "app.example.com",
+                    "Connection": "X-Hop",
+                    "X-Hop": "drop me",
+                    "X-Forwarded-For": "6.6.6.6",
+                    "X-Keep": "kept",
+                },
+            )
+    assert status == 200
+    echoed = json.loads(body)
+    sent = {k.lower(): v for k, v in echoed["headers"]}
+    assert echoed["path"] == "/some/path%2Fx?q=1&r=%20"
+    assert sent["host"] == "app.example.com"
+    assert sent["x-keep"] == "kept"
+    assert "x-hop" not in sent  # named in Connection: hop-by-hop
+    # The client is not a trusted proxy: its X-Forwarded-For is replaced, not extended.
+    assert sent["x-forwarded-for"] == "127.0.0.1"
+    assert sent["x-forwarded-proto"] == "http"
+    assert sent["x-forwarded-host"] == "app.example.com"
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+async def test_trusted_proxy_chain_is_extended(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        config = proxy_config(tmp_path, [a.url], forwarded=True, via=True)
+        config["server"]["trusted_proxies"] = ["127.0.0.1/32"]
+        async with in_process_gateway(config, tmp_path) as gw:
+            _, _, body = await fetch(
+                gw.url("/"), headers={"X-Forwarded-For": "198.51.100.1", "Host": "h"}
+            )
+    sent = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert sent["x-forwarded-for"] == "198.51.100.1, 127.0.0.1"
+    assert sent["forwarded"] == 'for=127.0.0.1;proto=http;host="h"'
+    assert sent["via"] == "1.1 edge-gateway"
+
+
+async def test_response_headers_keep_every_set_cookie_and_drop_hop_by_hop(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        async with in_process_gateway(proxy_config(tmp_path, [a.url]), tmp_path) as gw:
+            status, headers, body = await fetch(gw.url("/cookies"))
+    assert (status, body) == (200, b"cookies")
+    assert headers.getall("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    assert "X-Secret" not in headers
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_conn", "random_two"])
+async def test_load_is_spread_over_targets(tmp_path: Path, policy: str) -> None:
+    async with backends("a", "b") as pool:
+        config = proxy_config(tmp_path, [b.url for b in pool], policy=policy)
+        async with in_process_gateway(config, tmp_path) as gw:
+            for _ in range(20):
+                assert (await fetch(gw.url("/")))[0] == 200
+    hits = [b.hits for b in pool]
+    assert sum(hits) == 20
+    if policy == "round_robin":
+        assert hits == [10, 10]
+    else:
+        assert min(hits) >= 1
+
+
+async def test_header_hash_is_sticky(tmp_path: Path) -> None:
+    async with backends("a", "b", "c") as pool:
+        config = proxy_config(
+            tmp_path, [b.url for b in pool], policy="header_hash", hash_header="X-User"
+        )
+        async with in_process_gateway(config, tmp_path) as gw:
+            seen: dict[str, set[str]] = {}
+            for user in ("u1", "u2", "u3", "u4"):
+                for _ in range(3):
+                    _, _, body = await fetch(gw.url("/"), headers={"X-User": user})
+                    seen.setdefault(user, set()).add(json.loads(body)["backend"])
+    assert all(len(backs) == 1 for backs in seen.values())
+
+
+async def test_dead_target_is_retried_then_marked_down(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        dead = f"http://127.0.0.1:{unused_port()}"
+        config = proxy_config(
+            tmp_path, [dead, a.url], passive_health={"failures": 1, "cooldown": 60}
+        )
+        async with in_process_gateway(config, tmp_path) as gw:
+            assert [(await fetch(gw.url("/")))[0] for _ in range(4)] == [200] * 4
+            group = next(iter(gw.worker.holder.current.upstream_groups))
+            assert [t.available(time.monotonic()) for t in group.targets] == [False, True]
+    assert a.hits == 4
+
+
+async def test_no_healthy_target_is_503(tmp_path: Path) -> None:
+    config = proxy_config(
+        tmp_path, [f"http://127.0.0.1:{unused_port()}"], passive_health={"failures": 1}
+    )
+    async with in_process_gateway(config, tmp_path) as gw:
+        status, _, body = await fetch(gw.url("/"))
+        assert status == 502
+        assert body.startswith(b"502 Bad Gateway: bad gateway: connect failed")
+        status, headers, body = await fetch(gw.url("/"))
+    assert (status, headers["Retry-After"]) == (503, "1")
+    assert body == b"503 Service Unavailable: no healthy upstream\n"
+
+
+async def test_active_health_takes_target_out_and_back(tmp_path: Path) -> None:
+    async with backends("a", "b") as (a, b):
+        health = {"path": "/health", "interval": 0.05, "timeout": 1}
+        config = proxy_config(tmp_path, [a.url, b.url], active_health=health)
+        async with in_process_gateway(config, tmp_path) as gw:
+            a.health_status = 500
+            await asyncio.sleep(0.3)
+            a.hits = b.hits = 0
+            for _ in range(6):
+                await fetch(gw.url("/"))
+            assert (a.hits, b.hits) == (0, 6)
+            a.health_status = 200
+            await asyncio.sleep(0.3)
+            for _ in range(6):
+                await fetch(gw.url("/"))
+            assert a.hits == 3
+
+
+async def test_post_with_body_is_never_retried(tmp_path: Path) -> None:
+    attempts = 0
+
+    async def reset_after_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        await read_head(reader)
+        await reader.readexactly(5)
+        writer.transport.abort()
+
+    async with raw_backend(reset_after_body) as bad, raw_backend(reset_after_body) as bad2:
+        config = proxy_config(tmp_path, [bad, bad2])
+        async with in_process_gateway(config, tmp_path) as gw:
+            status, _, _ = await fetch(gw.url("/"), "POST", data=b"hello")
+    assert status == 502
+    assert attempts == 1
+
+
+async def test_first_byte_timeout_is_504(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        config = proxy_config(tmp_path, [a.url], timeouts={"first_byte": 0.2}, max_tries=1)
+        async with in_process_gateway(config, tmp_path) as gw:
+            status, _, body = await fetch(gw.url("/slow?s=2"))
+    assert status == 504
+    assert body == b"504 Gateway Timeout: upstream timed out: no response head in time\n"
+
+
+async def test_garbage_from_upstream_is_502(tmp_path: Path) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+
+    async with raw_backend(garbage) as bad:
+        async with in_process_gateway(proxy_config(tmp_path, [bad], max_tries=1), tmp_path) as gw:
+            status, _, body = await fetch(gw.url("/"))
+            assert status == 502
+            assert body.startswith(b"502 Bad Gateway: bad gateway: invalid response from upstream")
+            assert (await fetch(gw.url("/_gateway/health")))[0] == 200
+
+
+async def test_upstream_closing_mid_body_cuts_the_client(tmp_path: Path) -> None:
+    async def short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-some")
+        await writer.drain()
+        writer.close()
+
+    async with raw_backend(short) as bad:
+        async with in_process_gateway(proxy_config(tmp_path, [bad], max_tries=1), tmp_path) as gw:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await fetch(gw.url("/"))
+
+
+async def test_interim_1xx_response_is_skipped(tmp_path: Path) -> None:
+    async def early_hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+        await writer.drain()
+
+    async with raw_backend(early_hints) as odd:
+        async with in_process_gateway(proxy_config(tmp_path, [odd]), tmp_path) as gw:
+            status, _, body = await fetch(gw.url("/"))
+    assert (status, body) == (200, b"final")
+
+
+async def test_strip_and_rewrite_prefix(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        config = with_routes(
+            base_config(tmp_path),
+            {
+                "name": "s",
+                "match": {"path_prefix": "/api"},
+                "proxy": {"upstreams": [a.url], "strip_prefix": True},
+            },
+            {
+                "name": "r",
+                "match": {"path_prefix": "/old"},
+                "proxy": {"upstreams": [a.url], "rewrite_prefix": "/new"},
+            },
+        )
+        async with in_process_gateway(config, tmp_path) as gw:
+            assert json.loads((await fetch(gw.url("/api/users?x=1")))[2])["path"] == "/users?x=1"
+            assert json.loads((await fetch(gw.url("/api")))[2])["path"] == "/"
+            assert json.loads((await fetch(gw.url("/old/a")))[2])["path"] == "/new/a"
+
+
+async def test_large_upload_and_download_stream_in_bounded_memory(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        config = proxy_config(tmp_path, [a.url])
+        config["server"]["limits"] = {"max_body_bytes": 20 * 1024 * 1024}
+        async with in_process_gateway(config, tmp_path) as gw, aiohttp.ClientSession() as session:
+            # Client, gateway and backend share this process: count what is held at once.
+            tracemalloc.start()
+            try:
+                received = 0
+                async with session.get(gw.url("/big?mb=10")) as resp:
+                    async for chunk in resp.content.iter_any():
+                        received += len(chunk)
+                assert (resp.status, received) == (200, 10 * 1024 * 1024)
+
+                async def chunks() -> Any:
+                    for _ in range(160):
+                        yield b"y" * 65536
+
+                async with session.post(gw.url("/upload"), data=chunks()) as resp:
+                    assert resp.status == 200
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    assert a.bodies[-1] == 10 * 1024 * 1024
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes: a 10 MB body was buffered"
+
+
+async def test_event_stream_is_flushed_as_it_arrives(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        async with in_process_gateway(proxy_config(tmp_path, [a.url]), tmp_path) as gw:
+            async with aiohttp.ClientSession() as session, session.get(gw.url("/sse")) as resp:
+                start = time.monotonic()
+                first = await resp.content.readuntil(b"\n\n")
+                first_at = time.monotonic() - start
+                second = await resp.content.readuntil(b"\n\n")
+    assert (first, second) == (b"data: one\n\n", b"data: two\n\n")
+    assert first_at < 0.4  # the backend waits 0.6 s before the second event
+
+
+async def test_websocket_echo_both_ways_with_close_code(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        async with in_process_gateway(proxy_config(tmp_path, [a.url]), tmp_path) as gw:
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(gw.url("/ws"), autoping=False) as ws:
+                    await ws.send_str("hi")
+                    assert (await ws.receive()).data == "echo:hi"
+                    await ws.send_bytes(b"\x01\x02\x03")
+                    assert (await ws.receive()).data == b"\x03\x02\x01"
+                    await ws.ping(b"p")
+                    pong = await ws.receive()
+                    assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"p")
+                    await ws.send_str("close")
+                    closing = await ws.receive()
+                    assert closing.type == aiohttp.WSMsgType.CLOSE
+                    assert ws.close_code == 4001 or closing.data == 4001
+
+
+async def test_smuggling_attempt_never_reaches_the_backend(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        async with in_process_gateway(proxy_config(tmp_path, [a.url]), tmp_path) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+            writer.write(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+                b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            async with asyncio.timeout(5):
+                reply = await reader.read()
+            writer.close()
+            await writer.wait_closed()
+    assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    assert a.hits == 0
+
+
+async def test_expect_100_continue(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        async with in_process_gateway(proxy_config(tmp_path, [a.url]), tmp_path) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+            writer.write(
+                b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            async with asyncio.timeout(5):
+                interim = await reader.readuntil(b"\r\n\r\n")
+                assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+                writer.write(b"data")
+                head = await reader.readuntil(b"\r\n\r\n")
+            writer.close()
+            await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert a.bodies == [4]
