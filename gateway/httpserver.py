@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -55,9 +55,10 @@ _BUSY_RESPONSE = (
 
 class _BusyProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_BUSY_RESPONSE)
-        transport.close()
+        # cast, not isinstance: uvloop's transports do not subclass asyncio's classes.
+        writer = cast(asyncio.WriteTransport, transport)
+        writer.write(_BUSY_RESPONSE)
+        writer.close()
 
 
 def _is_oversized_head(exc: BaseException | None) -> bool:

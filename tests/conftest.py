@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
 
 def _free_port() -> int:
@@ -67,6 +70,14 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], limit: float = 
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"tansu did not listen on {port} within {limit}s")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Tests run on uvloop, the loop the gateway serves on; tests that fake the loop
+    clock (uvloop's loop attributes are read-only) ask for asyncio's own loop."""
+    if item.get_closest_marker("asyncio_loop"):
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

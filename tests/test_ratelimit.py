@@ -21,6 +21,10 @@ from gateway.ratelimit import (
 )
 
 
+# The fake clock replaces loop.time, which uvloop does not allow.
+pytestmark = pytest.mark.asyncio_loop
+
+
 class FakeClock:
     """Stands in for loop.time(), which aiolimiter reads; tests move it by hand."""
 

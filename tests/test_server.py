@@ -386,3 +386,9 @@ async def test_shutdown_cancels_requests_past_the_timeout(tmp_path: Path) -> Non
             await gw.worker.stop()
         with pytest.raises(aiohttp.ClientError):
             await in_flight
+
+
+async def test_tests_run_on_the_production_event_loop() -> None:
+    import uvloop
+
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
