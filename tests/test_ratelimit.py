@@ -20,7 +20,6 @@ from gateway.ratelimit import (
     local_limiter_for,
 )
 
-
 # The fake clock replaces loop.time, which uvloop does not allow.
 pytestmark = pytest.mark.asyncio_loop
 
