@@ -6,6 +6,7 @@ and, after the response is written, the metrics and access log read.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -30,7 +31,8 @@ log = logging.getLogger("gateway")
 
 NO_ROUTE = "_none"
 BUILTIN_ROUTE = "_gateway"
-INVALID_ROUTE = "_invalid"  # the request could not be parsed, so never reached routing
+INVALID_ROUTE = "_invalid"
+CLIENT_CLOSED = 499  # nginx's status for a request the client abandoned  # the request could not be parsed, so never reached routing
 
 
 class RequestIds:
@@ -94,6 +96,11 @@ class Gateway:
             self._in_flight += 1
             try:
                 return await self._route(request, runtime, info)
+            except asyncio.CancelledError:
+                # aiohttp cancels the handler when the client hangs up: record it the way
+                # nginx does, as 499, since no response will be written or logged.
+                self.observe(request, web.StreamResponse(status=CLIENT_CLOSED), 0.0)
+                raise
             finally:
                 # Released on every path out: response, error, or the client going away.
                 self._in_flight -= 1

@@ -332,3 +332,14 @@ async def test_expect_100_continue(tmp_path: Path) -> None:
             await writer.wait_closed()
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert a.bodies == [4]
+
+
+async def test_client_hanging_up_is_logged_as_499(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        async with in_process_gateway(proxy_config(tmp_path, [a.url]), tmp_path) as gw:
+            request = asyncio.ensure_future(fetch(gw.url("/slow?s=1")))
+            await asyncio.sleep(0.3)
+            request.cancel()
+            await asyncio.sleep(0.2)
+            entries = gw.access_log()
+    assert [(e["status"], e["route"], e["uri"]) for e in entries] == [(499, "app", "/slow?s=1")]
