@@ -31,8 +31,8 @@ log = logging.getLogger("gateway")
 
 NO_ROUTE = "_none"
 BUILTIN_ROUTE = "_gateway"
-INVALID_ROUTE = "_invalid"
-CLIENT_CLOSED = 499  # nginx's status for a request the client abandoned  # the request could not be parsed, so never reached routing
+INVALID_ROUTE = "_invalid"  # the request could not be parsed, so never reached routing
+CLIENT_CLOSED = 499  # nginx's status for a request the client abandoned
 
 
 class RequestIds:
