@@ -18,13 +18,30 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 token
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOST_PATTERN = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 64)")
+    return value
+
+
+# Names of listeners, routes and rules: they appear in metrics labels and log lines.
+Name = Annotated[str, AfterValidator(_check_name)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +82,10 @@ def _check_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
 class Listener(_Model):
     """A plain-HTTP listening socket. ``admin`` listeners also serve reload and metrics."""
 
-    name: str
+    name: Name
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)]
     admin: bool = False
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 64)")
-        return value
 
     @field_validator("host")
     @classmethod
@@ -212,7 +222,7 @@ _KEY_PARTS = ("client_ip", "route", "write_key", "header:<Name>")
 class RateLimitRule(_Model):
     """A named rate limit: ``rate`` requests per ``period`` seconds, ``burst`` at once."""
 
-    name: str
+    name: Name
     rate: Annotated[float, Field(gt=0, le=1e9)]
     period: Annotated[float, Field(gt=0, le=86400)] = 1.0
     burst: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
@@ -221,13 +231,6 @@ class RateLimitRule(_Model):
     exempt: tuple[str, ...] = ()
     dry_run: bool = False
     max_keys: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 64)")
-        return value
 
     @field_validator("key")
     @classmethod
@@ -420,7 +423,7 @@ class Segment(_Model):
 class Route(_Model):
     """One entry of the ordered route table: a match and exactly one handler."""
 
-    name: str
+    name: Name
     match: Match = Match()
     max_body_bytes: Annotated[int, Field(ge=0, le=1 << 40)] | None = None
     rate_limits: tuple[str, ...] = ()
@@ -434,13 +437,6 @@ class Route(_Model):
     # Handlers that later versions add; present in a file they are an error, never ignored.
     static: Any = None
     redirect: Any = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 64)")
-        return value
 
     @field_validator("static", "redirect", mode="plain")
     @classmethod

@@ -148,19 +148,10 @@ class Metrics:
         children[1].observe(seconds)
 
     def observe_event(self, event_type: str, outcome: str) -> None:
-        child = self._event_children.get((event_type, outcome))
-        if child is None:
-            child = self.events.labels(event_type, outcome)
-            self._event_children[event_type, outcome] = child
-        child.inc()
+        _child(self.events, self._event_children, event_type, outcome).inc()
 
     def observe_limit(self, rule: str, result: str) -> None:
-        child = self._limit_children.get((rule, result))
-        if child is None:
-            child = self._limit_children[rule, result] = self.ratelimit_decisions.labels(
-                rule, result
-            )
-        child.inc()
+        _child(self.ratelimit_decisions, self._limit_children, rule, result).inc()
 
     def limiter_size(self, rule: str) -> Callable[[int, bool], None]:
         """Callback for a rule's limiter: its key count changed, maybe by an eviction."""
@@ -181,6 +172,15 @@ class Metrics:
         registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+
+def _child(counter: Counter, cache: dict[tuple[str, str], Counter], *labels: str) -> Counter:
+    """A labelled child, cached: labels() takes a lock and hashes on every call."""
+    key = (labels[0], labels[1])
+    child = cache.get(key)
+    if child is None:
+        child = cache[key] = counter.labels(*labels)
+    return child
 
 
 def mark_process_dead(pid: int) -> None:
