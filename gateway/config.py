@@ -408,6 +408,43 @@ class Proxy(_Model):
         return value
 
 
+class CacheControlRule(_Model):
+    """``Cache-Control`` for files whose name matches ``glob`` (first match wins)."""
+
+    glob: str
+    value: str
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str) -> str:
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("must not contain CR, LF or NUL")
+        return value
+
+
+class StaticCache(_Model):
+    """Bounds of the in-memory cache of hot files (per route and worker)."""
+
+    max_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 64 << 20
+    max_file_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1 << 20
+    check_interval: Annotated[float, Field(ge=0, le=3600)] = 1.0
+
+
+class Static(_Model):
+    """Files under ``root``."""
+
+    root: str
+    index: tuple[str, ...] = ("index.html",)
+    spa_fallback: str | None = None
+    listing: bool = False
+    allow_hidden: bool = False
+    follow_symlinks_outside: bool = False
+    compress: bool = True
+    compress_min_bytes: Annotated[int, Field(ge=0, le=1 << 30)] = 1024
+    cache_control: tuple[CacheControlRule, ...] = ()
+    cache: StaticCache = StaticCache()
+
+
 class Collect(_Model):
     """The tracker endpoints under the route's prefix: tr/v1, str/v1 and img/v1."""
 
@@ -434,11 +471,11 @@ class Route(_Model):
     collect: Collect | None = None
     segment: Segment | None = None
     proxy: Proxy | None = None
+    static: Static | None = None
     # Handlers that later versions add; present in a file they are an error, never ignored.
-    static: Any = None
     redirect: Any = None
 
-    @field_validator("static", "redirect", mode="plain")
+    @field_validator("redirect", mode="plain")
     @classmethod
     def _unbuilt_handler(cls, value: Any) -> Any:
         if value is not None:
@@ -592,7 +629,7 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
                 f"duplicate route name {route.name!r} (also routes[{route_names[route.name]}])",
             )
         route_names.setdefault(route.name, i)
-        kinds = ("respond", "collect", "segment", "proxy")
+        kinds = ("respond", "collect", "segment", "proxy", "static")
         handlers = [h for h in kinds if getattr(route, h) is not None]
         if len(handlers) != 1:
             yield ConfigIssue(
@@ -600,6 +637,8 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
                 "needs exactly one handler: one of respond, collect, segment, proxy, static, "
                 "redirect",
             )
+        if route.static is not None and not os.path.isdir(route.static.root):
+            yield ConfigIssue(f"{path}.static.root", f"{route.static.root!r} is not a directory")
         proxy = route.proxy
         if proxy is not None and proxy.policy == "header_hash" and not proxy.hash_header:
             yield ConfigIssue(f"{path}.proxy.hash_header", "is required by policy header_hash")

@@ -130,6 +130,18 @@ class Metrics:
             "Kafka sends or connects that failed or timed out.",
             registry=registry,
         )
+        self.static_cache = Counter(
+            "gateway_static_cache",
+            "Static file cache lookups and evictions, by event: hit, miss, eviction.",
+            ("event",),
+            registry=registry,
+        )
+        self.static_cache_bytes = Gauge(
+            "gateway_static_cache_bytes",
+            "Bytes held by the static file caches (files and compressed variants).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
         self._event_children: dict[tuple[str, str], Counter] = {}
         self._limit_children: dict[tuple[str, str], Counter] = {}
         # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.
@@ -152,6 +164,18 @@ class Metrics:
 
     def observe_limit(self, rule: str, result: str) -> None:
         _child(self.ratelimit_decisions, self._limit_children, rule, result).inc()
+
+    def static_report(self) -> Callable[[str, int], None]:
+        """Callback for a static file cache: hits, misses, evictions and its size."""
+        children = {event: self.static_cache.labels(event) for event in ("hit", "miss", "eviction")}
+
+        def report(event: str, value: int) -> None:
+            if event == "bytes":  # a change in bytes held, so several caches add up
+                self.static_cache_bytes.inc(value)
+            else:
+                children[event].inc(value)
+
+        return report
 
     def limiter_size(self, rule: str) -> Callable[[int, bool], None]:
         """Callback for a rule's limiter: its key count changed, maybe by an eviction."""

@@ -20,6 +20,7 @@ from gateway.handlers.collect import CollectHandler
 from gateway.handlers.proxy import ProxyHandler
 from gateway.handlers.respond import RespondHandler
 from gateway.handlers.segment import SegmentHandler
+from gateway.handlers.static import StaticHandler
 from gateway.metrics import Metrics
 from gateway.proxy.group import UpstreamGroup, UpstreamRegistry
 from gateway.ratelimit import RouteLimits, Rule, local_limiter_for
@@ -63,6 +64,10 @@ def _handler_for(
         )
     if route.segment is not None:
         return SegmentHandler(route.match.path_prefix, tracker, durable=delivery == "durable")
+    if route.static is not None:
+        return StaticHandler(
+            route.static, route.match.path_prefix, services.metrics.static_report()
+        )
     if route.proxy is not None:
         group = services.upstreams.get(route.proxy)
         return ProxyHandler(route.proxy, route.match.path_prefix, group, resolver)

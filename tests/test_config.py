@@ -105,7 +105,7 @@ def test_section_of_unbuilt_capability_is_rejected(section: str) -> None:
     ]
 
 
-@pytest.mark.parametrize("handler", ["static", "redirect"])
+@pytest.mark.parametrize("handler", ["redirect"])
 def test_handler_of_unbuilt_capability_is_rejected(handler: str) -> None:
     data = minimal(routes=[{"name": "r", handler: {"root": "/"}}])
     assert issues_of(data) == [

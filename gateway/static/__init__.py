@@ -1,0 +1,1 @@
+"""Static files: safe path mapping, an in-memory cache of hot files, HTTP semantics."""

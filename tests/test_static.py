@@ -1,0 +1,315 @@
+"""Static files: byte-exact bodies, HTTP semantics, compression, cache, and path safety."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import cramjam
+import pytest
+from multidict import CIMultiDict
+
+from tests.support import base_config, in_process_gateway, with_routes
+
+HTML = b"<!doctype html><title>home</title>\n"
+TEXT = b"0123456789abcdefghij"  # 20 bytes: easy ranges
+
+
+def site(tmp_path: Path) -> Path:
+    root = tmp_path / "site"
+    (root / "docs").mkdir(parents=True)
+    (root / "index.html").write_bytes(HTML)
+    (root / "docs" / "index.html").write_bytes(b"docs index\n")
+    (root / "a.txt").write_bytes(TEXT)
+    (root / "app.js").write_bytes(b"console.log(1);\n" * 200)
+    (root / "app.js.br").write_bytes(bytes(cramjam.brotli.compress((root / "app.js").read_bytes())))
+    (root / "app.js.gz").write_bytes(gzip.compress((root / "app.js").read_bytes()))
+    (root / "big.css").write_bytes(b"body { color: red; }\n" * 500)
+    (root / ".env").write_bytes(b"SECRET=1")
+    return root
+
+
+def static_config(tmp_path: Path, root: Path, **static: Any) -> dict[str, Any]:
+    route = {"name": "files", "static": {"root": str(root), **static}}
+    return with_routes(base_config(tmp_path), route)
+
+
+async def get(url: str, method: str = "GET", **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as session,
+        session.request(method, url, allow_redirects=False, **kwargs) as resp,
+    ):
+        return resp.status, CIMultiDict(resp.headers), await resp.read()
+
+
+async def test_file_bytes_and_headers(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
+        status, headers, body = await get(gw.url("/a.txt"))
+    assert (status, body) == (200, TEXT)
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert headers["Accept-Ranges"] == "bytes"
+    stat = os.stat(root / "a.txt")
+    assert headers["ETag"] == f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+    assert headers["Last-Modified"].endswith(" GMT")
+
+
+async def test_index_and_directory_redirect(tmp_path: Path) -> None:
+    async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
+        assert (await get(gw.url("/")))[::2] == (200, HTML)
+        assert (await get(gw.url("/docs/")))[::2] == (200, b"docs index\n")
+        status, headers, _ = await get(gw.url("/docs?x=1"))
+    assert (status, headers["Location"]) == (308, "/docs/?x=1")
+
+
+async def test_conditional_requests(tmp_path: Path) -> None:
+    async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
+        _, headers, _ = await get(gw.url("/a.txt"))
+        etag, modified = headers["ETag"], headers["Last-Modified"]
+        assert (await get(gw.url("/a.txt"), headers={"If-None-Match": etag}))[0] == 304
+        assert (await get(gw.url("/a.txt"), headers={"If-None-Match": f"W/{etag}"}))[0] == 304
+        assert (await get(gw.url("/a.txt"), headers={"If-Modified-Since": modified}))[0] == 304
+        assert (await get(gw.url("/a.txt"), headers={"If-Match": '"other"'}))[0] == 412
+        old = "Mon, 01 Jan 2001 00:00:00 GMT"
+        assert (await get(gw.url("/a.txt"), headers={"If-Unmodified-Since": old}))[0] == 412
+        status, _, body = await get(gw.url("/a.txt"), headers={"If-Match": etag})
+    assert (status, body) == (200, TEXT)
+
+
+async def test_single_suffix_and_unsatisfiable_ranges(tmp_path: Path) -> None:
+    async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
+        status, headers, body = await get(gw.url("/a.txt"), headers={"Range": "bytes=2-5"})
+        assert (status, body, headers["Content-Range"]) == (206, b"2345", "bytes 2-5/20")
+        status, headers, body = await get(gw.url("/a.txt"), headers={"Range": "bytes=-3"})
+        assert (status, body, headers["Content-Range"]) == (206, b"hij", "bytes 17-19/20")
+        status, headers, _ = await get(gw.url("/a.txt"), headers={"Range": "bytes=50-60"})
+        assert (status, headers["Content-Range"]) == (416, "bytes */20")
+        status, _, body = await get(gw.url("/a.txt"), headers={"Range": "lines=1-2"})
+        assert (status, body) == (200, TEXT)
+
+
+async def test_multiple_ranges_are_multipart(tmp_path: Path) -> None:
+    async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
+        status, headers, body = await get(gw.url("/a.txt"), headers={"Range": "bytes=0-1,10-12"})
+    assert status == 206
+    kind, _, boundary = headers["Content-Type"].partition("; boundary=")
+    assert kind == "multipart/byteranges"
+    boundary = boundary.strip('"')
+    assert (
+        body
+        == (
+            f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Range: bytes 0-1/20\r\nContent-Length: 2\r\n\r\n01\r\n"
+            f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Range: bytes 10-12/20\r\nContent-Length: 3\r\n\r\nabc\r\n"
+            f"--{boundary}--\r\n"
+        ).encode()
+    )
+
+
+async def test_if_range(tmp_path: Path) -> None:
+    async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
+        etag = (await get(gw.url("/a.txt")))[1]["ETag"]
+        partial = {"Range": "bytes=0-0", "If-Range": etag}
+        assert (await get(gw.url("/a.txt"), headers=partial))[::2] == (206, b"0")
+        stale = {"Range": "bytes=0-0", "If-Range": '"stale"'}
+        assert (await get(gw.url("/a.txt"), headers=stale))[::2] == (200, TEXT)
+
+
+async def test_head_has_headers_and_no_body(tmp_path: Path) -> None:
+    async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
+        status, headers, body = await get(gw.url("/a.txt"), "HEAD")
+    assert (status, body, headers["Content-Length"]) == (200, b"", "20")
+
+
+async def test_precompressed_sidecars_by_accept_encoding(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    original = (root / "app.js").read_bytes()
+    async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
+        _, br_headers, br = await get(gw.url("/app.js"), headers={"Accept-Encoding": "gzip, br"})
+        _, gz_headers, gz = await get(gw.url("/app.js"), headers={"Accept-Encoding": "gzip"})
+        _, id_headers, plain = await get(gw.url("/app.js"), headers={"Accept-Encoding": "br;q=0"})
+    assert br_headers["Content-Encoding"] == "br" and br == (root / "app.js.br").read_bytes()
+    assert gz_headers["Content-Encoding"] == "gzip" and gzip.decompress(gz) == original
+    assert "Content-Encoding" not in id_headers and plain == original
+    assert br_headers["Vary"] == gz_headers["Vary"] == id_headers["Vary"] == "Accept-Encoding"
+    assert len({br_headers["ETag"], gz_headers["ETag"], id_headers["ETag"]}) == 3
+    assert br_headers["Content-Type"] == "text/javascript; charset=utf-8"  # RFC 9239
+
+
+async def test_on_the_fly_compression_of_text(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
+        _, headers, body = await get(gw.url("/big.css"), headers={"Accept-Encoding": "zstd"})
+        _, gz_headers, gz = await get(gw.url("/big.css"), headers={"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "zstd"
+    assert bytes(cramjam.zstd.decompress(body)) == (root / "big.css").read_bytes()
+    assert gz_headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(gz) == (root / "big.css").read_bytes()
+
+
+async def test_cache_control_by_glob(tmp_path: Path) -> None:
+    rules = [{"glob": "*.js", "value": "public, max-age=31536000, immutable"},
+             {"glob": "*.html", "value": "no-cache"}]  # fmt: skip
+    config = static_config(tmp_path, site(tmp_path), cache_control=rules)
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert (await get(gw.url("/app.js")))[1]["Cache-Control"] == rules[0]["value"]
+        assert (await get(gw.url("/")))[1]["Cache-Control"] == "no-cache"
+        assert "Cache-Control" not in (await get(gw.url("/a.txt")))[1]
+
+
+async def test_cache_serves_memory_until_the_check_interval(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    config = static_config(tmp_path, root, cache={"check_interval": 0.3})
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert (await get(gw.url("/a.txt")))[2] == TEXT
+        replacement = root / "a.txt.new"
+        replacement.write_bytes(b"new content")
+        os.replace(replacement, root / "a.txt")
+        assert (await get(gw.url("/a.txt")))[2] == TEXT  # still the cached copy
+        await asyncio.sleep(0.35)
+        assert (await get(gw.url("/a.txt")))[2] == b"new content"
+        _, _, metrics = await get(gw.url("/_gateway/metrics", listener="admin"))
+    text = metrics.decode()
+    assert 'gateway_static_cache_total{event="hit"} 1.0' in text
+    assert 'gateway_static_cache_total{event="miss"} 2.0' in text
+
+
+async def test_cache_stays_within_its_byte_bound(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    for i in range(10):
+        (root / f"f{i}.bin").write_bytes(bytes([i]) * 1000)
+    config = static_config(tmp_path, root, cache={"max_bytes": 3500})
+    async with in_process_gateway(config, tmp_path) as gw:
+        for i in range(10):
+            assert (await get(gw.url(f"/f{i}.bin")))[2] == bytes([i]) * 1000
+        handler = gw.worker.holder.current.router.match("x", "/").handler  # type: ignore[union-attr]
+        assert handler.cache.bytes <= 3500 and len(handler.cache) == 3
+        _, _, metrics = await get(gw.url("/_gateway/metrics", listener="admin"))
+    assert 'gateway_static_cache_total{event="eviction"} 7.0' in metrics.decode()
+    assert "gateway_static_cache_bytes 3000.0" in metrics.decode()
+
+
+async def test_large_file_streams_from_disk_with_ranges(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    data = os.urandom(300_000)
+    (root / "large.bin").write_bytes(data)
+    config = static_config(tmp_path, root, cache={"max_file_bytes": 100_000})
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert (await get(gw.url("/large.bin")))[::2] == (200, data)
+        status, _, body = await get(gw.url("/large.bin"), headers={"Range": "bytes=1000-1999"})
+    assert (status, body) == (206, data[1000:2000])
+
+
+async def test_spa_fallback_and_listing(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    (root / "empty").mkdir()
+    (root / "empty" / "<b>.txt").write_bytes(b"x")
+    config = static_config(tmp_path, root, spa_fallback="index.html", listing=True)
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert (await get(gw.url("/app/route/42")))[::2] == (200, HTML)
+        status, _, body = await get(gw.url("/empty/"))
+    assert status == 200
+    assert b'<a href="&lt;b&gt;.txt">&lt;b&gt;.txt</a>' in body
+
+
+async def test_listing_is_off_by_default_and_methods_limited(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    (root / "empty").mkdir()
+    async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
+        assert (await get(gw.url("/empty/")))[0] == 404
+        status, headers, _ = await get(gw.url("/a.txt"), "POST")
+    assert (status, headers["Allow"]) == (405, "GET, HEAD")
+
+
+HOSTILE = [
+    "/../secret.txt", "/..%2fsecret.txt", "/%2e%2e/secret.txt", "/%2e%2e%2fsecret.txt",
+    "/..%5csecret.txt", "/..\\secret.txt", "/%252e%252e/secret.txt", "/docs/../../secret.txt",
+    "/docs/%2e%2e/%2e%2e/secret.txt", "/%c0%ae%c0%ae/secret.txt", "/%c0%af../secret.txt",
+    "/a.txt%00.html", "/secret.txt%00", "//etc/passwd", "/%2fetc%2fpasswd", "/.%2e/secret.txt",
+    "/docs/..;/../secret.txt", "/escape/secret.txt", "/.env", "/docs/.%2e/.%2e/secret.txt",
+    "/%ef%bc%8e%ef%bc%8e/secret.txt", "/" + "a/" * 2000 + "x", "/" + "x" * 5000,
+    "/%", "/%zz", "/escape", "/escape/",
+]  # fmt: skip
+
+
+async def test_no_byte_outside_the_root_is_ever_served(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    (tmp_path / "secret.txt").write_bytes(b"TOP-SECRET")
+    (root / "escape").symlink_to(tmp_path)  # a symlink out of the root
+    async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+        answers = []
+        for path in HOSTILE:
+            # Raw request lines: a client library would normalise the very tricks tested.
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            answers.append((path, int(head.split()[1]), body))
+            if b"Connection: close" in head:
+                writer.close()
+                await writer.wait_closed()
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+        writer.close()
+        await writer.wait_closed()
+    for path, status, body in answers:
+        assert b"TOP-SECRET" not in body and b"SECRET=1" not in body and b"root:" not in body, path
+        assert status in (400, 404, 414), (path, status)
+
+
+async def test_hidden_files_when_allowed(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    (root / ".well-known").mkdir()
+    (root / ".well-known" / "security.txt").write_bytes(b"Contact: x\n")
+    config = static_config(tmp_path, root, allow_hidden=True)
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert (await get(gw.url("/.well-known/security.txt")))[::2] == (200, b"Contact: x\n")
+
+
+async def test_concurrent_requests_during_rewrites_see_whole_versions(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    versions = [bytes([65 + i]) * (5000 + i) for i in range(4)]
+    config = static_config(tmp_path, root, cache={"check_interval": 0})
+    async with in_process_gateway(config, tmp_path) as gw:
+        stop = asyncio.Event()
+
+        async def rewrite() -> None:
+            i = 0
+            while not stop.is_set():
+                temp = root / "v.tmp"
+                temp.write_bytes(versions[i % 4])
+                os.replace(temp, root / "v.txt")
+                i += 1
+                await asyncio.sleep(0.001)
+
+        writer = asyncio.ensure_future(rewrite())
+        await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> bytes:
+                async with session.get(gw.url("/v.txt")) as resp:
+                    assert resp.status == 200
+                    return await resp.read()
+
+            bodies = await asyncio.gather(*(one() for _ in range(200)))
+        stop.set()
+        await writer
+    assert all(body in versions for body in bodies)
+
+
+@pytest.mark.parametrize("root", ["/definitely/not/here"])
+def test_missing_root_is_a_config_error(tmp_path: Path, root: str) -> None:
+    import json
+
+    from gateway.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(json.dumps(static_config(tmp_path, Path(root))).encode(), env={})
+    assert [str(i) for i in caught.value.issues] == [
+        f"routes[0].static.root: '{root}' is not a directory"
+    ]
