@@ -97,36 +97,33 @@ class StaticHandler:
         return {}
 
     async def _from_memory(self, request: web.BaseRequest, entry: Entry) -> web.StreamResponse:
-        accepted = accepted_encodings(request.headers.get("Accept-Encoding"))
         varies = bool(entry.variants) or self._compresses(entry)
-        coding = pick_encoding(PREFERENCE, accepted) if varies else None
+        coding = None
         body = entry.data
-        if coding is not None:
-            variant = entry.variants.get(coding)
-            if variant is None and self._compresses(entry):
-                variant = await self._compress(entry, coding)
-            if variant is None:
-                coding = None
-            else:
-                body = variant
-        etag = entry.etag + (f"-{coding}" if coding else "")
-        headers = {
-            "ETag": f'"{etag}"',
-            "Last-Modified": formatdate(entry.mtime, usegmt=True),
-            "Accept-Ranges": "bytes",
-            **self._cache_control(entry.path),
-        }
         if varies:
-            headers["Vary"] = "Accept-Encoding"
+            accepted = accepted_encodings(request.headers.get("Accept-Encoding"))
+            coding = pick_encoding(PREFERENCE, accepted)
+            if coding is not None:
+                variant = entry.variants.get(coding)
+                if variant is None and self._compresses(entry):
+                    variant = await self._compress(entry, coding)
+                if variant is None:
+                    coding = None
+                else:
+                    body = variant
+        # Hot path: headers are built once per file and coding, then reused.
+        headers = entry.headers.get(coding)
+        if headers is None:
+            headers = entry.headers[coding] = self._headers(entry, coding, varies)
+        etag = headers["ETag"][1:-1]
         status = conditional_status(request, etag, entry.mtime)
         if status == 304:
-            return web.Response(status=304, headers=headers)
+            kept = ("ETag", "Last-Modified", "Cache-Control", "Vary")
+            return web.Response(status=304, headers={k: headers[k] for k in kept if k in headers})
         if status == 412:
             raise HTTPError(412, "precondition failed")
-        headers["Content-Type"] = entry.content_type
-        if coding is not None:
-            headers["Content-Encoding"] = coding
-        if range_applies(request, etag, entry.mtime):
+        if "Range" in request.headers and range_applies(request, etag, entry.mtime):
+            headers = dict(headers)
             ranges = parse_ranges(request.headers["Range"], len(body))
             if ranges == []:
                 headers["Content-Range"] = f"bytes */{len(body)}"
@@ -135,6 +132,20 @@ class StaticHandler:
             if ranges is not None:
                 return await self._partial(body, ranges, headers)
         return web.Response(body=body, headers=headers)
+
+    def _headers(self, entry: Entry, coding: str | None, varies: bool) -> dict[str, str]:
+        headers = {
+            "Content-Type": entry.content_type,
+            "ETag": f'"{entry.etag}{f"-{coding}" if coding else ""}"',
+            "Last-Modified": formatdate(entry.mtime, usegmt=True),
+            "Accept-Ranges": "bytes",
+            **self._cache_control(entry.path),
+        }
+        if varies:
+            headers["Vary"] = "Accept-Encoding"
+        if coding is not None:
+            headers["Content-Encoding"] = coding
+        return headers
 
     async def _partial(
         self, body: bytes, ranges: list[tuple[int, int]], headers: dict[str, str]

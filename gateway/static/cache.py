@@ -52,6 +52,8 @@ class Entry:
     variants: dict[str, bytes] = field(default_factory=dict)
     checked: float = 0.0
     key: tuple[str, ...] = ()
+    # Response headers per coding (None: identity), built once by the handler.
+    headers: dict[str | None, dict[str, str]] = field(default_factory=dict)
 
     @property
     def etag(self) -> str:

@@ -7,6 +7,7 @@ this module decides.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -18,8 +19,14 @@ COMPRESSIBLE = ("text/", "application/json", "application/javascript", "applicat
                 "image/svg+xml", "application/wasm", "application/manifest+json")  # fmt: skip
 
 
+PRECONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+
+
 def conditional_status(request: web.BaseRequest, etag: str, mtime: float) -> int | None:
     """304 or 412 when a precondition decides the answer, else None."""
+    headers = request.headers
+    if not any(name in headers for name in PRECONDITIONS):
+        return None  # the common case: nothing to parse
     modified = datetime.fromtimestamp(int(mtime), UTC)
     if_match = request.if_match
     if if_match is not None:
@@ -79,7 +86,8 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
     return ranges
 
 
-def accepted_encodings(header: str | None) -> set[str]:
+@functools.lru_cache(maxsize=256)  # clients send a handful of distinct values
+def accepted_encodings(header: str | None) -> frozenset[str]:
     """Codings the client takes (q > 0), from Accept-Encoding (RFC 9110 §12.5.3)."""
     accepted: set[str] = set()
     for item in (header or "").split(","):
@@ -94,14 +102,14 @@ def accepted_encodings(header: str | None) -> set[str]:
                     q = 0.0
         if name and q > 0:
             accepted.add(name.strip().lower())
-    return accepted
+    return frozenset(accepted)
 
 
 def compressible(content_type: str) -> bool:
     return content_type.startswith(COMPRESSIBLE)
 
 
-def pick_encoding(available: Sequence[str], accepted: set[str]) -> str | None:
+def pick_encoding(available: Sequence[str], accepted: frozenset[str]) -> str | None:
     """The first available coding the client accepts (our preference order wins)."""
     for coding in available:
         if coding in accepted:

@@ -8,11 +8,14 @@ allowed), and absurd lengths. Symlinks are checked after resolution by the calle
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote_to_bytes
 
 from gateway.errors import HTTPError
 
 MAX_PATH = 4096
+# Only unreserved characters and slashes, no segment starting with a dot.
+_PLAIN = re.compile(r"(?:/(?!\.)[A-Za-z0-9_~\-][A-Za-z0-9_.~\-]*)*/?")
 MAX_SEGMENTS = 64
 
 
@@ -24,6 +27,11 @@ def relative_segments(raw_path: str, prefix: str, *, allow_hidden: bool) -> tupl
     base = prefix.rstrip("/")
     if base and path.startswith(base):
         path = path[len(base) :]
+    if _PLAIN.fullmatch(path):
+        # The common case, nothing encoded and no segment starting with a dot: no decoding.
+        plain = tuple(s for s in path.split("/") if s)
+        if len(plain) <= MAX_SEGMENTS:
+            return plain
     segments: list[str] = []
     for raw in path.split("/"):
         if not raw:
