@@ -1,16 +1,24 @@
 """Config files that make the gateway, nginx and Caddy do the same job on one loopback port.
 
 A :class:`Site` is the part a scenario varies; the rest (workers, connection limits, logging
-off, temp paths) is fixed here so every server gets the same cores and the same slack.
+off, temp paths, the Kafka section) is fixed here so every server gets the same cores and
+the same slack.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+# A fresh broker per gateway run, so one fixed topic holds exactly that run's events.
+EVENTS_TOPIC = "events"
+WRITE_KEY = "bench-write-key"
+SEGMENT_SUCCESS = '{"success":true}'
+
+Delivery = Literal["durable", "fast"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +28,8 @@ class Site:
     gateway_routes: tuple[Mapping[str, Any], ...]
     nginx_locations: str  # directives inside nginx's ``server { }``
     caddy_directives: str  # directives inside the Caddyfile site block
+    # Top-level gateway config sections besides server, spool, routes and kafka.
+    gateway_sections: Mapping[str, Any] = field(default_factory=dict)
 
 
 def respond_site(body: str) -> Site:
@@ -28,6 +38,48 @@ def respond_site(body: str) -> Site:
         gateway_routes=({"name": "respond", "respond": {"status": 200, "body": body}},),
         nginx_locations=f"location / {{ return 200 {nginx_quote(body)}; }}",
         caddy_directives=f"respond {caddy_quote(body)} 200",
+    )
+
+
+def pixel_site() -> Site:
+    """Tracking pixels: the gateway's collect route, nginx's built-in empty_gif; Caddy has no
+    binary bodies in a Caddyfile, so it answers 200 with the GIF type and an empty body."""
+    return Site(
+        gateway_routes=({"name": "collect", "collect": {}},),
+        nginx_locations="location /img/ { empty_gif; }",
+        caddy_directives="header Content-Type image/gif\n\trespond 200",
+    )
+
+
+def tracker_site(delivery: Delivery) -> Site:
+    """Tracker POSTs: the gateway's collect route; nginx and Caddy answer 204 and drop the body."""
+    return Site(
+        gateway_routes=({"name": "collect", "collect": {}, "delivery": delivery},),
+        nginx_locations="location / { return 204; }",
+        caddy_directives="respond 204",
+    )
+
+
+def segment_site(delivery: Delivery) -> Site:
+    """Segment's /v1/batch: the gateway's segment route with a write key; nginx and Caddy
+    answer Segment's success body without reading the batch."""
+    return Site(
+        gateway_routes=(
+            {
+                "name": "segment",
+                "match": {"path_prefix": "/v1"},
+                "segment": {},
+                "delivery": delivery,
+            },
+        ),
+        nginx_locations=(
+            "location / { default_type application/json; "
+            f"return 200 {nginx_quote(SEGMENT_SUCCESS)}; }}"
+        ),
+        caddy_directives=(
+            f"header Content-Type application/json\n\trespond {caddy_quote(SEGMENT_SUCCESS)} 200"
+        ),
+        gateway_sections={"tracking": {"write_keys": [WRITE_KEY]}},
     )
 
 
@@ -43,9 +95,17 @@ def caddy_quote(text: str) -> str:
     return '"' + text.replace('"', '\\"') + '"'
 
 
-def gateway_config(site: Site, *, port: int, workers: int, capacity: int, workdir: Path) -> str:
+def gateway_config(
+    site: Site,
+    *,
+    port: int,
+    workers: int,
+    capacity: int,
+    workdir: Path,
+    kafka: str | None = None,
+) -> str:
     """The gateway's JSON config: one public listener, no access log (nginx's is off too),
-    its event spool in the run's work directory."""
+    its event spool in the run's work directory, events to the broker at ``kafka``."""
     config: dict[str, Any] = {
         "server": {
             "listeners": [{"name": "public", "host": "127.0.0.1", "port": port}],
@@ -56,7 +116,15 @@ def gateway_config(site: Site, *, port: int, workers: int, capacity: int, workdi
         },
         "spool": {"dir": str(workdir / "spool")},
         "routes": [dict(route) for route in site.gateway_routes],
+        **site.gateway_sections,
     }
+    if kafka is not None:
+        # Tansu, the test broker, has no InitProducerId: idempotence must stay off.
+        config["kafka"] = {
+            "bootstrap_servers": [kafka],
+            "topic": EVENTS_TOPIC,
+            "enable_idempotence": False,
+        }
     return json.dumps(config, indent=2) + "\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ _MS_PER_UNIT = {"us": 0.001, "ms": 1.0, "s": 1_000.0, "m": 60_000.0, "h": 3_600_
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(us|ms|s|m|h)")
 _RATE = re.compile(r"^Requests/sec:\s+([0-9.]+)\s*$", re.MULTILINE)
 _PERCENTILE = r"^\s+{}%\s+(\S+)\s*$"
-_REQUESTS = re.compile(r"^\s+(\d+) requests in ", re.MULTILINE)
+_REQUESTS = re.compile(r"^\s+(\d+) requests in (\S+), ", re.MULTILINE)
 _SOCKET_ERRORS = re.compile(
     r"^\s+Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)\s*$", re.MULTILINE
 )
@@ -33,12 +34,18 @@ class WrkStats:
     p50_ms: float
     p99_ms: float
     requests: int
+    seconds: float  # how long wrk actually ran
     non_2xx_3xx: int
     socket_errors: int  # connect + read + write + timeout
 
     @property
     def errors(self) -> int:
         return self.non_2xx_3xx + self.socket_errors
+
+    @property
+    def successes(self) -> int:
+        """2xx answers: wrk counts non-2xx and 3xx together, and no scenario redirects."""
+        return self.requests - self.non_2xx_3xx
 
 
 def to_ms(text: str) -> float:
@@ -64,9 +71,41 @@ def parse_wrk(output: str) -> WrkStats:
         p50_ms=to_ms(p50.group(1)),
         p99_ms=to_ms(p99.group(1)),
         requests=int(requests.group(1)),
+        seconds=to_ms(requests.group(2)) / 1000,
         non_2xx_3xx=int(non_2xx_3xx.group(1)) if non_2xx_3xx else 0,
         socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
     )
+
+
+def lua_string(data: bytes) -> str:
+    """A Lua string literal holding ``data`` byte for byte: printable ASCII as is, the
+    rest as three-digit decimal escapes (so a following digit cannot extend one)."""
+    out = []
+    for byte in data:
+        char = chr(byte)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= byte < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
+
+
+def wrk_script(method: str, body: bytes, headers: Mapping[str, str]) -> str | None:
+    """The Lua that makes wrk send this request; None for a plain GET (wrk's default).
+
+    Setting only ``wrk.method``/``body``/``headers`` lets wrk build the request once and
+    resend the same bytes, so the load generator costs as little as for a GET.
+    """
+    if method == "GET" and not body and not headers:
+        return None
+    lines = [f"wrk.method = {lua_string(method.encode())}"]
+    if body:
+        lines.append(f"wrk.body = {lua_string(body)}")
+    for name, value in headers.items():
+        lines.append(f"wrk.headers[{lua_string(name.encode())}] = {lua_string(value.encode())}")
+    return "\n".join(lines) + "\n"
 
 
 def wrk_command(

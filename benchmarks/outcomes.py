@@ -8,6 +8,34 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """A tracking run's events: what the gateway's 2xx answers promised, what reached Kafka."""
+
+    expected: int  # 2xx answers x events per request
+    delivered: int  # records that reached the topic
+    shortfall: int  # promised but not in Kafka; a durable 2xx must never be missing
+    events_per_s: float  # delivered over the load and the drain after it
+    drain_s: float  # from the end of the load until the last record arrived
+    broker_cores: float  # the broker's CPU during the load (it shares the machine)
+
+
+def delivery(
+    *, expected: int, delivered: int, load_s: float, drain_s: float, broker_cores: float
+) -> Delivery:
+    """One run's :class:`Delivery`. Requests still in flight when wrk stops are answered
+    but not counted by wrk, so ``delivered`` may exceed ``expected``: that is no shortfall."""
+    elapsed = load_s + drain_s
+    return Delivery(
+        expected=expected,
+        delivered=delivered,
+        shortfall=max(0, expected - delivered),
+        events_per_s=delivered / elapsed if elapsed > 0 else 0.0,
+        drain_s=drain_s,
+        broker_cores=broker_cores,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LoadResult:
     """One wrk run against one server, with the server tree's CPU and memory meanwhile."""
 
@@ -17,6 +45,7 @@ class LoadResult:
     errors: int  # non-2xx/3xx responses + socket errors
     cpu_cores: float
     peak_rss_mib: float
+    delivery: Delivery | None = None  # tracking scenarios on the gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +107,7 @@ def summarize(server: str, runs: Sequence[Run]) -> ServerSummary:
             errors=sum(r.errors for r in loads),
             cpu_cores=statistics.median(r.cpu_cores for r in loads),
             peak_rss_mib=statistics.median(r.peak_rss_mib for r in loads),
+            delivery=_summarize_deliveries([r.delivery for r in loads if r.delivery]),
         )
     elif idles:
         per_connection = [r.kib_per_connection for r in idles if r.kib_per_connection is not None]
@@ -90,6 +120,20 @@ def summarize(server: str, runs: Sequence[Run]) -> ServerSummary:
     return ServerSummary(server, median, len(runs), failures)
 
 
+def _summarize_deliveries(runs: Sequence[Delivery]) -> Delivery | None:
+    """Counts summed (a shortfall in any round counts), rates and times as medians."""
+    if not runs:
+        return None
+    return Delivery(
+        expected=sum(r.expected for r in runs),
+        delivered=sum(r.delivered for r in runs),
+        shortfall=sum(r.shortfall for r in runs),
+        events_per_s=statistics.median(r.events_per_s for r in runs),
+        drain_s=statistics.median(r.drain_s for r in runs),
+        broker_cores=statistics.median(r.broker_cores for r in runs),
+    )
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     """``numerator / denominator``, or None when either is missing or the denominator is 0."""
     if numerator is None or denominator is None or denominator == 0:
@@ -100,6 +144,13 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 def requests_per_s(result: LoadResult | IdleResult | None) -> float | None:
     """The requests/s of a load result; None for anything else."""
     return result.requests_per_s if isinstance(result, LoadResult) else None
+
+
+def events_per_s(result: LoadResult | IdleResult | None) -> float | None:
+    """The events/s that reached Kafka in a tracking run; None for anything else."""
+    if isinstance(result, LoadResult) and result.delivery is not None:
+        return result.delivery.events_per_s
+    return None
 
 
 def kib_per_connection(result: LoadResult | IdleResult | None) -> float | None:

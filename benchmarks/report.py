@@ -1,4 +1,4 @@
-"""The Markdown report: machine, settings, one results table, ratios and targets.
+"""The Markdown report: machine, settings, results, event delivery, ratios and targets.
 
 Rendering is pure (results in, text out) so the exact layout is tested without running a load.
 """
@@ -17,6 +17,7 @@ from benchmarks.outcomes import (
     ratio,
     requests_per_s,
 )
+from benchmarks.scenarios import BY_NAME
 from benchmarks.settings import LABELS, SERVERS, Settings
 from benchmarks.targets import TargetRow, evaluate
 
@@ -29,10 +30,11 @@ def render(machine: Machine, settings: Settings, outcomes: Sequence[ScenarioOutc
         machine_section(machine),
         settings_section(settings),
         results_section(outcomes),
+        events_section(outcomes, settings),
         ratios_section(outcomes),
         targets_section(evaluate(outcomes, settings)),
     ]
-    return "\n\n".join(sections) + "\n"
+    return "\n\n".join(section for section in sections if section) + "\n"
 
 
 def machine_section(machine: Machine) -> str:
@@ -114,6 +116,64 @@ def _figures(summary: ServerSummary) -> tuple[str, ...]:
     if isinstance(median, IdleResult):
         return (DASH, DASH, DASH, str(median.errors), DASH, f"{median.rss_mib:.1f}")
     return ("failed", "", "", "", "", "")
+
+
+def events_section(outcomes: Sequence[ScenarioOutcome], settings: Settings) -> str:
+    """The gateway's tracking runs: events promised, events in Kafka; empty when none ran."""
+    header = (
+        "Scenario",
+        "Delivery",
+        "Requests/s",
+        "vs hello",
+        "Expected",
+        "Delivered",
+        "Shortfall",
+        "Drain (s)",
+        "Events/s",
+        "Events/s per worker",
+        "Broker CPU (cores)",
+    )
+    by_name = {outcome.name: outcome for outcome in outcomes}
+    hello = requests_per_s(by_name["hello"].median("gateway")) if "hello" in by_name else None
+    rows: list[tuple[str, ...]] = []
+    for outcome in outcomes:
+        result = outcome.median("gateway")
+        if not isinstance(result, LoadResult) or result.delivery is None:
+            continue
+        events = result.delivery
+        scenario = BY_NAME.get(outcome.name)
+        rows.append(
+            (
+                outcome.name,
+                (scenario.delivery if scenario else None) or DASH,
+                f"{result.requests_per_s:,.0f}",
+                _times(ratio(result.requests_per_s, hello)),
+                f"{events.expected:,}",
+                f"{events.delivered:,}",
+                f"{events.shortfall:,}",
+                f"{events.drain_s:.1f}",
+                f"{events.events_per_s:,.0f}",
+                f"{events.events_per_s / settings.workers:,.0f}",
+                f"{events.broker_cores:.2f}",
+            )
+        )
+    if not rows:
+        return ""
+    notes = [
+        "- durable: the answer waits until Kafka acknowledged the event; "
+        "fast: it is answered once enqueued (pixels always are).",
+        "- Expected = 2xx answers x events per request, as wrk counted them; requests in "
+        "flight when wrk stops (up to one per connection) are answered but not counted, so "
+        "Delivered may exceed Expected by that much, and a loss smaller than it would not show.",
+        "- Shortfall = answered but not in Kafka once the count stopped growing (at most 10 s "
+        "after the load); a durable row must show 0.",
+        "- Events/s = Delivered / (load + Drain); Drain = seconds from the end of the load "
+        "until the last event reached Kafka. The broker (Tansu, in memory, fresh per run) "
+        "shares the machine's cores with the gateway.",
+    ]
+    return (
+        "## Event delivery (gateway)\n\n" + _table(header, "--:", rows) + "\n\n" + "\n".join(notes)
+    )
 
 
 def ratios_section(outcomes: Sequence[ScenarioOutcome]) -> str:

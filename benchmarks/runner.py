@@ -7,11 +7,15 @@ from the previous round); every process started here is stopped before the next 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from benchmarks.broker import Broker, CountError, RecordCounter, record_counter, settle, tansu
+from benchmarks.configs import EVENTS_TOPIC
 from benchmarks.idle import idle_connections
 from benchmarks.load import WrkError, run_wrk, wrk_command
 from benchmarks.machine import Tools
@@ -21,10 +25,11 @@ from benchmarks.outcomes import (
     LoadResult,
     Run,
     ScenarioOutcome,
+    delivery,
     summarize,
 )
-from benchmarks.probe import body_mismatch
-from benchmarks.procstat import sample_tree, sampling
+from benchmarks.probe import answer_mismatch
+from benchmarks.procstat import Usage, sample_tree, sampling
 from benchmarks.scenarios import Scenario
 from benchmarks.servers import RunningServer, ServerError, running
 from benchmarks.settings import LABELS, SERVERS, Settings
@@ -68,6 +73,20 @@ async def _run_scenario(
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Kafka:
+    """The broker a tracking run's gateway sends to, and the count of what arrived."""
+
+    broker: Broker
+    counter: RecordCounter
+
+
+@contextlib.asynccontextmanager
+async def _kafka(workdir: Path) -> AsyncIterator[_Kafka]:
+    async with tansu(workdir) as broker, record_counter(broker.bootstrap, EVENTS_TOPIC) as counter:
+        yield _Kafka(broker, counter)
+
+
 async def _run_once(
     scenario: Scenario, kind: str, settings: Settings, tools: Tools, workdir: Path
 ) -> Run:
@@ -75,24 +94,49 @@ async def _run_once(
     site = scenario.site(workdir)
     capacity = settings.capacity(idle=scenario.measure == "idle")
     try:
-        async with running(
-            kind, site, workers=settings.workers, capacity=capacity, tools=tools, workdir=workdir
-        ) as server:
-            mismatch = await body_mismatch(server.url(scenario.path), scenario.expected_body)
+        # Exits in reverse: the gateway stops (flushing its events) before the broker does.
+        async with contextlib.AsyncExitStack() as stack:
+            kafka = None
+            if kind == "gateway" and scenario.events_per_request > 0:
+                kafka = await stack.enter_async_context(_kafka(workdir))
+            server = await stack.enter_async_context(
+                running(
+                    kind,
+                    site,
+                    workers=settings.workers,
+                    capacity=capacity,
+                    tools=tools,
+                    workdir=workdir,
+                    kafka=kafka.broker.bootstrap if kafka else None,
+                )
+            )
+            mismatch = await answer_mismatch(
+                server.url(scenario.path),
+                method=scenario.method,
+                body=scenario.body or None,
+                headers=scenario.headers,
+                status=scenario.status,
+                expected=scenario.expected_body_for(kind),
+            )
             if mismatch is not None:
                 return Failure(mismatch)
             if scenario.measure == "idle":
                 return await _measure_idle(scenario, server, settings)
-            return await _measure_load(scenario, server, settings, tools, workdir)
+            return await _measure_load(scenario, server, settings, tools, workdir, kafka)
     except ServerError as exc:
         _progress(f"{exc}; last lines of its output:\n{exc.log_tail}")
         return Failure(str(exc))
-    except WrkError as exc:
+    except (WrkError, CountError) as exc:
         return Failure(str(exc))
 
 
 async def _measure_load(
-    scenario: Scenario, server: RunningServer, settings: Settings, tools: Tools, workdir: Path
+    scenario: Scenario,
+    server: RunningServer,
+    settings: Settings,
+    tools: Tools,
+    workdir: Path,
+    kafka: _Kafka | None,
 ) -> Run:
     script = None
     if scenario.wrk_script is not None:
@@ -105,15 +149,37 @@ async def _measure_load(
         duration=settings.duration,
         script=script,
     )
-    async with sampling(server.pid) as usage:
+    baseline = 0
+    if kafka is not None:
+        # The answer check sent one request's events: counted before the load, not in it.
+        baseline = (await settle(kafka.counter.count, scenario.events_per_request)).count
+    async with contextlib.AsyncExitStack() as stack:
+        usage = await stack.enter_async_context(sampling(server.pid))
+        broker_usage: Usage | None = None
+        if kafka is not None:
+            broker_usage = await stack.enter_async_context(sampling(kafka.broker.pid))
         stats = await run_wrk(command, duration=settings.duration)
-    return LoadResult(
+    result = LoadResult(
         requests_per_s=stats.requests_per_s,
         p50_ms=stats.p50_ms,
         p99_ms=stats.p99_ms,
         errors=stats.errors,
         cpu_cores=usage.cores,
         peak_rss_mib=usage.peak_rss_bytes / MIB,
+    )
+    if kafka is None or broker_usage is None:
+        return result
+    expected = stats.successes * scenario.events_per_request
+    settled = await settle(kafka.counter.count, baseline + expected)
+    return dataclasses.replace(
+        result,
+        delivery=delivery(
+            expected=expected,
+            delivered=settled.count - baseline,
+            load_s=stats.seconds,
+            drain_s=settled.seconds,
+            broker_cores=broker_usage.cores,
+        ),
     )
 
 
@@ -134,10 +200,17 @@ async def _measure_idle(scenario: Scenario, server: RunningServer, settings: Set
 
 def _describe(run: Run) -> str:
     if isinstance(run, LoadResult):
-        return (
+        text = (
             f"{run.requests_per_s:,.0f} req/s, p99 {run.p99_ms:.2f} ms, "
             f"{run.errors} errors, {run.cpu_cores:.2f} cores"
         )
+        if run.delivery is not None:
+            events = run.delivery
+            text += (
+                f"; {events.delivered:,} of {events.expected:,} events in Kafka "
+                f"({events.events_per_s:,.0f}/s, shortfall {events.shortfall:,})"
+            )
+        return text
     if isinstance(run, IdleResult):
         kib = run.kib_per_connection
         each = "n/a" if kib is None else f"{kib:.1f}"

@@ -1,20 +1,37 @@
 """The scenario registry: what each benchmark serves, how it is loaded, and whether it can run.
 
 Adding a scenario is one entry in ``SCENARIOS``: a name, a :class:`Site` builder (how the
-gateway, nginx and Caddy are configured), the wrk target (path, expected body, Lua script),
-and ``pending`` while the gateway feature it needs has not landed.
+gateway, nginx and Caddy are configured), the request wrk repeats and the answer each server
+must give it, and ``pending`` while the gateway feature it needs has not landed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import base64
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from benchmarks.configs import Site, respond_site
+import orjson
+
+from benchmarks.configs import (
+    SEGMENT_SUCCESS,
+    WRITE_KEY,
+    Delivery,
+    Site,
+    pixel_site,
+    respond_site,
+    segment_site,
+    tracker_site,
+)
+from benchmarks.load import wrk_script
+from gateway.handlers.collect import PIXEL
 
 HELLO_BODY = "Hello from the gateway\n"
+# ngx_http_empty_gif_module.c: nginx's own 1x1 transparent GIF (43 bytes).
+NGINX_EMPTY_GIF = base64.b64decode("R0lGODlhAQABAIABAAAAAP///yH5BAEAAAEALAAAAAABAAEAAAICTAEAOw==")
+SEGMENT_BATCH_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,18 +44,104 @@ class Scenario:
     # Builds every server's config; gets a directory for fixtures such as static files.
     site: Callable[[Path], Site] | None = None
     path: str = "/"
+    method: str = "GET"
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    status: int = 200  # what every server answers
     expected_body: bytes = b""
-    wrk_script: str | None = None  # Lua for wrk -s (POST bodies, batches)
-    events_per_request: int = 1  # tracking events one request carries
+    # Per-server bodies where a server cannot send the gateway's (nginx's own GIF, say).
+    expected_bodies: Mapping[str, bytes] = field(default_factory=dict)
+    # Tracking events one request carries; above 0 the gateway run gets a Kafka broker.
+    events_per_request: int = 0
+    delivery: Delivery | None = None  # when the gateway answers: Kafka acked, or enqueued
     pending: str | None = None  # why it cannot run yet: the gateway feature it needs
 
     def __post_init__(self) -> None:
         if self.pending is None and self.site is None:
             raise ValueError(f"scenario {self.name}: runnable, so it needs a site")
 
+    @property
+    def wrk_script(self) -> str | None:
+        """Lua for ``wrk -s`` when the request is more than a plain GET."""
+        return wrk_script(self.method, self.body, self.headers)
+
+    def expected_body_for(self, server: str) -> bytes:
+        return self.expected_bodies.get(server, self.expected_body)
+
 
 def _hello(_: Path) -> Site:
     return respond_site(HELLO_BODY)
+
+
+def tracker_body() -> bytes:
+    """A typical tracker event: a small JSON object (about 150 bytes)."""
+    return orjson.dumps(
+        {
+            "ename": "add_to_cart",
+            "page": "/products/espresso-machine",
+            "sku": "EM-1042",
+            "price": 349.99,
+            "currency": "EUR",
+            "quantity": 1,
+            "experiment": "checkout-b",
+        }
+    )
+
+
+def segment_batch_body(size: int = SEGMENT_BATCH_SIZE) -> bytes:
+    """A Segment /v1/batch body of ``size`` track calls, about 200 bytes each."""
+    batch = [
+        {
+            "type": "track",
+            "userId": f"user-{i:04d}",
+            "event": "Product Viewed",
+            "timestamp": "2026-11-25T18:00:00.000Z",
+            "properties": {
+                "product_id": f"sku-{i:05d}",
+                "category": "coffee machines",
+                "price": 349.99,
+                "currency": "EUR",
+                "position": i,
+            },
+        }
+        for i in range(size)
+    ]
+    return orjson.dumps({"batch": batch, "sentAt": "2026-11-25T18:00:01.000Z"})
+
+
+def basic_auth(user: str) -> str:
+    """Segment's write-key auth: HTTP Basic with the key as user and no password."""
+    return "Basic " + base64.b64encode(f"{user}:".encode()).decode()
+
+
+def _tracker_post(name: str, summary: str, delivery: Delivery) -> Scenario:
+    return Scenario(
+        name,
+        summary,
+        site=lambda _: tracker_site(delivery),
+        path="/tr/v1/src/bench",
+        method="POST",
+        body=tracker_body(),
+        headers={"Content-Type": "application/json"},
+        status=204,
+        events_per_request=1,
+        delivery=delivery,
+    )
+
+
+def _segment_batch(name: str, summary: str, delivery: Delivery) -> Scenario:
+    return Scenario(
+        name,
+        summary,
+        site=lambda _: segment_site(delivery),
+        path="/v1/batch",
+        method="POST",
+        body=segment_batch_body(),
+        headers={"Content-Type": "application/json", "Authorization": basic_auth(WRITE_KEY)},
+        expected_body=SEGMENT_SUCCESS.encode(),
+        events_per_request=SEGMENT_BATCH_SIZE,
+        delivery=delivery,
+    )
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -62,19 +165,33 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("static_1m", "a 1 MiB static file", pending="static handler not built yet"),
     Scenario(
         "pixel",
-        "tracking pixel: a GIF answered after enqueueing an event",
-        pending="tracking not built yet",
+        "tracking pixel: a GIF answered after enqueueing an event (pixels never wait)",
+        site=lambda _: pixel_site(),
+        path="/img/v1/campaign/c1/ename/open",
+        expected_body=PIXEL,
+        expected_bodies={"nginx": NGINX_EMPTY_GIF, "caddy": b""},
+        events_per_request=1,
+        delivery="fast",
     ),
-    Scenario(
+    _tracker_post(
         "tracker_post",
-        "durable tracker POST: a JSON event accepted into the Kafka/disk pipeline",
-        pending="tracking not built yet",
+        "durable tracker POST: answered once Kafka acknowledged the JSON event",
+        "durable",
     ),
-    Scenario(
+    _tracker_post(
+        "tracker_post_fast",
+        "fast tracker POST: answered once the JSON event is enqueued",
+        "fast",
+    ),
+    _segment_batch(
         "segment_batch",
-        "Segment-style batch POST of many events per request",
-        events_per_request=100,  # the planned batch size
-        pending="tracking not built yet",
+        f"durable Segment /v1/batch of {SEGMENT_BATCH_SIZE} track calls (about 20 KB)",
+        "durable",
+    ),
+    _segment_batch(
+        "segment_batch_fast",
+        f"fast Segment /v1/batch of {SEGMENT_BATCH_SIZE} track calls (about 20 KB)",
+        "fast",
     ),
     Scenario("redirect", "a redirect link answered 302", pending="redirect handler not built yet"),
     Scenario(

@@ -75,13 +75,19 @@ class Slot:
     capacity: int  # connections each worker must accept
     workdir: Path
     tools: Tools
+    kafka: str | None = None  # the broker the gateway sends events to
 
 
 def _gateway(site: Site, slot: Slot) -> Launch:
     path = slot.workdir / "gateway.json"
     path.write_text(
         gateway_config(
-            site, port=slot.port, workers=slot.workers, capacity=slot.capacity, workdir=slot.workdir
+            site,
+            port=slot.port,
+            workers=slot.workers,
+            capacity=slot.capacity,
+            workdir=slot.workdir,
+            kafka=slot.kafka,
         )
     )
     return Launch(
@@ -131,11 +137,18 @@ PREPARE: dict[str, Callable[[Site, Slot], Launch]] = {
 
 @contextlib.asynccontextmanager
 async def running(
-    kind: str, site: Site, *, workers: int, capacity: int, tools: Tools, workdir: Path
+    kind: str,
+    site: Site,
+    *,
+    workers: int,
+    capacity: int,
+    tools: Tools,
+    workdir: Path,
+    kafka: str | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Start ``kind`` serving ``site``, yield once it answers, stop its whole group on exit."""
     port = free_port()
-    launch = PREPARE[kind](site, Slot(port, workers, capacity, workdir, tools))
+    launch = PREPARE[kind](site, Slot(port, workers, capacity, workdir, tools, kafka))
     log = workdir / f"{kind}.log"
     with log.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
@@ -151,7 +164,7 @@ async def running(
         await _wait_ready(process, launch, server)
         yield server
     finally:
-        await _stop(process)
+        await stop_group(process)
 
 
 async def _wait_ready(
@@ -187,7 +200,8 @@ def log_tail(server: RunningServer, lines: int = 10) -> str:
     return "\n".join(server.log.read_text(errors="replace").strip().splitlines()[-lines:])
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
+async def stop_group(process: asyncio.subprocess.Process) -> None:
+    """Terminate a process started in its own session, then kill whatever is left of it."""
     try:
         if process.returncode is None:
             # The leader alone: the gateway's supervisor and nginx's master stop their workers.

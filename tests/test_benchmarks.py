@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from benchmarks.__main__ import main
-from benchmarks.configs import caddy_quote, nginx_quote
-from benchmarks.load import WrkError, WrkStats, parse_wrk, to_ms, wrk_command
+from benchmarks.broker import record_counter, settle, tansu
+from benchmarks.configs import WRITE_KEY, caddy_quote, gateway_config, nginx_quote, segment_site
+from benchmarks.load import (
+    WrkError,
+    WrkStats,
+    lua_string,
+    parse_wrk,
+    to_ms,
+    wrk_command,
+    wrk_script,
+)
 from benchmarks.machine import Machine
 from benchmarks.outcomes import (
+    Delivery,
     Failure,
     IdleResult,
     LoadResult,
     Run,
     ScenarioOutcome,
     ServerSummary,
+    delivery,
     ratio,
     summarize,
 )
 from benchmarks.procstat import CLOCK_TICKS, ProcStat, TreeSample, Usage, descendants, parse_stat
-from benchmarks.report import render
+from benchmarks.report import events_section, render
+from benchmarks.scenarios import BY_NAME, SCENARIOS, basic_auth
 from benchmarks.settings import Settings
+from gateway.config import parse_config
+from gateway.handlers.collect import PIXEL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,6 +88,7 @@ def test_parse_wrk_reads_rate_percentiles_and_request_count() -> None:
         p50_ms=1.24,
         p99_ms=2.56,
         requests=75522,
+        seconds=2.0,
         non_2xx_3xx=0,
         socket_errors=0,
     )
@@ -80,6 +98,11 @@ def test_parse_wrk_counts_non_2xx_3xx_and_every_socket_error() -> None:
     stats = parse_wrk(WRK_WITH_ERRORS)
     assert (stats.non_2xx_3xx, stats.socket_errors, stats.errors) == (67, 52527, 52594)
     assert (stats.requests_per_s, stats.p50_ms, stats.p99_ms) == (31.93, 3.39, 9.47)
+
+
+def test_parse_wrk_takes_the_real_duration_and_counts_2xx_answers() -> None:
+    assert (parse_wrk(WRK_CLEAN).seconds, parse_wrk(WRK_CLEAN).successes) == (2.0, 75522)
+    assert (parse_wrk(WRK_WITH_ERRORS).seconds, parse_wrk(WRK_WITH_ERRORS).successes) == (2.1, 0)
 
 
 def test_parse_wrk_rejects_output_that_is_not_a_report() -> None:
@@ -114,6 +137,148 @@ def test_wrk_command_uses_one_thread_and_optional_lua_script() -> None:
         "wrk", "http://127.0.0.1:1/", connections=8, duration=2, script=Path("/t/post.lua")
     )
     assert with_script[-3:] == ["-s", "/t/post.lua", "http://127.0.0.1:1/"]
+
+
+def test_lua_string_keeps_every_byte_and_escapes_what_lua_would_read_otherwise() -> None:
+    assert lua_string(b'say "hi" \\ ok') == '"say \\"hi\\" \\\\ ok"'
+    # Three digits always, so the "1" after the byte 255 cannot join its escape.
+    assert lua_string(b"a\n\xff1\x00") == '"a\\010\\2551\\000"'
+
+
+def test_wrk_script_is_none_for_a_plain_get() -> None:
+    assert wrk_script("GET", b"", {}) is None
+
+
+def test_wrk_script_sets_method_body_and_headers_only() -> None:
+    script = wrk_script("POST", b'{"a":1}', {"Content-Type": "application/json"})
+    assert script == (
+        'wrk.method = "POST"\n'
+        'wrk.body = "{\\"a\\":1}"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+
+
+def test_segment_batch_request_carries_100_tracks_under_segments_limits() -> None:
+    scenario = BY_NAME["segment_batch"]
+    body = orjson.loads(scenario.body)
+    assert [call["type"] for call in body["batch"]] == ["track"] * 100
+    assert scenario.events_per_request == 100
+    assert 15_000 < len(scenario.body) < 500 * 1024
+    assert max(len(orjson.dumps(call)) for call in body["batch"]) < 32 * 1024
+    assert scenario.headers["Authorization"] == basic_auth(WRITE_KEY)
+    assert basic_auth("wk") == "Basic d2s6"
+
+
+def test_tracker_post_request_is_a_small_json_object_answered_204() -> None:
+    scenario = BY_NAME["tracker_post"]
+    assert (scenario.method, scenario.status, scenario.events_per_request) == ("POST", 204, 1)
+    assert isinstance(orjson.loads(scenario.body), dict)
+    assert 100 < len(scenario.body) < 200
+
+
+def test_scenarios_stay_in_registry_order_with_fast_variants_beside_durable_ones() -> None:
+    assert [scenario.name for scenario in SCENARIOS] == [
+        "hello", "proxy_small", "proxy_1m", "static_1k", "static_1m", "pixel", "tracker_post",
+        "tracker_post_fast", "segment_batch", "segment_batch_fast", "redirect", "idle_10k",
+    ]  # fmt: skip
+    pending = {scenario.name for scenario in SCENARIOS if scenario.pending}
+    assert pending == {"proxy_small", "proxy_1m", "static_1k", "static_1m", "redirect"}
+
+
+def test_pixel_expects_each_servers_own_body() -> None:
+    scenario = BY_NAME["pixel"]
+    assert scenario.expected_body_for("gateway") == PIXEL
+    assert len(scenario.expected_body_for("nginx")) == 43  # nginx's empty_gif
+    assert scenario.expected_body_for("caddy") == b""
+
+
+@pytest.mark.parametrize(
+    ("name", "route_delivery"),
+    [("pixel", None), ("tracker_post_fast", "fast"), ("segment_batch", "durable")],
+)
+def test_tracking_sites_give_the_gateway_a_config_it_accepts(
+    name: str, route_delivery: str | None, tmp_path: Path
+) -> None:
+    site = BY_NAME[name].site
+    assert site is not None
+    text = gateway_config(
+        site(tmp_path), port=8080, workers=2, capacity=306, workdir=tmp_path, kafka="127.0.0.1:9"
+    )
+    config = parse_config(text.encode(), env={})
+    assert config.kafka is not None
+    assert (config.kafka.bootstrap_servers, config.kafka.topic) == (("127.0.0.1:9",), "events")
+    assert config.kafka.enable_idempotence is False
+    assert [route.delivery for route in config.routes] == [route_delivery]
+
+
+def test_segment_site_accepts_the_write_key_the_requests_send(tmp_path: Path) -> None:
+    config = parse_config(
+        gateway_config(
+            segment_site("durable"), port=8080, workers=1, capacity=306, workdir=tmp_path
+        ).encode(),
+        env={},
+    )
+    assert config.tracking.write_keys == (WRITE_KEY,)
+    assert config.kafka is None  # no broker given: events stay in the spool
+
+
+def test_delivery_counts_a_shortfall_only_for_answered_events_missing_from_kafka() -> None:
+    lost = delivery(expected=1000, delivered=990, load_s=4.0, drain_s=1.0, broker_cores=0.5)
+    assert lost == Delivery(1000, 990, 10, 198.0, 1.0, 0.5)
+    # wrk does not count requests in flight when it stops; the gateway answered them anyway.
+    extra = delivery(expected=1000, delivered=1050, load_s=5.0, drain_s=0.0, broker_cores=0.1)
+    assert (extra.shortfall, extra.events_per_s) == (0, 210.0)
+    none = delivery(expected=0, delivered=0, load_s=0.0, drain_s=0.0, broker_cores=0.0)
+    assert (none.shortfall, none.events_per_s) == (0, 0.0)
+
+
+def test_summarize_sums_shortfalls_per_round_so_an_extra_round_cannot_hide_one() -> None:
+    runs: list[Run] = [
+        LoadResult(100.0, 1.0, 2.0, 0, 1.0, 50.0, Delivery(500, 490, 10, 98.0, 0.2, 0.1)),
+        LoadResult(120.0, 1.0, 2.0, 0, 1.0, 50.0, Delivery(600, 650, 0, 130.0, 0.4, 0.3)),
+        LoadResult(110.0, 1.0, 2.0, 0, 1.0, 50.0, Delivery(550, 550, 0, 110.0, 0.3, 0.2)),
+    ]
+    median = summarize("gateway", runs).median
+    assert isinstance(median, LoadResult)
+    assert median.delivery == Delivery(1650, 1690, 10, 110.0, 0.3, 0.2)
+
+
+async def test_settle_returns_once_the_target_count_holds_still() -> None:
+    counts = iter([5, 8, 10, 10, 10])
+
+    async def count() -> int:
+        return next(counts)
+
+    settled = await settle(count, 10, interval=0.01, quiet=5.0, limit=5.0)
+    assert settled.count == 10
+    assert settled.seconds < 1.0
+
+
+async def test_settle_gives_up_on_a_count_that_stops_short_of_its_target() -> None:
+    async def count() -> int:
+        return 7
+
+    settled = await settle(count, 10, interval=0.01, quiet=0.1, limit=5.0)
+    assert settled.count == 7
+    assert settled.seconds < 0.1  # the last growth was the first count
+
+
+async def test_record_counter_counts_every_record_though_tansu_reports_batch_offsets(
+    tmp_path: Path,
+) -> None:
+    async with tansu(tmp_path) as broker, record_counter(broker.bootstrap, "events") as counter:
+        assert await counter.count() == 0
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            sent = 0
+            for size in (1, 7, 40, 300):  # batches of several sizes, on every partition
+                acks = [await producer.send("events", b"x", key=b"%d" % i) for i in range(size)]
+                await asyncio.gather(*acks)
+                sent += size
+        finally:
+            await producer.stop()
+        assert await counter.count() == sent == 348
 
 
 def test_parse_stat_survives_spaces_and_parentheses_in_the_command_name() -> None:
@@ -192,6 +357,57 @@ OUTCOMES = [
     ),
     ScenarioOutcome("proxy_small", skipped="proxy handler not built yet"),
     ScenarioOutcome(
+        "pixel",
+        servers=(
+            ServerSummary(
+                "gateway",
+                LoadResult(
+                    32000.0, 1.3, 2.1, 0, 1.5, 80.0, Delivery(160000, 160049, 0, 31959.9, 0.0, 0.08)
+                ),
+                3,
+                (),
+            ),
+            ServerSummary("nginx", LoadResult(120000.0, 0.2, 0.9, 0, 0.9, 10.8), 3, ()),
+            ServerSummary("caddy", LoadResult(50000.0, 0.8, 5.0, 0, 1.3, 38.0), 3, ()),
+        ),
+    ),
+    ScenarioOutcome(
+        "tracker_post",
+        servers=(
+            ServerSummary(
+                "gateway",
+                LoadResult(
+                    28000.0, 1.6, 3.0, 0, 1.6, 85.0, Delivery(140000, 139997, 3, 27999.4, 0.0, 0.2)
+                ),
+                3,
+                (),
+            ),
+            ServerSummary("nginx", LoadResult(100000.0, 0.2, 0.9, 0, 0.9, 10.8), 3, ()),
+            ServerSummary("caddy", LoadResult(45000.0, 0.9, 5.0, 0, 1.2, 38.0), 3, ()),
+        ),
+    ),
+    ScenarioOutcome(
+        "segment_batch",
+        servers=(
+            ServerSummary(
+                "gateway",
+                LoadResult(
+                    1100.0,
+                    40.0,
+                    80.0,
+                    0,
+                    1.9,
+                    120.0,
+                    Delivery(550000, 555000, 0, 110000.0, 0.5, 0.4),
+                ),
+                3,
+                (),
+            ),
+            ServerSummary("nginx", LoadResult(60000.0, 0.4, 1.2, 0, 0.9, 10.9), 3, ()),
+            ServerSummary("caddy", LoadResult(35000.0, 1.1, 6.0, 0, 1.2, 39.0), 3, ()),
+        ),
+    ),
+    ScenarioOutcome(
         "idle_10k",
         servers=(
             ServerSummary("gateway", IdleResult(9.6, 10_000, 0, 244.9), 3, ()),
@@ -231,6 +447,15 @@ EXPECTED_REPORT = """\
 | hello | nginx | 100,123 | 0.30 | 0.81 | 0 | 0.96 | 10.7 |
 | hello | Caddy | 55,000 | 0.69 | 4.37 | 2 | 1.50 | 37.9 |
 | proxy_small | — | skipped: proxy handler not built yet |  |  |  |  |  |
+| pixel | gateway | 32,000 | 1.30 | 2.10 | 0 | 1.50 | 80.0 |
+| pixel | nginx | 120,000 | 0.20 | 0.90 | 0 | 0.90 | 10.8 |
+| pixel | Caddy | 50,000 | 0.80 | 5.00 | 0 | 1.30 | 38.0 |
+| tracker_post | gateway | 28,000 | 1.60 | 3.00 | 0 | 1.60 | 85.0 |
+| tracker_post | nginx | 100,000 | 0.20 | 0.90 | 0 | 0.90 | 10.8 |
+| tracker_post | Caddy | 45,000 | 0.90 | 5.00 | 0 | 1.20 | 38.0 |
+| segment_batch | gateway | 1,100 | 40.00 | 80.00 | 0 | 1.90 | 120.0 |
+| segment_batch | nginx | 60,000 | 0.40 | 1.20 | 0 | 0.90 | 10.9 |
+| segment_batch | Caddy | 35,000 | 1.10 | 6.00 | 0 | 1.20 | 39.0 |
 | idle_10k | gateway | — | — | — | 0 | — | 244.9 |
 | idle_10k | nginx | — | — | — | 0 | — | 27.8 |
 | idle_10k | Caddy | failed |  |  |  |  |  |
@@ -239,12 +464,35 @@ EXPECTED_REPORT = """\
 - idle rows: Errors = connections that could not be opened; \
 Peak RSS = the server's RSS with every connection open.
 
+## Event delivery (gateway)
+
+| Scenario | Delivery | Requests/s | vs hello | Expected | Delivered | Shortfall | Drain (s) \
+| Events/s | Events/s per worker | Broker CPU (cores) |
+| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |
+| pixel | fast | 32,000 | 0.92x | 160,000 | 160,049 | 0 | 0.0 | 31,960 | 15,980 | 0.08 |
+| tracker_post | durable | 28,000 | 0.81x | 140,000 | 139,997 | 3 | 0.0 | 27,999 | 14,000 | 0.20 |
+| segment_batch | durable | 1,100 | 0.03x | 550,000 | 555,000 | 0 | 0.5 | 110,000 | 55,000 | 0.40 |
+
+- durable: the answer waits until Kafka acknowledged the event; \
+fast: it is answered once enqueued (pixels always are).
+- Expected = 2xx answers x events per request, as wrk counted them; requests in \
+flight when wrk stops (up to one per connection) are answered but not counted, so \
+Delivered may exceed Expected by that much, and a loss smaller than it would not show.
+- Shortfall = answered but not in Kafka once the count stopped growing (at most 10 s \
+after the load); a durable row must show 0.
+- Events/s = Delivered / (load + Drain); Drain = seconds from the end of the load \
+until the last event reached Kafka. The broker (Tansu, in memory, fresh per run) \
+shares the machine's cores with the gateway.
+
 ## Ratios
 
 | Scenario | Measure | gateway | nginx | Caddy | gateway/nginx | gateway/Caddy |
 | --- | --- | --: | --: | --: | --: | --: |
 | hello | requests/s | 34,712 | 100,123 | 55,000 | 0.35x | 0.63x |
 | proxy_small | skipped: proxy handler not built yet |  |  |  |  |  |
+| pixel | requests/s | 32,000 | 120,000 | 50,000 | 0.27x | 0.64x |
+| tracker_post | requests/s | 28,000 | 100,000 | 45,000 | 0.28x | 0.62x |
+| segment_batch | requests/s | 1,100 | 60,000 | 35,000 | 0.02x | 0.03x |
 | idle_10k | KiB per idle connection | 9.6 | 0.5 | — | 19.20x | — |
 
 ## Targets (reported, not asserted)
@@ -254,15 +502,21 @@ Peak RSS = the server's RSS with every connection open.
 | proxy ≥ 1.5x Caddy and ≥ 0.5x nginx | proxy_small | skipped | — |
 | proxy ≥ 1.5x Caddy and ≥ 0.5x nginx | proxy_1m | proxy_1m not run | — |
 | static 1 KiB ≥ 1.0x Caddy | static_1k | static_1k not run | — |
-| pixel ≥ 0.9x hello world | pixel | pixel not run | — |
-| durable tracker POST ≥ 0.8x hello world | tracker_post | tracker_post not run | — |
-| ≥ 50k events/s per worker via batch | segment_batch | segment_batch not run | — |
+| pixel ≥ 0.9x hello world | pixel | 0.92x hello | yes |
+| durable tracker POST ≥ 0.8x hello world | tracker_post | 0.81x hello, 3 events missing | no |
+| ≥ 50k events/s per worker via batch | segment_batch | 55,000 events/s per worker | yes |
 | ≤ 50 KiB RSS per idle connection | idle_10k | 9.6 KiB | yes |
 """
 
 
 def test_report_renders_every_section_exactly() -> None:
     assert render(MACHINE, SETTINGS, OUTCOMES) == EXPECTED_REPORT
+
+
+def test_report_has_no_event_section_when_no_scenario_tracked() -> None:
+    untracked = [outcome for outcome in OUTCOMES if outcome.name in ("hello", "idle_10k")]
+    assert events_section(untracked, SETTINGS) == ""
+    assert "## Event delivery" not in render(MACHINE, SETTINGS, untracked)
 
 
 def test_missing_tools_are_named_with_the_install_command(
@@ -280,36 +534,67 @@ def test_missing_tools_are_named_with_the_install_command(
 def _rows(report: str, scenario: str) -> dict[str, list[str]]:
     """Results-table cells by server for one scenario (the first table row per server)."""
     rows: dict[str, list[str]] = {}
-    for line in report.split("## Ratios")[0].splitlines():
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if cells[0] == scenario:
-            rows.setdefault(cells[1].lower(), cells[2:])
+    for cells in _table_rows(report.split("## Results")[1].split("\n## ")[0], scenario):
+        rows.setdefault(cells[1].lower(), cells[2:])
     return rows
 
 
-def test_smoke_run_loads_every_server_and_skips_unbuilt_scenarios(tmp_path: Path) -> None:
-    out = tmp_path / "report.md"
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One real ``--smoke`` run shared by the tests below: every server, fresh brokers."""
+    out = tmp_path_factory.mktemp("smoke") / "report.md"
     command = [sys.executable, "-m", "benchmarks", "--smoke", "--workers", "1", "--out", str(out)]
-    command += ["--scenarios", "hello,idle_10k,proxy_small"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=50)
+    command += ["--scenarios", "hello,idle_10k,proxy_small,pixel,tracker_post,segment_batch"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stderr
     report = out.read_text()
     assert done.stdout == report
+    return report
 
-    hello = _rows(report, "hello")
-    assert set(hello) == {"gateway", "nginx", "caddy"}
-    for server, cells in hello.items():
-        assert float(cells[0].replace(",", "")) > 0, server
-        assert cells[3] == "0", server  # errors
+
+def _table_rows(section: str, scenario: str, column: int = 0) -> list[list[str]]:
+    """The cells of every table row in ``section`` whose ``column`` names ``scenario``."""
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return [row for row in rows if row[column] == scenario]
+
+
+@pytest.mark.timeout(120)
+def test_smoke_run_loads_every_server_and_skips_unbuilt_scenarios(smoke_report: str) -> None:
+    report = smoke_report
+    for scenario in ("hello", "pixel", "tracker_post", "segment_batch"):
+        rows = _rows(report, scenario)
+        assert set(rows) == {"gateway", "nginx", "caddy"}, scenario
+        for server, cells in rows.items():
+            assert float(cells[0].replace(",", "")) > 0, (scenario, server)
+            assert cells[3] == "0", (scenario, server)  # errors
 
     ratios = report.split("## Ratios")[1].split("## Targets")[0]
-    idle = [line for line in ratios.splitlines() if line.startswith("| idle_10k |")]
-    assert len(idle) == 1
-    cells = [cell.strip() for cell in idle[0].strip("|").split("|")]
-    assert cells[1] == "KiB per idle connection"
-    for cell in cells[2:5]:  # gateway, nginx, Caddy: each a number, not "—"
+    [idle] = _table_rows(ratios, "idle_10k")
+    assert idle[1] == "KiB per idle connection"
+    for cell in idle[2:5]:  # gateway, nginx, Caddy: each a number, not "—"
         float(cell)
 
     assert _rows(report, "proxy_small") == {
         "—": ["skipped: proxy handler not built yet"] + [""] * 5
     }
+
+
+@pytest.mark.timeout(120)
+def test_smoke_run_finds_every_answered_event_in_kafka(smoke_report: str) -> None:
+    events = smoke_report.split("## Event delivery (gateway)")[1].split("## Ratios")[0]
+    for scenario, mode in [
+        ("pixel", "fast"),
+        ("tracker_post", "durable"),
+        ("segment_batch", "durable"),
+    ]:
+        [row] = _table_rows(events, scenario)
+        expected, delivered, shortfall = (int(cell.replace(",", "")) for cell in row[4:7])
+        assert row[1] == mode
+        assert expected > 0, scenario
+        assert delivered >= expected, scenario
+        assert shortfall == 0, scenario
+    targets = smoke_report.split("## Targets")[1]
+    for scenario in ("pixel", "tracker_post", "segment_batch"):
+        [row] = _table_rows(targets, scenario, column=1)
+        assert row[3] in ("yes", "no"), row  # measured; whether met depends on the machine
