@@ -262,7 +262,8 @@ class Kafka(_Model):
     client_id: str = "edge-gateway"
     acks: Literal["all", 1, 0] = "all"
     compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
-    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 5
+    # The gateway hands aiokafka whole batches; lingering would only delay them.
+    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 0
     batch_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 1 << 20
     enable_idempotence: bool = False
     ack_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
@@ -330,6 +331,7 @@ class Tracking(_Model):
     write_keys: tuple[str, ...] = ()
     cors: Cors = Cors()
     queue_size: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    queue_bytes: Annotated[int, Field(ge=1024, le=1 << 40)] = 64 << 20
     cookies: Cookies = Cookies()
     honor_dnt: bool = False
     truncate_ip: bool = False

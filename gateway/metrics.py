@@ -159,8 +159,8 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def observe_event(self, event_type: str, outcome: str) -> None:
-        _child(self.events, self._event_children, event_type, outcome).inc()
+    def observe_event(self, event_type: str, outcome: str, count: int = 1) -> None:
+        _child(self.events, self._event_children, event_type, outcome).inc(count)
 
     def observe_limit(self, rule: str, result: str) -> None:
         _child(self.ratelimit_decisions, self._limit_children, rule, result).inc()

@@ -9,6 +9,7 @@ and IPv6 their /48 before the event leaves the gateway.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -17,13 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.config import Tracking
+from gateway.config import Cookie, Cookies, Tracking
 from gateway.cors import Cors
 from gateway.events.envelope import Event, RequestFacts, build_event, uuid7
 from gateway.events.pipeline import EventPipeline
 from gateway.events.segment import Message
 
-_MAX_ID = 128  # a cookie id longer than this is not one of ours: mint a new one
+# An id cookie that does not look like one of ours is replaced, never echoed back.
+_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,19 @@ def truncate_ip(ip: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
+def _cookie_parts(cookies: Cookies, cookie: Cookie) -> tuple[str, str]:
+    """``name=`` and the attributes after the value, as RFC 6265 §4.1 writes them."""
+    attrs = [f"Max-Age={cookie.max_age}", f"Path={cookies.path}"]
+    if cookies.domain:
+        attrs.append(f"Domain={cookies.domain}")
+    attrs.append(f"SameSite={cookies.same_site}")
+    if cookies.secure or cookies.same_site == "None":  # SameSite=None requires Secure
+        attrs.append("Secure")
+    if cookies.http_only:
+        attrs.append("HttpOnly")
+    return f"{cookie.name}=", "; " + "; ".join(attrs)
+
+
 class Tracker:
     """Builds events for requests and hands them to the pipeline."""
 
@@ -52,6 +67,9 @@ class Tracker:
         self.pipeline = pipeline
         self.node = config.node or socket.gethostname()
         self.cors = Cors(config.cors)
+        cookies = config.cookies
+        self._visitor_cookie, self._visitor_attrs = _cookie_parts(cookies, cookies.visitor)
+        self._session_cookie, self._session_attrs = _cookie_parts(cookies, cookies.session)
 
     def identify(self, request: web.BaseRequest, *, mint: bool = True) -> Identity:
         """Ids from the cookies; missing ones are minted (to be set) unless ``mint`` is
@@ -62,46 +80,36 @@ class Tracker:
         ):
             return Identity(None, None, new_visitor=False, private=True)
         cookies = config.cookies
-        visitor = request.cookies.get(cookies.visitor.name, "")
-        session = request.cookies.get(cookies.session.name, "")
-        new_visitor = not visitor or len(visitor) > _MAX_ID
-        new_session = not session or len(session) > _MAX_ID
+        # No Cookie header, no parsing (aiohttp's cookie parser is not cheap).
+        jar = request.cookies if "Cookie" in request.headers else {}
+        visitor = jar.get(cookies.visitor.name, "")
+        session = jar.get(cookies.session.name, "")
+        new_visitor = not _ID.fullmatch(visitor)
+        new_session = not _ID.fullmatch(session)
         if not mint:
             return Identity(
                 None if new_visitor else visitor, None if new_session else session, False, False
             )
         return Identity(
-            anonymous_id=str(uuid7()) if new_visitor else visitor,
-            session_id=str(uuid7()) if new_session else session,
+            anonymous_id=uuid7() if new_visitor else visitor,
+            session_id=uuid7() if new_session else session,
             new_visitor=new_visitor,
             private=False,
         )
 
     def set_cookies(self, response: web.StreamResponse, identity: Identity) -> None:
         """Visitor cookie when new; session cookie every time (sliding expiry)."""
-        cookies = self.config.cookies
-        if identity.private or not cookies.enabled:
+        if identity.private or not self.config.cookies.enabled:
             return
-        options: dict[str, Any] = {
-            "domain": cookies.domain,
-            "path": cookies.path,
-            "secure": cookies.secure,
-            "httponly": cookies.http_only,
-            "samesite": cookies.same_site,
-        }
+        # Values are our own ids (or ones we read back, of cookie-safe characters), so the
+        # header is assembled from attributes rendered once: http.cookies is slow per call.
         if identity.new_visitor and identity.anonymous_id:
-            response.set_cookie(
-                cookies.visitor.name,
-                identity.anonymous_id,
-                max_age=cookies.visitor.max_age,
-                **options,
+            response.headers.add(
+                "Set-Cookie", self._visitor_cookie + identity.anonymous_id + self._visitor_attrs
             )
         if identity.session_id:
-            response.set_cookie(
-                cookies.session.name,
-                identity.session_id,
-                max_age=cookies.session.max_age,
-                **options,
+            response.headers.add(
+                "Set-Cookie", self._session_cookie + identity.session_id + self._session_attrs
             )
 
     def facts(self, request: web.BaseRequest, client_ip: str, identity: Identity) -> RequestFacts:

@@ -48,6 +48,7 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("kafka", lambda c: c.kafka),
     ("spool", lambda c: c.spool),
     ("tracking.queue_size", lambda c: c.tracking.queue_size),
+    ("tracking.queue_bytes", lambda c: c.tracking.queue_bytes),
 )
 
 ACCESS_LOG_FLUSH_INTERVAL = 1.0
@@ -113,6 +114,7 @@ class Worker:
             slot=self.slot,
             workers=server.worker_count,
             queue_size=config.tracking.queue_size,
+            queue_bytes=config.tracking.queue_bytes,
             metrics=self.metrics,
         )
         await pipeline.start()

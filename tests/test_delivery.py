@@ -17,22 +17,25 @@ from tests.events_support import consume, consume_ids_until, tracking_config, va
 from tests.support import in_process_gateway, start_process, stop_process
 
 
-async def post_events(base_url: str, count: int, tag: str) -> list[str]:
-    """POST ``count`` durable events concurrently; the event ids of the 200 answers."""
+async def post_events(
+    base_url: str, count: int, tag: str, answered: list[str] | None = None
+) -> list[str]:
+    """POST ``count`` durable events concurrently; the event ids of the 200 answers,
+    also appended to ``answered`` as they come."""
+    ids = [] if answered is None else answered
     async with aiohttp.ClientSession() as session:
 
-        async def one(i: int) -> str | None:
+        async def one(i: int) -> None:
             try:
                 url = f"{base_url}/str/v1/tag/{tag}/n/{i}"
                 async with session.post(url, json={"i": i}) as resp:
-                    if resp.status != 200:
-                        return None
-                    return str((await resp.json())["event_id"])
+                    if resp.status == 200:
+                        ids.append(str((await resp.json())["event_id"]))
             except aiohttp.ClientError:
-                return None
+                pass
 
-        results = await asyncio.gather(*(one(i) for i in range(count)))
-    return [r for r in results if r is not None]
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return ids
 
 
 async def wait_ready_detail(gw: Any, detail: str, limit: float = 30.0) -> None:
@@ -119,11 +122,13 @@ async def test_durable_events_survive_sigkill(tmp_path: Path, broker_factory: ty
     gw = await start_process(path, workers=2)
     try:
         base = gw.url("").rstrip("/")
-        load = asyncio.ensure_future(post_events(base, 300, "kill"))
-        await asyncio.sleep(0.3)  # mid-load: some answered, some in flight
+        answered: list[str] = []
+        load = asyncio.ensure_future(post_events(base, 300, "kill", answered))
+        async with asyncio.timeout(20):  # mid-load: some answered, some in flight
+            while len(answered) < 20:  # noqa: ASYNC110 - counting answers of another task
+                await asyncio.sleep(0.01)
         os.killpg(gw.process.pid, signal.SIGKILL)
-        answered = await load
-        assert answered, "some events should have been answered before the kill"
+        await load
     finally:
         await stop_process(gw)
     broker.start()

@@ -219,3 +219,15 @@ async def test_compressed_batches_arrive(
             assert (await request("GET", gw.url(f"/tr/v1/n/{i}")))[0] == 204
     events = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 5))
     assert sorted(e["properties"]["n"] for e in events) == ["0", "1", "2", "3", "4"]
+
+
+async def test_queue_is_bounded_in_bytes_too(tmp_path: Path) -> None:
+    config = tracking_config(tmp_path, None, queue_bytes=4096, delivery="fast")
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert gw.worker.pipeline is not None
+        sender = gw.worker.pipeline._tasks[0]
+        sender.cancel()  # hold the queue still
+        await asyncio.gather(sender, return_exceptions=True)
+        statuses = [(await request("POST", gw.url("/tr/v1"), json={"pad": "x" * 1000}))[0]
+                    for _ in range(4)]  # fmt: skip
+    assert statuses == [204, 204, 503, 503]

@@ -199,3 +199,16 @@ async def test_cors_preflight_and_reflected_origin(tmp_path: Path) -> None:
         async with session.get(gw.url("/img/v1"), headers=headers) as resp:
             assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
             assert resp.headers["Vary"] == "Origin"
+
+
+async def test_batch_is_all_or_nothing_when_the_queue_is_short(tmp_path: Path) -> None:
+    config = segment_config(tmp_path, None)
+    config["tracking"]["queue_size"] = 5
+    batch = {"batch": [{"type": "track", "userId": "u", "event": "E"} for _ in range(6)]}
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert await post(gw.url("/v1/batch"), batch) == (
+            503, {"code": "overloaded", "message": "event queue is full; retry later"}
+        )  # fmt: skip
+        assert gw.worker.pipeline is not None and gw.worker.pipeline.queued == 0
+        batch["batch"] = batch["batch"][:5]
+        assert (await post(gw.url("/v1/batch"), batch))[0] == 200

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +18,9 @@ SCHEMA_VERSION = 1
 MAX_DEAD_LETTER_BODY = 64 * 1024
 
 
-def uuid7() -> uuid.UUID:
-    """RFC 9562 UUIDv7: millisecond time first, so ids sort by time and dedup is cheap."""
+def uuid7() -> str:
+    """RFC 9562 UUIDv7 in its text form: millisecond time first, so ids sort by time.
+    Formatted here rather than through uuid.UUID, which costs more than the rest."""
     millis = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (millis & ((1 << 48) - 1)) << 80
@@ -28,14 +28,15 @@ def uuid7() -> uuid.UUID:
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def dead_letter(
     reason: str, *, path: str, ip: str | None, body: bytes, received_at: float
 ) -> Event:
     """Input refused but kept for inspection, with why (the dead-letter topic)."""
-    event_id = str(uuid7())
+    event_id = uuid7()
     value = {
         "event_id": event_id,
         "event_type": "dead_letter",
@@ -114,11 +115,12 @@ def build_event(
     """Build the envelope; the record key is the visitor id (else the user id) so one
     visitor's events stay in order on one partition (the event id when there is neither)."""
     now = time.time() if received_at is None else received_at
-    event_id = str(uuid7())
+    now_text = iso_utc(now)
+    event_id = uuid7()
     seg = segment or _NO_SEGMENT
     envelope: dict[str, Any] = {
         "event_id": event_id,
-        "event_time": iso_utc(now),
+        "event_time": now_text,
         "event_type": event_type,
         "event_name": event_name,
         "anonymous_id": anonymous_id,
@@ -138,9 +140,9 @@ def build_event(
         "referer": request.referer,
         "status": status,
         "duration_ms": duration_ms,
-        "received_at": iso_utc(now),
+        "received_at": now_text,
         "sent_at": seg.sent_at,
-        "timestamp": seg.timestamp or iso_utc(now),
+        "timestamp": seg.timestamp or now_text,
         "original_timestamp": seg.original_timestamp,
         "message_id": seg.message_id or event_id,
         "gateway": {"node": node, "version": version, "schema": SCHEMA_VERSION},

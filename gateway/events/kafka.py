@@ -63,9 +63,12 @@ class KafkaWriter:
         if producer is None:
             raise ConnectionError("Kafka producer is not connected")
         by_partition: dict[tuple[str, int], list[SpoolRecord]] = defaultdict(list)
+        partitions: dict[str, list[int]] = {}
         for record in records:
-            partition = await self._partition(record.topic, record.key)
-            by_partition[record.topic, partition].append(record)
+            topic = record.topic
+            if topic not in partitions:
+                partitions[topic] = await self._partitions_of(topic)
+            by_partition[topic, self._partition(partitions[topic], record.key)].append(record)
         acks = []
         for (topic, partition), items in by_partition.items():
             batch = producer.create_batch()
@@ -77,11 +80,15 @@ class KafkaWriter:
             acks.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*acks)
 
-    async def _partition(self, topic: str, key: bytes) -> int:
+    async def _partitions_of(self, topic: str) -> list[int]:
         partitions = self._partitions.get(topic)
         if partitions is None:
-            partitions = sorted(await self._producer.partitions_for(topic))
-            self._partitions[topic] = partitions
+            partitions = self._partitions[topic] = sorted(
+                await self._producer.partitions_for(topic)
+            )
+        return partitions
+
+    def _partition(self, partitions: list[int], key: bytes) -> int:
         # The Java client's murmur2 partitioner: other producers put the same key
         # on the same partition.
         return int(self._partitioner(key, partitions, partitions))

@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,11 +55,31 @@ class Mode(enum.Enum):
     SPOOLING = "spooling"
 
 
+class _Waiting:
+    """One durable submission: resolves when all of its events are safe, or on a failure."""
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, done: asyncio.Future[None], count: int) -> None:
+        self.done = done
+        self.left = count
+
+    def settle(self, exc: Exception | None) -> None:
+        if self.done.done():
+            return
+        if exc is not None:
+            self.done.set_exception(exc)
+            return
+        self.left -= 1
+        if not self.left:
+            self.done.set_result(None)
+
+
 @dataclass(slots=True)
 class _Pending:
     record: SpoolRecord
     event_type: str
-    done: asyncio.Future[None] | None
+    waiting: _Waiting | None
 
 
 class EventPipeline:
@@ -73,6 +93,7 @@ class EventPipeline:
         slot: int,
         workers: int = 1,
         queue_size: int,
+        queue_bytes: int = 64 << 20,
         metrics: Metrics,
     ) -> None:
         self._kafka_config = kafka
@@ -85,6 +106,8 @@ class EventPipeline:
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._queue: deque[_Pending] = deque()
         self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
+        self._queued_bytes = 0
         self._metrics = metrics
         self._mode = Mode.SPOOLING
         self._wakeup = asyncio.Event()
@@ -137,19 +160,37 @@ class EventPipeline:
             self._tasks.append(asyncio.ensure_future(self._run_replayer()))
 
     def submit(self, event: Event, *, durable: bool) -> asyncio.Future[None] | None:
-        """Take an event; for ``durable``, a future that resolves once it is safe (or
-        fails with :class:`SpoolFull`). Raises :class:`Overloaded` when full."""
-        if self._closing or len(self._queue) >= self._queue_size:
-            self._metrics.observe_event(event.event_type, "dropped")
+        """Take an event; see :meth:`submit_all`."""
+        return self.submit_all((event,), durable=durable)
+
+    def submit_all(self, events: Sequence[Event], *, durable: bool) -> asyncio.Future[None] | None:
+        """Take all the events or none (a batch is never half accepted). For ``durable``,
+        one future that resolves once every one of them is safe, or fails with
+        :class:`SpoolFull`. Raises :class:`Overloaded` when the queue cannot take them."""
+        size = sum(len(event.value) for event in events)
+        if (
+            self._closing
+            or len(self._queue) + len(events) > self._queue_size
+            or self._queued_bytes + size > self._queue_bytes
+        ):
+            self._count(events, "dropped")
             raise Overloaded("event queue is full")
-        topic = self._topic(event.event_type)
         done = asyncio.get_running_loop().create_future() if durable else None
-        self._queue.append(
-            _Pending(SpoolRecord(topic, event.key, event.value), event.event_type, done)
-        )
-        self._metrics.observe_event(event.event_type, "accepted")
+        waiting = _Waiting(done, len(events)) if done is not None else None
+        for event in events:
+            record = SpoolRecord(self._topic(event.event_type), event.key, event.value)
+            self._queue.append(_Pending(record, event.event_type, waiting))
+        self._queued_bytes += size
+        self._count(events, "accepted")
         self._wakeup.set()
         return done
+
+    def _count(self, events: Sequence[Event], outcome: str) -> None:
+        if len(events) == 1:
+            self._metrics.observe_event(events[0].event_type, outcome)
+            return
+        for event_type, n in Counter(e.event_type for e in events).items():
+            self._metrics.observe_event(event_type, outcome, n)
 
     def health(self) -> CheckResult:
         if self.spool_full:
@@ -200,6 +241,7 @@ class EventPipeline:
             while self._queue:
                 count = min(len(self._queue), MAX_BATCH)
                 self._in_flight = [self._queue.popleft() for _ in range(count)]
+                self._queued_bytes -= sum(len(p.record.value) for p in self._in_flight)
                 await self._deliver(self._in_flight)
                 self._in_flight = []
                 self._metrics.event_queue_depth.set(len(self._queue))
@@ -242,13 +284,12 @@ class EventPipeline:
     def _settle(
         self, batch: Sequence[_Pending], outcome: str, exc: Exception | None = None
     ) -> None:
+        # Counted per type per batch: one metrics write per type, not per event.
+        for event_type, n in Counter(p.event_type for p in batch).items():
+            self._metrics.observe_event(event_type, outcome, n)
         for pending in batch:
-            self._metrics.observe_event(pending.event_type, outcome)
-            if pending.done is not None and not pending.done.done():
-                if exc is None:
-                    pending.done.set_result(None)
-                else:
-                    pending.done.set_exception(exc)
+            if pending.waiting is not None:
+                pending.waiting.settle(exc)
 
     async def _run_replayer(self) -> None:
         assert self._kafka is not None

@@ -10,7 +10,6 @@ the reason.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -130,16 +129,13 @@ class SegmentHandler:
         pipeline = self._tracker.pipeline
         if pipeline is None:
             raise SegmentError(503, "unavailable", "event pipeline is not running")
-        waits = []
         try:
-            for event in events:
-                done = pipeline.submit(event, durable=self._durable)
-                if done is not None:
-                    waits.append(done)
+            done = pipeline.submit_all(events, durable=self._durable)
         except Overloaded:
             raise SegmentError(503, "overloaded", "event queue is full; retry later") from None
         try:
-            await asyncio.gather(*waits)
+            if done is not None:
+                await done
         except SpoolError:
             raise SegmentError(503, "unavailable", "events cannot be stored right now") from None
 
