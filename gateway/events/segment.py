@@ -82,11 +82,20 @@ def corrected_timestamp(
     return received_at - (sent_at - timestamp).total_seconds()
 
 
-def validate(msg: Any, call: str, *, received_at: float, batch_sent_at: Any = None) -> Message:
-    """Check one call against Segment's rules and build its envelope fields."""
+def validate(
+    msg: Any,
+    call: str,
+    *,
+    received_at: float,
+    batch_sent_at: Any = None,
+    body_size: int | None = None,
+) -> Message:
+    """Check one call against Segment's rules and build its envelope fields.
+    ``body_size``: the request's size; a message cannot be larger, so a request within
+    the per-message limit spares measuring each message."""
     if not isinstance(msg, dict):
         raise Invalid("message must be a JSON object")
-    if len(orjson.dumps(msg)) > MAX_MESSAGE:
+    if (body_size is None or body_size > MAX_MESSAGE) and len(orjson.dumps(msg)) > MAX_MESSAGE:
         raise Invalid("message is larger than 32 KB")
     user_id, anonymous_id = _text(msg, "userId"), _text(msg, "anonymousId")
     if call != "alias" and user_id is None and anonymous_id is None:
@@ -119,7 +128,9 @@ def validate(msg: Any, call: str, *, received_at: float, batch_sent_at: Any = No
             group_id=group_id,
             previous_id=previous_id,
             sent_at=sent_raw if sent_at is not None else None,
-            timestamp=iso_utc(corrected_timestamp(received_at, timestamp, sent_at)),
+            timestamp=None
+            if timestamp is None  # the envelope then uses received_at
+            else iso_utc(corrected_timestamp(received_at, timestamp, sent_at)),
             original_timestamp=msg.get("timestamp") if timestamp is not None else None,
             message_id=_text(msg, "messageId"),
         ),

@@ -102,7 +102,13 @@ class SegmentHandler:
             for i, (msg, kind) in enumerate(calls):
                 try:
                     messages.append(
-                        validate(msg, kind, received_at=received_at, batch_sent_at=sent_at)
+                        validate(
+                            msg,
+                            kind,
+                            received_at=received_at,
+                            batch_sent_at=sent_at,
+                            body_size=len(body),
+                        )
                     )
                 except Invalid as exc:
                     raise Invalid(f"batch[{i}]: {exc}" if call == "batch" else str(exc)) from None
