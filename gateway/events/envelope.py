@@ -56,15 +56,16 @@ def dead_letter(
 def iso_utc(timestamp: float) -> str:
     """ISO 8601 UTC with milliseconds and a Z, e.g. 2026-11-25T18:00:00.123Z."""
     # A batch's events share one receive time: remember the last one formatted.
-    if timestamp == _last_iso[0]:
-        return _last_iso[1]
+    last_timestamp, last_text = _last_iso[0]
+    if timestamp == last_timestamp:
+        return last_text
     text = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
     text = text.replace("+00:00", "Z")
-    _last_iso[:] = [timestamp, text]
+    _last_iso[:] = [(timestamp, text)]
     return text
 
 
-_last_iso: list[Any] = [None, ""]
+_last_iso: list[tuple[float, str]] = [(-1.0, "")]
 
 
 @dataclass(frozen=True, slots=True)
