@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway.config import ConfigIssue
 from gateway.errors import HTTPError
 from gateway.health import Readiness
+from gateway.links.api import LinksApi
 from gateway.metrics import CONTENT_TYPE, Metrics
 
 Reload = Callable[[], Awaitable[tuple[int, list[ConfigIssue]]]]
@@ -33,10 +34,17 @@ def json_response(status: int, body: object) -> web.Response:
 class Builtins:
     """Dispatches the built-in endpoints; ``reload`` returns (status, config issues)."""
 
-    def __init__(self, metrics: Metrics, readiness: Readiness, reload: Reload) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        readiness: Readiness,
+        reload: Reload,
+        links: Callable[[], LinksApi | None] = lambda: None,
+    ) -> None:
         self._metrics = metrics
         self._readiness = readiness
         self._reload = reload
+        self._links = links
 
     async def handle(
         self, request: web.BaseRequest, name: str, *, admin: bool, public_metrics: bool
@@ -61,6 +69,11 @@ class Builtins:
                     400, {"status": "rejected", "errors": [str(i) for i in issues]}
                 )
             return json_response(status, {"status": "reloaded" if status == 200 else "reloading"})
+        if admin and (name == "links" or name.startswith("links/")):
+            api = self._links()
+            if api is None:
+                raise HTTPError(404, "link management needs a redirects section")
+            return await api.handle(request, name.removeprefix("links"))
         raise HTTPError(404, "no such built-in endpoint")
 
     @staticmethod

@@ -20,7 +20,9 @@ EXIT_CONFIG = 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="asyncio edge gateway")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,check,spool}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{run,check,spool,links}"
+    )
     for name, text in (
         ("run", "serve the config"),
         ("check", "validate the config and show it"),
@@ -28,6 +30,23 @@ def _parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--config", default="config.json", help="config file (config.json)")
+    links = commands.add_parser("links", help="manage redirect links through the admin API")
+    links.add_argument("--config", default="config.json", help="config file (config.json)")
+    links.add_argument("--url", help="admin base URL (default: the config's admin listener)")
+    actions = links.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="list links")
+    listing.add_argument("--tag")
+    add = actions.add_parser("add", help="create a link")
+    add.add_argument("target")
+    add.add_argument("--slug")
+    add.add_argument("--status", type=int, default=302)
+    add.add_argument("--pass-query", action="store_true")
+    add.add_argument("--expires", help="ISO 8601 time after which the link answers 410")
+    add.add_argument("--tag", action="append", default=[])
+    for key in ("source", "medium", "campaign", "term", "content"):
+        add.add_argument(f"--utm-{key}")
+    remove = actions.add_parser("rm", help="delete a link")
+    remove.add_argument("slug")
     # Started by the supervisor only; not part of the user-facing interface.
     worker = commands.add_parser("worker")
     worker.add_argument("--config", required=True)
@@ -72,6 +91,64 @@ def _action(route: Route, config: Config) -> str:
     return " ".join([action, *extras])
 
 
+def _links(args: argparse.Namespace, config: Config) -> int:
+    """``gateway links ...``: a small client of the management API."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    redirects = config.redirects
+    if redirects is None or not redirects.admin_token:
+        print("gateway: links need redirects.admin_token in the config", file=sys.stderr)
+        return EXIT_CONFIG
+    base = args.url
+    if base is None:
+        admin = next((lst for lst in config.server.listeners if lst.admin), None)
+        if admin is None:
+            print("gateway: no admin listener in the config (or pass --url)", file=sys.stderr)
+            return EXIT_CONFIG
+        base = f"http://{admin.host}:{admin.port}"
+    url = base.rstrip("/") + config.server.builtin_prefix + "links"
+    method, body = "GET", None
+    if args.action == "list":
+        url += f"?limit=500&tag={args.tag}" if args.tag else "?limit=500"
+    elif args.action == "rm":
+        url, method = f"{url}/{args.slug}", "DELETE"
+    else:
+        link = {"target": args.target, "status": args.status, "pass_query": args.pass_query,
+                "tags": args.tag}  # fmt: skip
+        if args.slug:
+            link["slug"] = args.slug
+        if args.expires:
+            link["expires_at"] = args.expires
+        campaign = {
+            f"utm_{key}": getattr(args, f"utm_{key}")
+            for key in ("source", "medium", "campaign", "term", "content")
+            if getattr(args, f"utm_{key}")
+        }
+        if campaign:
+            link["campaign"] = campaign
+        method, body = "POST", json.dumps(link).encode()
+    request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("Authorization", f"Bearer {redirects.admin_token}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = response.read().decode()
+    except urllib.error.HTTPError as exc:
+        print(f"gateway: {exc.read().decode().strip()}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"gateway: cannot reach {url}: {exc.reason}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        for link_json in json.loads(answer)["links"]:
+            print(f"{link_json['slug']}\t{link_json['status']}\t{link_json['target']}")
+    elif args.action == "add":
+        print(json.loads(answer)["slug"])
+    return 0
+
+
 def _load(path: str) -> Config | None:
     try:
         return load_config(path)
@@ -110,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _, record in read_all(Path(config.spool.dir)):
             sys.stdout.write(record.value.decode(errors="replace") + "\n")
         return 0
+
+    if args.command == "links":
+        return _links(args, config)
 
     from gateway.supervisor import Supervisor
 

@@ -447,6 +447,39 @@ class Static(_Model):
     cache: StaticCache = StaticCache()
 
 
+class Redirects(_Model):
+    """Short links and ad-hoc signed redirects."""
+
+    signing_keys: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    allow_ip_literals: bool = False
+    admin_token: str | None = None
+    topic: str = "links"
+    file: str = "links.jsonl"
+    links: tuple[dict[str, Any], ...] = ()
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, host in enumerate(value):
+            if not _HOST_PATTERN.match(host):
+                raise ValueError(f"[{i}] {host!r} is not a lowercase host name or '*.domain'")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+
+class RedirectRoute(_Model):
+    """Short links at ``<prefix>/<slug>``; ad-hoc signed ones at ``<prefix>/r``."""
+
+    adhoc: bool = True
+
+
 class Collect(_Model):
     """The tracker endpoints under the route's prefix: tr/v1, str/v1 and img/v1."""
 
@@ -474,15 +507,7 @@ class Route(_Model):
     segment: Segment | None = None
     proxy: Proxy | None = None
     static: Static | None = None
-    # Handlers that later versions add; present in a file they are an error, never ignored.
-    redirect: Any = None
-
-    @field_validator("redirect", mode="plain")
-    @classmethod
-    def _unbuilt_handler(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(f"this handler {_NOT_BUILT}")
-        return value
+    redirect: RedirectRoute | None = None
 
 
 class Config(_Model):
@@ -496,6 +521,7 @@ class Config(_Model):
     tracking: Tracking = Tracking()
     tls: Any = None
     rate_limits: RateLimits = RateLimits()
+    redirects: Redirects | None = None
 
     @field_validator("tls", mode="plain")
     @classmethod
@@ -562,6 +588,8 @@ def _substitute_env(
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not key:
+        return path
     return f"{path}.{key}" if path else key
 
 
@@ -612,6 +640,16 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
         if listener.admin and not listener.is_loopback:
             yield ConfigIssue(f"{path}.host", "an admin listener must bind a loopback address")
 
+    if config.redirects is not None:
+        from gateway.links.model import Link
+
+        for i, raw in enumerate(config.redirects.links):
+            try:
+                Link.model_validate_json(orjson.dumps(raw))
+            except ValidationError as exc:
+                for issue in _issues_from(exc):
+                    yield ConfigIssue(_join(f"redirects.links[{i}]", issue.path), issue.message)
+
     rule_names: dict[str, int] = {}
     for i, rule in enumerate(config.rate_limits.rules):
         if rule.name in rule_names:
@@ -631,7 +669,7 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
                 f"duplicate route name {route.name!r} (also routes[{route_names[route.name]}])",
             )
         route_names.setdefault(route.name, i)
-        kinds = ("respond", "collect", "segment", "proxy", "static")
+        kinds = ("respond", "collect", "segment", "proxy", "static", "redirect")
         handlers = [h for h in kinds if getattr(route, h) is not None]
         if len(handlers) != 1:
             yield ConfigIssue(
@@ -639,6 +677,8 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
                 "needs exactly one handler: one of respond, collect, segment, proxy, static, "
                 "redirect",
             )
+        if route.redirect is not None and config.redirects is None:
+            yield ConfigIssue(f"{path}.redirect", "needs a top-level redirects section")
         if route.static is not None and not os.path.isdir(route.static.root):
             yield ConfigIssue(f"{path}.static.root", f"{route.static.root!r} is not a directory")
         proxy = route.proxy

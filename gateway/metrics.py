@@ -130,6 +130,11 @@ class Metrics:
             "Kafka sends or connects that failed or timed out.",
             registry=registry,
         )
+        self.redirect_misses = Counter(
+            "gateway_redirect_misses",
+            "Short-link requests for a slug that is unknown or disabled.",
+            registry=registry,
+        )
         self.static_cache = Counter(
             "gateway_static_cache",
             "Static file cache lookups and evictions, by event: hit, miss, eviction.",

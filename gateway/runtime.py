@@ -12,15 +12,22 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
+from aiohttp import web
+
 from gateway.clientip import ClientIPResolver
 from gateway.config import Config, Route
+from gateway.errors import HTTPError
 from gateway.events.pipeline import EventPipeline
 from gateway.handlers import Handler
 from gateway.handlers.collect import CollectHandler
 from gateway.handlers.proxy import ProxyHandler
+from gateway.handlers.redirect import RedirectHandler
 from gateway.handlers.respond import RespondHandler
 from gateway.handlers.segment import SegmentHandler
 from gateway.handlers.static import StaticHandler
+from gateway.links.model import Link
+from gateway.links.store import LinkStore
 from gateway.metrics import Metrics
 from gateway.proxy.group import UpstreamGroup, UpstreamRegistry
 from gateway.ratelimit import RouteLimits, Rule, local_limiter_for
@@ -68,11 +75,33 @@ def _handler_for(
         return StaticHandler(
             route.static, route.match.path_prefix, services.metrics.static_report()
         )
+    if route.redirect is not None and services.links is None:
+        # Built before the worker's link store has started; rebuilt once it has.
+        return _Unavailable("links are loading")
+    if route.redirect is not None and config.redirects is not None and services.links is not None:
+        static = {
+            raw["slug"]: Link.model_validate_json(orjson.dumps(raw))
+            for raw in config.redirects.links
+        }
+        return RedirectHandler(
+            config.redirects, route.match.path_prefix, route.redirect.adhoc, services.links,
+            static, tracker, services.metrics.redirect_misses.inc,
+        )  # fmt: skip
     if route.proxy is not None:
         group = services.upstreams.get(route.proxy)
         return ProxyHandler(route.proxy, route.match.path_prefix, group, resolver)
     # parse_config rejects a route without a known handler; reaching here is a bug.
     raise AssertionError(f"route {route.name!r} has no handler")
+
+
+class _Unavailable:
+    """A handler whose service is not up yet: 503, never a wrong answer."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
+        raise HTTPError(503, self._reason, {"Retry-After": "1"})
 
 
 def _rules(config: Config, metrics: Metrics, previous: Mapping[str, Rule]) -> dict[str, Rule]:
@@ -134,6 +163,7 @@ class Services:
     metrics: Metrics
     upstreams: UpstreamRegistry
     pipeline: EventPipeline | None = None
+    links: LinkStore | None = None
 
 
 class RuntimeHolder:

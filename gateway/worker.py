@@ -22,6 +22,7 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from gateway.accesslog import AccessLog
@@ -31,6 +32,9 @@ from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_conf
 from gateway.events.pipeline import EventPipeline
 from gateway.health import Readiness, State
 from gateway.httpserver import GatewayServer
+from gateway.links.api import LinksApi
+from gateway.links.model import Link
+from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
 from gateway.metrics import Metrics
 from gateway.proxy.group import UpstreamRegistry
 from gateway.runtime import RuntimeHolder, Services
@@ -49,6 +53,8 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("spool", lambda c: c.spool),
     ("tracking.queue_size", lambda c: c.tracking.queue_size),
     ("tracking.queue_bytes", lambda c: c.tracking.queue_bytes),
+    ("redirects.topic", lambda c: c.redirects.topic if c.redirects else None),
+    ("redirects.file", lambda c: c.redirects.file if c.redirects else None),
 )
 
 ACCESS_LOG_FLUSH_INTERVAL = 1.0
@@ -124,6 +130,16 @@ class Worker:
         )
         self.pipeline = pipeline
         self.holder.services.pipeline = pipeline
+        if config.redirects is not None:
+            links: LinkStore = (
+                KafkaLinkStore(config.kafka, config.redirects.topic)
+                if config.kafka is not None
+                else FileLinkStore(config.redirects.file)
+            )
+            await links.start()
+            self._resources.push_async_callback(links.close)
+            self.holder.services.links = links
+            self.readiness.add_check("links", links.health)
         self.holder.rebuild()
         # Closed first at shutdown (after the listeners drained): upstream pools, probes.
         self._resources.push_async_callback(self.upstreams.close)
@@ -131,7 +147,7 @@ class Worker:
 
         gateway = Gateway(
             self.holder,
-            Builtins(self.metrics, self.readiness, self.reload_from_api),
+            Builtins(self.metrics, self.readiness, self.reload_from_api, self._links_api),
             self.metrics,
             access_log,
         )
@@ -155,6 +171,18 @@ class Worker:
         if self.supervisor_pid is not None:
             self._spawn(self._watch_parent(self.supervisor_pid))
         self.readiness.state = State.SERVING
+
+    def _links_api(self) -> LinksApi | None:
+        store = self.holder.services.links
+        if store is None:
+            return None
+        return LinksApi(store, lambda: self.config.redirects, self._static_links)
+
+    def _static_links(self) -> dict[str, Link]:
+        redirects = self.config.redirects
+        if redirects is None:
+            return {}
+        return {raw["slug"]: Link.model_validate_json(orjson.dumps(raw)) for raw in redirects.links}
 
     def flush_access_log(self) -> None:
         if self._access_log is not None:

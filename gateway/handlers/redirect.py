@@ -1,0 +1,104 @@
+"""The ``redirect`` handler: short links from memory, and signed ad-hoc redirects.
+
+``<prefix>/<slug>`` answers the link's status (302 by default) with its Location, or
+404 (unknown or disabled, counted) or 410 (expired). ``<prefix>/r?u=<url>&sig=<hmac>``
+redirects only to a URL signed with a current key or whose host is allowed; anything
+else is 400 and still recorded, flagged. Every click becomes a ``redirect`` event; the
+answer never waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import Redirects
+from gateway.errors import HTTPError
+from gateway.events.pipeline import Overloaded
+from gateway.links.model import SLUG, Link
+from gateway.links.safety import UnsafeTarget, check_target, host_allowed, signature_valid
+from gateway.links.store import LinkStore
+from gateway.request import INFO
+from gateway.tracking import Tracker
+
+
+class RedirectHandler:
+    """Resolves ``<prefix>/<slug>`` and ``<prefix>/r`` for one route."""
+
+    def __init__(
+        self,
+        config: Redirects,
+        prefix: str,
+        adhoc: bool,
+        store: LinkStore,
+        static_links: dict[str, Link],
+        tracker: Tracker,
+        count_miss: Callable[[], None],
+    ) -> None:
+        self._config = config
+        self._base = prefix.rstrip("/") + "/"
+        self._adhoc = adhoc
+        self._store = store
+        self._static = static_links
+        self._tracker = tracker
+        self._count_miss = count_miss
+
+    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPError(405, "use GET or HEAD", {"Allow": "GET, HEAD"})
+        slug = request.path[len(self._base) :] if request.path.startswith(self._base) else ""
+        if slug == "r" and self._adhoc:
+            return self._adhoc_redirect(request)
+        link = self._static.get(slug) or self._store.links.get(slug)
+        if link is None or not link.enabled or not SLUG.match(slug):
+            self._count_miss()
+            raise HTTPError(404, "no such link")
+        if link.expired(datetime.now(UTC)):
+            raise HTTPError(410, "this link has expired")
+        query = request.raw_path.partition("?")[2]
+        location = link.location(query)
+        self._record(request, slug, {
+            "slug": slug, "target": link.target, "location": location,
+            **link.campaign, "flagged": False,
+        })  # fmt: skip
+        return self._answer(link.status, location)
+
+    def _adhoc_redirect(self, request: web.BaseRequest) -> web.StreamResponse:
+        url = request.query.get("u", "")
+        signature = request.query.get("sig", "")
+        reason = None
+        try:
+            host = check_target(url, allow_ip=self._config.allow_ip_literals)
+        except UnsafeTarget as exc:
+            reason = str(exc)
+        else:
+            signed = bool(signature) and signature_valid(self._config.signing_keys, url, signature)
+            if not signed and not host_allowed(host, self._config.allowed_hosts):
+                reason = "target is neither signed nor on the allow-list"
+        self._record(request, "r", {
+            "slug": "r", "target": url[:2048], "flagged": reason is not None,
+            **({"reason": reason} if reason else {}),
+        })  # fmt: skip
+        if reason is not None:
+            raise HTTPError(400, reason)
+        return self._answer(302, url)
+
+    def _answer(self, status: int, location: str) -> web.Response:
+        response = web.Response(status=status, headers={"Location": location})
+        response.headers["Cache-Control"] = "no-store"  # every click must reach us
+        return response
+
+    def _record(self, request: web.BaseRequest, name: str, properties: dict[str, Any]) -> None:
+        tracker = self._tracker
+        if tracker.pipeline is None:
+            return
+        event = tracker.event(
+            request, request[INFO].client_ip, tracker.identify(request, mint=False),
+            event_type="redirect", event_name=name, properties=properties,
+        )  # fmt: skip
+        with contextlib.suppress(Overloaded):  # the redirect never fails for the event
+            tracker.pipeline.submit(event, durable=False)

@@ -1,0 +1,194 @@
+"""Where short links live: every worker keeps them all in memory and follows the source.
+
+With Kafka, the source is a compacted topic (key = slug, value = link JSON, a tombstone
+deletes): each worker of each instance reads it from the beginning at start and follows
+it, so a change made anywhere is served everywhere within about a second. Without Kafka,
+an append-only JSON-lines file plays the same role for the workers of one host. Links
+declared in config.json are served too and cannot be changed through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import ValidationError
+
+from gateway.config import Kafka
+from gateway.health import CheckResult
+from gateway.links.model import Link
+
+log = logging.getLogger("gateway.links")
+
+FOLLOW_INTERVAL = 0.2
+
+
+class LinkStore(Protocol):
+    """The links, kept current in memory; writes go to the shared source."""
+
+    @property
+    def links(self) -> Mapping[str, Link]: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def put(self, link: Link) -> None: ...
+
+    async def delete(self, slug: str) -> None: ...
+
+    def health(self) -> CheckResult: ...
+
+
+def _apply(links: dict[str, Link], slug: str, value: bytes | None) -> None:
+    if value is None:
+        links.pop(slug, None)
+        return
+    try:
+        links[slug] = Link.model_validate_json(value)
+    except ValidationError as exc:
+        log.warning("ignoring an invalid stored link %r: %s", slug, exc.errors()[0]["msg"])
+
+
+class KafkaLinkStore:
+    """Links as the state of a compacted Kafka topic."""
+
+    def __init__(self, kafka: Kafka, topic: str) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self.links: dict[str, Link] = {}
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._follower: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
+
+    async def start(self) -> None:
+        servers = list(self._kafka.bootstrap_servers)
+        admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+        await admin.start()
+        try:
+            topic = NewTopic(self._topic, 1, 1, topic_configs={"cleanup.policy": "compact"})
+            with contextlib.suppress(Exception):  # it exists already: fine
+                await admin.create_topics([topic])
+        finally:
+            await admin.close()
+        self._producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+        await self._consumer.start()
+        await self._consumer.topics()  # fetches the cluster's metadata
+        partitions = self._consumer.partitions_for_topic(self._topic) or {0}
+        assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(assigned)
+        await self._consumer.seek_to_beginning(*assigned)
+        self._follower = asyncio.ensure_future(self._follow())
+        async with asyncio.timeout(30):
+            await self._caught_up.wait()
+
+    async def _follow(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=int(FOLLOW_INTERVAL * 1000))
+            for records in batches.values():
+                for record in records:
+                    _apply(self.links, record.key.decode(errors="replace"), record.value)
+            if not batches:
+                self._caught_up.set()  # an empty poll: everything there was has been read
+
+    async def put(self, link: Link) -> None:
+        value = orjson.dumps(link.to_json())
+        await self._producer.send_and_wait(self._topic, value=value, key=link.slug.encode())
+        self.links[link.slug] = link  # served here at once; the topic brings it back too
+
+    async def delete(self, slug: str) -> None:
+        await self._producer.send_and_wait(self._topic, value=None, key=slug.encode())
+        self.links.pop(slug, None)
+
+    def health(self) -> CheckResult:
+        ok = self._caught_up.is_set()
+        return CheckResult(ok, f"{len(self.links)} links" if ok else "loading links")
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+
+
+class FileLinkStore:
+    """Links as an append-only JSON-lines file that every worker of the host follows."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self.links: dict[str, Link] = {}
+        self._offset = 0
+        self._partial = b""
+        self._follower: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._read_new)
+        self._follower = asyncio.ensure_future(self._follow())
+
+    def _read_new(self) -> None:
+        try:
+            with open(self._path, "rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()  # a line still being written waits for its end
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                entry = orjson.loads(line)
+                slug = entry["slug"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                log.warning("ignoring a malformed line in %s", self._path)
+                continue
+            _apply(self.links, slug, None if entry.get("deleted") else line)
+
+    async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            await loop.run_in_executor(None, self._read_new)
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = orjson.dumps(entry) + b"\n"
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one whole line at a time, across workers
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def put(self, link: Link) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._append, link.to_json())
+        self.links[link.slug] = link
+
+    async def delete(self, slug: str) -> None:
+        entry = {"slug": slug, "deleted": True}
+        await asyncio.get_running_loop().run_in_executor(None, self._append, entry)
+        self.links.pop(slug, None)
+
+    def health(self) -> CheckResult:
+        return CheckResult(True, f"{len(self.links)} links")
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
