@@ -105,14 +105,6 @@ def test_section_of_unbuilt_capability_is_rejected(section: str) -> None:
     ]
 
 
-@pytest.mark.parametrize("handler", ["redirect"])
-def test_handler_of_unbuilt_capability_is_rejected(handler: str) -> None:
-    data = minimal(routes=[{"name": "r", handler: {"root": "/"}}])
-    assert issues_of(data) == [
-        f"routes[0].{handler}: this handler is not supported by this version of the gateway"
-    ]
-
-
 def test_route_without_handler() -> None:
     assert issues_of(minimal(routes=[{"name": "r"}])) == [
         "routes[0]: needs exactly one handler: one of respond, collect, segment, proxy, static, "
