@@ -343,3 +343,40 @@ async def test_client_hanging_up_is_logged_as_499(tmp_path: Path) -> None:
             await asyncio.sleep(0.2)
             entries = gw.access_log()
     assert [(e["status"], e["route"], e["uri"]) for e in entries] == [(499, "app", "/slow?s=1")]
+
+
+async def test_https_upstream_is_verified(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+    from aiohttp import web
+
+    ca = trustme.CA()
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ssl)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="over tls")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "localhost", 0, ssl_context=server_ssl)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    upstream = f"https://localhost:{port}"
+    try:
+        trusted = proxy_config(tmp_path, [upstream], ca_file=str(ca_file))
+        async with in_process_gateway(trusted, tmp_path) as gw:
+            assert (await fetch(gw.url("/")))[::2] == (200, b"over tls")
+        # Default trust store: the test CA is unknown, so verification must fail.
+        untrusted = proxy_config(tmp_path, [upstream], max_tries=1)
+        async with in_process_gateway(untrusted, tmp_path) as gw:
+            status, _, body = await fetch(gw.url("/"))
+            assert status == 502
+            assert b"CERTIFICATE_VERIFY_FAILED" in body or b"certificate verify failed" in body
+    finally:
+        await runner.cleanup()

@@ -31,6 +31,7 @@ class UpstreamGroup:
                 target.url,
                 limit=config.max_connections_per_target,
                 verify_tls=config.verify_tls,
+                ca_file=config.ca_file,
             )
             for target in self.targets
         }

@@ -197,11 +197,19 @@ class UpstreamConnection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one target, at most ``limit`` open at once."""
 
-    def __init__(self, url: str, *, limit: int, verify_tls: bool, idle_limit: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        limit: int,
+        verify_tls: bool,
+        ca_file: str | None = None,
+        idle_limit: int = 64,
+    ) -> None:
         self.address = Address.parse(url)
         self._ssl: ssl.SSLContext | None = None
         if self.address.scheme == "https":
-            self._ssl = ssl.create_default_context()
+            self._ssl = ssl.create_default_context(cafile=ca_file)
             if not verify_tls:
                 self._ssl.check_hostname = False
                 self._ssl.verify_mode = ssl.CERT_NONE
