@@ -17,6 +17,8 @@ from typing import Any, Literal
 EVENTS_TOPIC = "events"
 WRITE_KEY = "bench-write-key"
 SEGMENT_SUCCESS = '{"success":true}'
+# The backend's small answer, from memory; any other path on it is a file.
+SMALL_PATH = "/small"
 
 Delivery = Literal["durable", "fast"]
 
@@ -30,6 +32,7 @@ class Site:
     caddy_directives: str  # directives inside the Caddyfile site block
     # Top-level gateway config sections besides server, spool, routes and kafka.
     gateway_sections: Mapping[str, Any] = field(default_factory=dict)
+    nginx_http: str = ""  # directives in nginx's ``http { }`` before the server: upstreams
 
 
 def respond_site(body: str) -> Site:
@@ -81,6 +84,62 @@ def segment_site(delivery: Delivery) -> Site:
         ),
         gateway_sections={"tracking": {"write_keys": [WRITE_KEY]}},
     )
+
+
+def proxy_site(upstream: str) -> Site:
+    """Every path is proxied to ``upstream`` (``host:port``) over pooled keep-alive
+    connections: the gateway's by default, nginx's through an ``upstream`` block with
+    ``keepalive`` (without it nginx opens a connection per request), Caddy's by default."""
+    return Site(
+        gateway_routes=(
+            {
+                "name": "app",
+                "match": {"path_prefix": "/"},
+                "proxy": {"upstreams": [f"http://{upstream}"]},
+            },
+        ),
+        nginx_http=f"upstream backend {{ server {upstream}; keepalive 64; }}",
+        nginx_locations=(
+            "location / { proxy_pass http://backend; proxy_http_version 1.1; "
+            'proxy_set_header Connection ""; }'
+        ),
+        caddy_directives=f"reverse_proxy {upstream}",
+    )
+
+
+def static_site(root: Path) -> Site:
+    """Files under ``root``: the gateway's static route (small files from memory), nginx
+    with sendfile and its open-file cache, Caddy's file_server."""
+    return Site(
+        gateway_routes=(
+            {"name": "files", "match": {"path_prefix": "/"}, "static": {"root": str(root)}},
+        ),
+        nginx_locations=_server_lines(*_NGINX_FILES, f"location / {{ root {root}; }}"),
+        caddy_directives=f"root * {root}\n\tfile_server",
+    )
+
+
+def backend_site(root: Path, small_body: str) -> Site:
+    """The upstream the proxy scenarios share, in nginx alone: ``SMALL_PATH`` answers
+    ``small_body`` from memory, every other path is a file under ``root``."""
+    return Site(
+        gateway_routes=(),
+        nginx_locations=_server_lines(
+            *_NGINX_FILES,
+            f"location = {SMALL_PATH} {{ return 200 {nginx_quote(small_body)}; }}",
+            f"location / {{ root {root}; }}",
+        ),
+        caddy_directives="",
+    )
+
+
+# nginx's usual file-serving tuning: no read() copies, no open()/stat() per request.
+_NGINX_FILES = ("sendfile on;", "open_file_cache max=1000 inactive=20s;")
+
+
+def _server_lines(*directives: str) -> str:
+    """Directives one per line, indented for nginx's ``server { }``."""
+    return "\n        ".join(directives)
 
 
 def nginx_quote(text: str) -> str:
@@ -153,13 +212,17 @@ http {{
     # The default (1000) closes each wrk connection every 1000 requests; neither the
     # gateway nor Caddy does that, so it would skew the comparison.
     keepalive_requests 1000000;
-
+{_nginx_http(site)}
     server {{
         listen 127.0.0.1:{port};
         {site.nginx_locations}
     }}
 }}
 """
+
+
+def _nginx_http(site: Site) -> str:
+    return f"\n    {site.nginx_http}\n" if site.nginx_http else ""
 
 
 def caddyfile(site: Site, *, port: int) -> str:

@@ -28,7 +28,7 @@ def render(machine: Machine, settings: Settings, outcomes: Sequence[ScenarioOutc
     """The whole report document."""
     sections = [
         machine_section(machine),
-        settings_section(settings),
+        settings_section(settings, outcomes),
         results_section(outcomes),
         events_section(outcomes, settings),
         ratios_section(outcomes),
@@ -54,19 +54,33 @@ def machine_section(machine: Machine) -> str:
     )
 
 
-def settings_section(settings: Settings) -> str:
-    return "\n".join(
-        [
-            "## Settings",
-            "",
-            f"- load: {settings.duration} s per run, `wrk -t1 -c{settings.connections} --latency`",
-            f"- workers: {settings.workers} per server "
-            "(gateway workers, nginx worker_processes, Caddy GOMAXPROCS)",
-            f"- rounds: {settings.rounds}, the servers alternating within each round; "
-            "medians reported, errors summed over rounds",
-            f"- idle_10k: {settings.idle_connections:,} keep-alive connections per server",
-        ]
-    )
+def settings_section(settings: Settings, outcomes: Sequence[ScenarioOutcome]) -> str:
+    """The run's knobs, and what the scenarios in it do differently (own connection
+    counts, a shared backend)."""
+    lines = [
+        "## Settings",
+        "",
+        f"- load: {settings.duration} s per run, `wrk -t1 -c{settings.connections} --latency`",
+        f"- workers: {settings.workers} per server "
+        "(gateway workers, nginx worker_processes, Caddy GOMAXPROCS)",
+        f"- rounds: {settings.rounds}, the servers alternating within each round; "
+        "medians reported, errors summed over rounds",
+        f"- idle_10k: {settings.idle_connections:,} keep-alive connections per server",
+    ]
+    ran = [BY_NAME[o.name] for o in outcomes if o.skipped is None and o.name in BY_NAME]
+    lines += [
+        f"- {scenario.name}: `wrk -t1 -c{scenario.connections}`"
+        for scenario in ran
+        if scenario.connections is not None
+    ]
+    proxied = [scenario.name for scenario in ran if scenario.backend]
+    if proxied:
+        lines.append(
+            f"- {', '.join(proxied)}: every server proxies to one nginx backend started "
+            f"per scenario (worker_processes {settings.workers}, on this machine); "
+            "its CPU and memory are not in the server's columns"
+        )
+    return "\n".join(lines)
 
 
 def results_section(outcomes: Sequence[ScenarioOutcome]) -> str:

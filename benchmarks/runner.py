@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from benchmarks.broker import Broker, CountError, RecordCounter, record_counter, settle, tansu
 from benchmarks.configs import EVENTS_TOPIC
+from benchmarks.fixtures import Fixtures, prepared, work_directory
 from benchmarks.idle import idle_connections
 from benchmarks.load import WrkError, run_wrk, wrk_command
 from benchmarks.machine import Tools
@@ -32,7 +32,7 @@ from benchmarks.probe import answer_mismatch
 from benchmarks.procstat import Usage, sample_tree, sampling
 from benchmarks.scenarios import Scenario
 from benchmarks.servers import RunningServer, ServerError, running
-from benchmarks.settings import LABELS, SERVERS, Settings
+from benchmarks.settings import LABELS, SERVERS, Settings, capacity
 
 MIB = 1024 * 1024
 # Lets the server finish allocating for the last connections before memory is read.
@@ -44,13 +44,13 @@ async def run_scenarios(
 ) -> list[ScenarioOutcome]:
     """Every scenario's outcome, in order; skipped ones say why."""
     outcomes = []
-    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+    with work_directory() as tmp:
         for scenario in scenarios:
             if scenario.pending is not None:
                 _progress(f"{scenario.name}: skipped ({scenario.pending})")
                 outcomes.append(ScenarioOutcome(scenario.name, skipped=scenario.pending))
                 continue
-            outcomes.append(await _run_scenario(scenario, settings, tools, Path(tmp)))
+            outcomes.append(await _run_scenario(scenario, settings, tools, tmp))
     return outcomes
 
 
@@ -58,18 +58,51 @@ async def _run_scenario(
     scenario: Scenario, settings: Settings, tools: Tools, tmp: Path
 ) -> ScenarioOutcome:
     runs: dict[str, list[Run]] = {server: [] for server in SERVERS}
-    for round_number in range(1, settings.rounds + 1):
-        for server in SERVERS:
-            workdir = tmp / f"{scenario.name}-{server}-{round_number}"
-            workdir.mkdir()
-            run = await _run_once(scenario, server, settings, tools, workdir)
-            _progress(
-                f"{scenario.name}: {LABELS[server]} round {round_number}/{settings.rounds}: "
-                + _describe(run)
-            )
-            runs[server].append(run)
+    try:
+        async with prepared(
+            tmp / f"{scenario.name}-shared",
+            backend=scenario.backend,
+            tools=tools,
+            workers=settings.workers,
+            # Each client connection of the server under test leads to at most one here.
+            capacity=capacity(scenario.clients(settings)),
+        ) as fixtures:
+            mismatch = await _backend_mismatch(scenario, fixtures)
+            if mismatch is not None:
+                return _failed(scenario, mismatch)
+            for round_number in range(1, settings.rounds + 1):
+                for server in SERVERS:
+                    workdir = tmp / f"{scenario.name}-{server}-{round_number}"
+                    workdir.mkdir()
+                    run = await _run_once(scenario, server, settings, tools, workdir, fixtures)
+                    _progress(
+                        f"{scenario.name}: {LABELS[server]} round {round_number}/"
+                        f"{settings.rounds}: " + _describe(run)
+                    )
+                    runs[server].append(run)
+    except ServerError as exc:
+        _progress(f"backend: {exc}; last lines of its output:\n{exc.log_tail}")
+        return _failed(scenario, f"backend: {exc}")
     return ScenarioOutcome(
         scenario.name, servers=tuple(summarize(server, runs[server]) for server in SERVERS)
+    )
+
+
+async def _backend_mismatch(scenario: Scenario, fixtures: Fixtures) -> str | None:
+    """Whether the backend itself answers what the proxies must pass on, byte for byte."""
+    if fixtures.backend is None:
+        return None
+    mismatch = await answer_mismatch(
+        f"http://{fixtures.backend}{scenario.path}", expected=scenario.expected_body
+    )
+    return None if mismatch is None else f"backend {mismatch}"
+
+
+def _failed(scenario: Scenario, reason: str) -> ScenarioOutcome:
+    """A scenario no server could be measured in, such as when its backend did not start."""
+    _progress(f"{scenario.name}: FAILED: {reason}")
+    return ScenarioOutcome(
+        scenario.name, servers=tuple(summarize(server, [Failure(reason)]) for server in SERVERS)
     )
 
 
@@ -88,11 +121,15 @@ async def _kafka(workdir: Path) -> AsyncIterator[_Kafka]:
 
 
 async def _run_once(
-    scenario: Scenario, kind: str, settings: Settings, tools: Tools, workdir: Path
+    scenario: Scenario,
+    kind: str,
+    settings: Settings,
+    tools: Tools,
+    workdir: Path,
+    fixtures: Fixtures,
 ) -> Run:
     assert scenario.site is not None, "only runnable scenarios get here"
-    site = scenario.site(workdir)
-    capacity = settings.capacity(idle=scenario.measure == "idle")
+    site = scenario.site(fixtures)
     try:
         # Exits in reverse: the gateway stops (flushing its events) before the broker does.
         async with contextlib.AsyncExitStack() as stack:
@@ -104,7 +141,7 @@ async def _run_once(
                     kind,
                     site,
                     workers=settings.workers,
-                    capacity=capacity,
+                    capacity=capacity(scenario.clients(settings), proxied=scenario.backend),
                     tools=tools,
                     workdir=workdir,
                     kafka=kafka.broker.bootstrap if kafka else None,
@@ -145,7 +182,7 @@ async def _measure_load(
     command = wrk_command(
         tools.wrk,
         server.url(scenario.path),
-        connections=settings.connections,
+        connections=scenario.clients(settings),
         duration=settings.duration,
         script=script,
     )

@@ -1,8 +1,9 @@
 """The scenario registry: what each benchmark serves, how it is loaded, and whether it can run.
 
 Adding a scenario is one entry in ``SCENARIOS``: a name, a :class:`Site` builder (how the
-gateway, nginx and Caddy are configured), the request wrk repeats and the answer each server
-must give it, and ``pending`` while the gateway feature it needs has not landed.
+gateway, nginx and Caddy are configured, from the scenario's shared :class:`Fixtures`), the
+request wrk repeats and the answer each server must give it, and ``pending`` while the
+gateway feature it needs has not landed.
 """
 
 from __future__ import annotations
@@ -10,22 +11,26 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import orjson
 
 from benchmarks.configs import (
     SEGMENT_SUCCESS,
+    SMALL_PATH,
     WRITE_KEY,
     Delivery,
     Site,
     pixel_site,
+    proxy_site,
     respond_site,
     segment_site,
+    static_site,
     tracker_site,
 )
+from benchmarks.fixtures import BACKEND_BODY, Fixtures, file_bytes
 from benchmarks.load import wrk_script
+from benchmarks.settings import Settings
 from gateway.handlers.collect import PIXEL
 
 HELLO_BODY = "Hello from the gateway\n"
@@ -41,8 +46,8 @@ class Scenario:
     name: str
     summary: str
     measure: Literal["load", "idle"] = "load"
-    # Builds every server's config; gets a directory for fixtures such as static files.
-    site: Callable[[Path], Site] | None = None
+    # Builds every server's config from what the scenario shares (files, backend).
+    site: Callable[[Fixtures], Site] | None = None
     path: str = "/"
     method: str = "GET"
     body: bytes = b""
@@ -54,11 +59,19 @@ class Scenario:
     # Tracking events one request carries; above 0 the gateway run gets a Kafka broker.
     events_per_request: int = 0
     delivery: Delivery | None = None  # when the gateway answers: Kafka acked, or enqueued
+    connections: int | None = None  # wrk connections, when not the run's --connections
+    backend: bool = False  # the servers proxy to a shared nginx backend
     pending: str | None = None  # why it cannot run yet: the gateway feature it needs
 
     def __post_init__(self) -> None:
         if self.pending is None and self.site is None:
             raise ValueError(f"scenario {self.name}: runnable, so it needs a site")
+
+    def clients(self, settings: Settings) -> int:
+        """Client connections each server holds: the idle pool, or wrk's connections."""
+        if self.measure == "idle":
+            return settings.idle_connections
+        return self.connections or settings.connections
 
     @property
     def wrk_script(self) -> str | None:
@@ -69,8 +82,35 @@ class Scenario:
         return self.expected_bodies.get(server, self.expected_body)
 
 
-def _hello(_: Path) -> Site:
+def _hello(_: Fixtures) -> Site:
     return respond_site(HELLO_BODY)
+
+
+def _proxied(fixtures: Fixtures) -> Site:
+    assert fixtures.backend is not None, "proxy scenarios set backend=True"
+    return proxy_site(fixtures.backend)
+
+
+def _static(fixtures: Fixtures) -> Site:
+    return static_site(fixtures.files)
+
+
+def _proxy(
+    name: str, summary: str, path: str, expected: bytes, connections: int | None = None
+) -> Scenario:
+    return Scenario(
+        name,
+        summary,
+        site=_proxied,
+        path=path,
+        expected_body=expected,
+        backend=True,
+        connections=connections,
+    )
+
+
+def _static_file(name: str, summary: str, file: str) -> Scenario:
+    return Scenario(name, summary, site=_static, path=f"/{file}", expected_body=file_bytes(file))
 
 
 def tracker_body() -> bytes:
@@ -151,18 +191,29 @@ SCENARIOS: tuple[Scenario, ...] = (
         site=_hello,
         expected_body=HELLO_BODY.encode(),
     ),
-    Scenario(
+    _proxy(
         "proxy_small",
-        "reverse proxy to a loopback upstream, small response",
-        pending="proxy handler not built yet",
+        "reverse proxy to an nginx backend on loopback, small response",
+        SMALL_PATH,
+        BACKEND_BODY.encode(),
     ),
-    Scenario(
+    _proxy(
+        "proxy_small_c1000",
+        "proxy_small with 1,000 client connections",
+        SMALL_PATH,
+        BACKEND_BODY.encode(),
+        connections=1000,
+    ),
+    _proxy(
         "proxy_1m",
-        "reverse proxy to a loopback upstream, 1 MiB response",
-        pending="proxy handler not built yet",
+        "reverse proxy to an nginx backend on loopback, 1 MiB file",
+        "/1m.bin",
+        file_bytes("1m.bin"),
     ),
-    Scenario("static_1k", "a 1 KiB static file", pending="static handler not built yet"),
-    Scenario("static_1m", "a 1 MiB static file", pending="static handler not built yet"),
+    _static_file("static_1k", "a 1 KiB static file", "1k.bin"),
+    _static_file(
+        "static_1m", "a 1 MiB static file (the gateway's in-memory cache limit)", "1m.bin"
+    ),
     Scenario(
         "pixel",
         "tracking pixel: a GIF answered after enqueueing an event (pixels never wait)",

@@ -18,14 +18,17 @@ class Settings:
     rounds: int
     idle_connections: int
 
-    def capacity(self, *, idle: bool) -> int:
-        """Connections each server worker must accept in a scenario, with slack for probes.
-
-        Sized per scenario because nginx preallocates every connection slot, which shows in RSS.
-        """
-        return (self.idle_connections if idle else self.connections) + 256
-
 
 # The servers compared, in the order each round runs them and the report lists them.
 SERVERS = ("gateway", "nginx", "caddy")
 LABELS = {"gateway": "gateway", "nginx": "nginx", "caddy": "Caddy"}
+
+
+def capacity(clients: int, *, proxied: bool = False) -> int:
+    """Connections each server worker must accept for ``clients``, with slack for probes.
+
+    A proxied request also holds a connection to the upstream, and nginx counts both in
+    worker_connections. Sized per scenario because nginx preallocates every connection
+    slot, which shows in RSS.
+    """
+    return clients * (2 if proxied else 1) + 256
