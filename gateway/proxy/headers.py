@@ -26,8 +26,6 @@ HOP_BY_HOP = frozenset(
 )
 # Rebuilt by the gateway; from an untrusted peer, whatever the client wrote is dropped.
 FORWARDING = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via")
-# Rebuilt by the gateway; from an untrusted peer, whatever the client wrote is dropped.
-FORWARDING = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via")
 # Framing is ours to set on each side: the body may be re-framed (chunked vs length).
 FRAMING = frozenset({"content-length", "transfer-encoding"})
 
