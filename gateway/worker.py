@@ -58,6 +58,7 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
 )
 
 ACCESS_LOG_FLUSH_INTERVAL = 1.0
+LISTEN_BACKLOG = 4096  # a burst of new connections waits here rather than being dropped
 PARENT_CHECK_INTERVAL = 1.0
 
 
@@ -167,7 +168,8 @@ class Worker:
             runner = web.ServerRunner(http, shutdown_timeout=server.shutdown_timeout)
             await runner.setup()
             self._runners.append(runner)
-            await web.SockSite(runner, sock).start()
+            # aiohttp's listen() again with its default backlog of 128 would undo ours.
+            await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
         if self.supervisor_pid is not None:
             self._spawn(self._watch_parent(self.supervisor_pid))
         self.readiness.state = State.SERVING
@@ -280,7 +282,7 @@ def bind_listener(listener: Listener, *, reuse_port: bool = False) -> socket.soc
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((listener.host, listener.port))
-        sock.listen(1024)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
