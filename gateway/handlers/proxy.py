@@ -141,9 +141,15 @@ class ProxyHandler:
                 raise UpstreamError("no response head in time", timeout=True) from None
             if request.method == "HEAD":
                 conn.finish_head_only()
-            response = web.StreamResponse(status=status, headers=end_to_end(upstream_headers))
             declared = upstream_headers.get("Content-Length")
             no_body = request.method == "HEAD" or status in (204, 304)
+            whole = None if no_body else conn.complete_body()
+            if whole is not None:
+                # Already all here: one Response, so head and body leave in one write.
+                target.record_success()
+                completed = True
+                return web.Response(status=status, headers=end_to_end(upstream_headers), body=whole)
+            response = web.StreamResponse(status=status, headers=end_to_end(upstream_headers))
             if declared is not None and declared.isdigit():
                 response.content_length = int(declared)
             elif not no_body:

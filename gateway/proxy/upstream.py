@@ -169,6 +169,16 @@ class UpstreamConnection(asyncio.Protocol):
             except TimeoutError:
                 raise UpstreamError("upstream stopped sending", timeout=True) from None
 
+    def complete_body(self) -> bytes | None:
+        """The whole body if the response has fully arrived already (small answers
+        usually come in one read), else None: then it must be streamed."""
+        if not self._done or self._error is not None:
+            return None
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return body
+
     def reset(self) -> None:
         """Ready for the next request on this keep-alive connection."""
         self._head = None
@@ -220,11 +230,14 @@ class Pool:
 
     async def acquire(self, connect_timeout: float) -> tuple[UpstreamConnection, bool]:
         """A connection and whether it was reused (a reused one may turn out stale)."""
-        try:
-            async with asyncio.timeout(connect_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise UpstreamError("no free connection to the upstream", timeout=True) from None
+        if self._slots.locked():  # only a full pool makes us wait (and needs a deadline)
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise UpstreamError("no free connection to the upstream", timeout=True) from None
+        else:
+            await self._slots.acquire()
         while self._idle:
             conn = self._idle.pop()
             if not conn._closed:
