@@ -23,7 +23,7 @@ from gateway.config import Collect
 from gateway.errors import HTTPError
 from gateway.events.pipeline import EventPipeline, Overloaded
 from gateway.events.spool import SpoolError
-from gateway.handlers import read_body
+from gateway.handlers import read_json_object
 from gateway.request import INFO
 from gateway.tracking import Tracker
 
@@ -71,15 +71,7 @@ class CollectHandler:
         properties: dict[str, Any] = dict(request.query)
         properties.update(parse_tuplets(rest))
         if request.method == "POST":
-            body = await read_body(request, max_body)
-            if body:
-                try:
-                    payload = orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    raise HTTPError(400, "body is not valid JSON") from None
-                if not isinstance(payload, dict):
-                    raise HTTPError(400, "body must be a JSON object")
-                properties.update(payload)
+            properties.update(await read_json_object(request, max_body))
         elif request.method not in ("GET", "HEAD"):
             raise HTTPError(405, "use GET or POST", {"Allow": "GET, HEAD, POST"})
         return properties

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from gateway.config import Redirects
 from gateway.errors import HTTPError
-from gateway.handlers import read_body
+from gateway.handlers import read_json_object
 from gateway.links.model import Link
 from gateway.links.store import LinkStore
 
@@ -132,14 +132,7 @@ class LinksApi:
                 return slug
 
     async def _body(self, request: web.BaseRequest) -> dict[str, Any]:
-        raw = await read_body(request, 64 * 1024)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise HTTPError(400, "body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise HTTPError(400, "body must be a JSON object")
-        return body
+        return await read_json_object(request, 64 * 1024)
 
     @staticmethod
     def _parse(data: dict[str, Any]) -> Link:
