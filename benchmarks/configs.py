@@ -86,6 +86,21 @@ def segment_site(delivery: Delivery) -> Site:
     )
 
 
+def redirect_site(slug: str, target: str) -> Site:
+    """Short link ``/l/<slug>`` answering 302 to ``target``: the gateway's redirect route
+    with the link declared in its config, nginx's ``return``, Caddy's ``redir``."""
+    return Site(
+        gateway_routes=({"name": "links", "match": {"path_prefix": "/l"}, "redirect": {}},),
+        nginx_locations=_server_lines(
+            # The 302 body nginx writes names its version unless told not to.
+            "server_tokens off;",
+            f"location = /l/{slug} {{ return 302 {target}; }}",
+        ),
+        caddy_directives=f"redir /l/{slug} {target} 302",
+        gateway_sections={"redirects": {"links": [{"slug": slug, "target": target}]}},
+    )
+
+
 def proxy_site(upstream: str) -> Site:
     """Every path is proxied to ``upstream`` (``host:port``) over pooled keep-alive
     connections: the gateway's by default, nginx's through an ``upstream`` block with
@@ -164,7 +179,8 @@ def gateway_config(
     kafka: str | None = None,
 ) -> str:
     """The gateway's JSON config: one public listener, no access log (nginx's is off too),
-    its event spool in the run's work directory, events to the broker at ``kafka``."""
+    its event spool (and links file) in the run's work directory, events to the broker at
+    ``kafka``."""
     config: dict[str, Any] = {
         "server": {
             "listeners": [{"name": "public", "host": "127.0.0.1", "port": port}],
@@ -177,6 +193,9 @@ def gateway_config(
         "routes": [dict(route) for route in site.gateway_routes],
         **site.gateway_sections,
     }
+    if "redirects" in config:
+        # The links file (used without Kafka) is, like the spool, the run's own.
+        config["redirects"] = {**config["redirects"], "file": str(workdir / "links.jsonl")}
     if kafka is not None:
         # Tansu, the test broker, has no InitProducerId: idempotence must stay off.
         config["kafka"] = {

@@ -44,7 +44,8 @@ class WrkStats:
 
     @property
     def successes(self) -> int:
-        """2xx answers: wrk counts non-2xx and 3xx together, and no scenario redirects."""
+        """Answers below 400: wrk's "Non-2xx or 3xx" counts only statuses above 399 (wrk.c),
+        so a redirect scenario's 302s are successes, not errors."""
         return self.requests - self.non_2xx_3xx
 
 

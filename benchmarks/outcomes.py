@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A tracking run's events: what the gateway's 2xx answers promised, what reached Kafka."""
+    """A tracking run's events: what the gateway's 2xx/3xx answers promised, what reached Kafka."""
 
-    expected: int  # 2xx answers x events per request
+    expected: int  # 2xx/3xx answers x events per request
     delivered: int  # records that reached the topic
     shortfall: int  # promised but not in Kafka; a durable 2xx must never be missing
     events_per_s: float  # delivered over the load and the drain after it

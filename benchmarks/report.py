@@ -176,7 +176,7 @@ def events_section(outcomes: Sequence[ScenarioOutcome], settings: Settings) -> s
     notes = [
         "- durable: the answer waits until Kafka acknowledged the event; "
         "fast: it is answered once enqueued (pixels always are).",
-        "- Expected = 2xx answers x events per request, as wrk counted them; requests in "
+        "- Expected = 2xx/3xx answers x events per request, as wrk counted them; requests in "
         "flight when wrk stops (up to one per connection) are answered but not counted, so "
         "Delivered may exceed Expected by that much, and a loss smaller than it would not show.",
         "- Shortfall = answered but not in Kafka once the count stopped growing (at most 10 s "

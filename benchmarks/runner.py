@@ -154,6 +154,7 @@ async def _run_once(
                 headers=scenario.headers,
                 status=scenario.status,
                 expected=scenario.expected_body_for(kind),
+                expected_headers=scenario.expected_headers,
             )
             if mismatch is not None:
                 return Failure(mismatch)

@@ -23,6 +23,7 @@ from benchmarks.configs import (
     Site,
     pixel_site,
     proxy_site,
+    redirect_site,
     respond_site,
     segment_site,
     static_site,
@@ -37,6 +38,14 @@ HELLO_BODY = "Hello from the gateway\n"
 # ngx_http_empty_gif_module.c: nginx's own 1x1 transparent GIF (43 bytes).
 NGINX_EMPTY_GIF = base64.b64decode("R0lGODlhAQABAIABAAAAAP///yH5BAEAAAEALAAAAAABAAEAAAICTAEAOw==")
 SEGMENT_BATCH_SIZE = 100
+# Not on this machine: the answer check reads the 302 and never follows it.
+REDIRECT_TARGET = "https://shop.example/sale"
+# ngx_http_special_response.c: nginx's body for a 302 it generates, with server_tokens off.
+NGINX_302_BODY = (
+    b"<html>\r\n<head><title>302 Found</title></head>\r\n<body>\r\n"
+    b"<center><h1>302 Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,8 @@ class Scenario:
     expected_body: bytes = b""
     # Per-server bodies where a server cannot send the gateway's (nginx's own GIF, say).
     expected_bodies: Mapping[str, bytes] = field(default_factory=dict)
+    # Response headers every server must send, with these exact values (a redirect's Location).
+    expected_headers: Mapping[str, str] = field(default_factory=dict)
     # Tracking events one request carries; above 0 the gateway run gets a Kafka broker.
     events_per_request: int = 0
     delivery: Delivery | None = None  # when the gateway answers: Kafka acked, or enqueued
@@ -244,7 +255,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         f"fast Segment /v1/batch of {SEGMENT_BATCH_SIZE} track calls (about 20 KB)",
         "fast",
     ),
-    Scenario("redirect", "a redirect link answered 302", pending="redirect handler not built yet"),
+    Scenario(
+        "redirect",
+        "a short link answered 302 after enqueueing its click event",
+        site=lambda _: redirect_site("go", REDIRECT_TARGET),
+        path="/l/go",
+        status=302,
+        expected_headers={"Location": REDIRECT_TARGET},
+        expected_bodies={"nginx": NGINX_302_BODY},
+        events_per_request=1,
+        delivery="fast",
+    ),
     Scenario(
         "idle_10k",
         "memory per idle keep-alive connection (10,000 connections; 500 in --smoke)",

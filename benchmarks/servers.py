@@ -177,7 +177,7 @@ async def _wait_ready(
             raise ServerError(message, log_tail(server))
         if _log_ready(launch, server.log):
             try:
-                status, _ = await fetch(server.url(launch.ready_path), limit=1.0)
+                status = (await fetch(server.url(launch.ready_path), limit=1.0)).status
             except OSError:
                 pass
             else:

@@ -61,7 +61,7 @@ def _gateway_figure(outcomes: Outcomes, name: str, *, idle: bool = False) -> flo
 
 
 def _missing_events(outcomes: Outcomes, name: str) -> int:
-    """Events the gateway answered 2xx for that never reached Kafka (0 without tracking)."""
+    """Events the gateway answered 2xx/3xx for that never reached Kafka (0 without tracking)."""
     result = _gateway_result(outcomes, name)
     if isinstance(result, LoadResult) and result.delivery is not None:
         return result.delivery.shortfall
@@ -148,6 +148,9 @@ TARGETS = (
         "≥ 50k events/s per worker via batch",
         "segment_batch",
         functools.partial(_events_per_worker, minimum=50_000),
+    ),
+    Target(
+        "redirect ≥ 0.9x hello world", "redirect", functools.partial(_versus_hello, minimum=0.9)
     ),
     Target(
         "≤ 50 KiB RSS per idle connection", "idle_10k", functools.partial(_idle_kib, maximum=50)

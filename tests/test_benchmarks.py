@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from benchmarks.__main__ import main
@@ -22,6 +23,7 @@ from benchmarks.configs import (
     nginx_config,
     nginx_quote,
     proxy_site,
+    redirect_site,
     respond_site,
     segment_site,
     static_site,
@@ -56,10 +58,10 @@ from benchmarks.outcomes import (
     ratio,
     summarize,
 )
-from benchmarks.probe import answer_mismatch, fetch
+from benchmarks.probe import Answer, answer_mismatch, fetch, mismatch
 from benchmarks.procstat import CLOCK_TICKS, ProcStat, TreeSample, Usage, descendants, parse_stat
 from benchmarks.report import events_section, render
-from benchmarks.scenarios import BY_NAME, SCENARIOS, basic_auth
+from benchmarks.scenarios import BY_NAME, REDIRECT_TARGET, SCENARIOS, basic_auth
 from benchmarks.settings import Settings, capacity
 from benchmarks.targets import TargetRow, evaluate
 from gateway.config import parse_config
@@ -122,7 +124,7 @@ def test_parse_wrk_counts_non_2xx_3xx_and_every_socket_error() -> None:
     assert (stats.requests_per_s, stats.p50_ms, stats.p99_ms) == (31.93, 3.39, 9.47)
 
 
-def test_parse_wrk_takes_the_real_duration_and_counts_2xx_answers() -> None:
+def test_parse_wrk_takes_the_real_duration_and_counts_answers_below_400() -> None:
     assert (parse_wrk(WRK_CLEAN).seconds, parse_wrk(WRK_CLEAN).successes) == (2.0, 75522)
     assert (parse_wrk(WRK_WITH_ERRORS).seconds, parse_wrk(WRK_WITH_ERRORS).successes) == (2.1, 0)
 
@@ -204,8 +206,7 @@ def test_scenarios_stay_in_registry_order_with_fast_variants_beside_durable_ones
         "pixel", "tracker_post", "tracker_post_fast", "segment_batch", "segment_batch_fast",
         "redirect", "idle_10k",
     ]  # fmt: skip
-    pending = {scenario.name for scenario in SCENARIOS if scenario.pending}
-    assert pending == {"redirect"}
+    assert [scenario.name for scenario in SCENARIOS if scenario.pending] == []
 
 
 def test_pixel_expects_each_servers_own_body() -> None:
@@ -217,7 +218,12 @@ def test_pixel_expects_each_servers_own_body() -> None:
 
 @pytest.mark.parametrize(
     ("name", "route_delivery"),
-    [("pixel", None), ("tracker_post_fast", "fast"), ("segment_batch", "durable")],
+    [
+        ("pixel", None),
+        ("tracker_post_fast", "fast"),
+        ("segment_batch", "durable"),
+        ("redirect", None),
+    ],
 )
 def test_tracking_sites_give_the_gateway_a_config_it_accepts(
     name: str, route_delivery: str | None, tmp_path: Path
@@ -248,6 +254,70 @@ def test_segment_site_accepts_the_write_key_the_requests_send(tmp_path: Path) ->
     )
     assert config.tracking.write_keys == (WRITE_KEY,)
     assert config.kafka is None  # no broker given: events stay in the spool
+
+
+def test_redirect_site_declares_its_link_and_keeps_the_links_file_in_the_run(
+    tmp_path: Path,
+) -> None:
+    site = redirect_site("go", "https://shop.example/sale")
+    assert "location = /l/go { return 302 https://shop.example/sale; }" in site.nginx_locations
+    assert "server_tokens off;" in site.nginx_locations
+    assert site.caddy_directives == "redir /l/go https://shop.example/sale 302"
+    text = gateway_config(site, port=8080, workers=1, capacity=306, workdir=tmp_path)
+    config = parse_config(text.encode(), env={})
+    assert config.redirects is not None
+    assert config.redirects.file == str(tmp_path / "links.jsonl")
+    assert config.redirects.links == ({"slug": "go", "target": "https://shop.example/sale"},)
+    [route] = config.routes
+    assert (route.match.path_prefix, route.redirect is not None) == ("/l", True)
+
+
+def test_redirect_scenario_checks_the_302_and_its_location_on_every_server() -> None:
+    scenario = BY_NAME["redirect"]
+    assert (scenario.path, scenario.status, scenario.events_per_request) == ("/l/go", 302, 1)
+    assert scenario.expected_headers == {"Location": REDIRECT_TARGET}
+    assert scenario.expected_body_for("gateway") == scenario.expected_body_for("caddy") == b""
+    assert b"<center>nginx</center>" in scenario.expected_body_for("nginx")  # no version
+
+
+def test_mismatch_names_the_status_then_each_expected_header_then_the_body() -> None:
+    answer = Answer(302, b"", {"location": "https://shop.example/sale", "server": "x"})
+    location = {"Location": "https://shop.example/sale"}
+    assert mismatch(answer, status=302, body=b"", headers=location) is None
+    assert mismatch(answer, status=200, body=b"", headers=location) == "answered 302, expected 200"
+    assert mismatch(
+        answer, status=302, body=b"", headers={"Location": "https://shop.example/"}
+    ) == ("answered Location: 'https://shop.example/sale', expected 'https://shop.example/'")
+    assert mismatch(answer, status=302, body=b"", headers={"Cache-Control": "no-store"}) == (
+        "answered Cache-Control: None, expected 'no-store'"
+    )
+    assert mismatch(answer, status=302, body=b"x") == "answered b'', expected b'x'"
+
+
+async def test_fetch_reports_a_redirect_without_following_it() -> None:
+    followed: list[str] = []
+
+    async def redirect(_: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "/elsewhere"}, text="moved")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        followed.append(request.path)
+        return web.Response(text="followed")
+
+    app = web.Application()
+    app.router.add_get("/go", redirect)
+    app.router.add_get("/elsewhere", elsewhere)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        answer = await fetch(f"http://127.0.0.1:{port}/go")
+    finally:
+        await runner.cleanup()
+    assert (answer.status, answer.body, answer.headers["location"]) == (302, b"moved", "/elsewhere")
+    assert followed == []
 
 
 def test_delivery_counts_a_shortfall_only_for_answered_events_missing_from_kafka() -> None:
@@ -511,7 +581,8 @@ async def test_backend_serves_the_exact_bytes_the_proxy_scenarios_expect() -> No
             base = f"http://{fixtures.backend}"
             for name in ("proxy_small", "proxy_1m"):
                 scenario = BY_NAME[name]
-                assert await fetch(base + scenario.path) == (200, scenario.expected_body)
+                answer = await fetch(base + scenario.path)
+                assert (answer.status, answer.body) == (200, scenario.expected_body)
             assert BY_NAME["proxy_small"].expected_body == BACKEND_BODY.encode()
             # One byte off in a 1 MiB body is a mismatch, not a pass.
             wrong = bytearray(file_bytes("1m.bin"))
@@ -542,6 +613,26 @@ def _proxy_outcome(gateway: LoadResult, nginx: LoadResult, caddy: LoadResult) ->
     return ScenarioOutcome(
         "proxy_small", servers=tuple(ServerSummary(s, r, 1, ()) for s, r in servers)
     )
+
+
+def _gateway_outcome(name: str, requests_per_s: float) -> ScenarioOutcome:
+    result = LoadResult(requests_per_s, 1.0, 2.0, 0, 1.0, 80.0)
+    return ScenarioOutcome(name, servers=(ServerSummary("gateway", result, 1, ()),))
+
+
+def test_redirect_target_compares_with_the_gateways_hello_in_the_same_run() -> None:
+    hello = _gateway_outcome("hello", 30000.0)
+    goal = "redirect ≥ 0.9x hello world"
+    rows = [
+        row
+        for redirect in (27000.0, 26000.0)
+        for row in evaluate([hello, _gateway_outcome("redirect", redirect)], SETTINGS)
+        if row.scenario == "redirect"
+    ]
+    assert rows == [
+        TargetRow(goal, "redirect", "0.90x hello", True),
+        TargetRow(goal, "redirect", "0.87x hello", False),
+    ]
 
 
 def test_proxy_target_needs_throughput_against_both_and_a_p99_within_caddys() -> None:
@@ -716,7 +807,7 @@ Peak RSS = the server's RSS with every connection open.
 
 - durable: the answer waits until Kafka acknowledged the event; \
 fast: it is answered once enqueued (pixels always are).
-- Expected = 2xx answers x events per request, as wrk counted them; requests in \
+- Expected = 2xx/3xx answers x events per request, as wrk counted them; requests in \
 flight when wrk stops (up to one per connection) are answered but not counted, so \
 Delivered may exceed Expected by that much, and a loss smaller than it would not show.
 - Shortfall = answered but not in Kafka once the count stopped growing (at most 10 s \
@@ -749,6 +840,7 @@ shares the machine's cores with the gateway.
 | pixel ≥ 0.9x hello world | pixel | 0.92x hello | yes |
 | durable tracker POST ≥ 0.8x hello world | tracker_post | 0.81x hello, 3 events missing | no |
 | ≥ 50k events/s per worker via batch | segment_batch | 55,000 events/s per worker | yes |
+| redirect ≥ 0.9x hello world | redirect | skipped | — |
 | ≤ 50 KiB RSS per idle connection | idle_10k | 9.6 KiB | yes |
 """
 
@@ -787,6 +879,13 @@ SMOKE_SCENARIOS = (
     "hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch", "redirect",
     "idle_10k",
 )  # fmt: skip
+LOADED = ("hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch", "redirect")
+TRACKED = {
+    "pixel": "fast",
+    "tracker_post": "durable",
+    "segment_batch": "durable",
+    "redirect": "fast",
+}
 
 
 @pytest.fixture(scope="module")
@@ -811,10 +910,10 @@ def _table_rows(section: str, scenario: str, column: int = 0) -> list[list[str]]
 
 
 @pytest.mark.timeout(120)
-def test_smoke_run_loads_every_server_and_skips_unbuilt_scenarios(smoke_report: str) -> None:
+def test_smoke_run_loads_every_server_in_every_scenario(smoke_report: str) -> None:
     report = smoke_report
-    # A wrong body in any answer check fails its run, which fails the whole command.
-    for scenario in ("hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch"):
+    # A wrong status, body or Location in any answer check fails its run, and the command.
+    for scenario in LOADED:
         rows = _rows(report, scenario)
         assert set(rows) == {"gateway", "nginx", "caddy"}, scenario
         for server, cells in rows.items():
@@ -827,19 +926,11 @@ def test_smoke_run_loads_every_server_and_skips_unbuilt_scenarios(smoke_report: 
     for cell in idle[2:5]:  # gateway, nginx, Caddy: each a number, not "—"
         float(cell)
 
-    assert _rows(report, "redirect") == {
-        "—": ["skipped: redirect handler not built yet"] + [""] * 5
-    }
-
 
 @pytest.mark.timeout(120)
 def test_smoke_run_finds_every_answered_event_in_kafka(smoke_report: str) -> None:
     events = smoke_report.split("## Event delivery (gateway)")[1].split("## Ratios")[0]
-    for scenario, mode in [
-        ("pixel", "fast"),
-        ("tracker_post", "durable"),
-        ("segment_batch", "durable"),
-    ]:
+    for scenario, mode in TRACKED.items():
         [row] = _table_rows(events, scenario)
         expected, delivered, shortfall = (int(cell.replace(",", "")) for cell in row[4:7])
         assert row[1] == mode
@@ -847,6 +938,6 @@ def test_smoke_run_finds_every_answered_event_in_kafka(smoke_report: str) -> Non
         assert delivered >= expected, scenario
         assert shortfall == 0, scenario
     targets = smoke_report.split("## Targets")[1]
-    for scenario in ("pixel", "tracker_post", "segment_batch"):
+    for scenario in TRACKED:
         [row] = _table_rows(targets, scenario, column=1)
         assert row[3] in ("yes", "no"), row  # measured; whether met depends on the machine
