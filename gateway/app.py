@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import count
 from time import perf_counter
 
@@ -65,7 +66,11 @@ class Gateway:
         self._ids = RequestIds()
         self._in_flight = 0
 
-    def handler_for(self, listener: Listener) -> _ListenerHandler:
+    def handler_for(
+        self, listener: Listener
+    ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        if listener.redirect_to_https is not None:
+            return _HttpsRedirect(self, listener.redirect_to_https)
         return _ListenerHandler(self, listener.admin)
 
     async def handle(self, request: web.BaseRequest, admin: bool) -> web.StreamResponse:
@@ -207,6 +212,33 @@ def rate_limit_headers(refusal: Refusal) -> dict[str, str]:
 def _forwarded(request: web.BaseRequest, header: str) -> Sequence[Mapping[str, str]]:
     # Parsing Forwarded costs; only the "forwarded" mode needs it.
     return request.forwarded if header == "forwarded" else ()
+
+
+ACME_CHALLENGE = "/.well-known/acme-challenge/"
+_REDIRECT_HOST = re.compile(r"^[a-z0-9.-]+$|^\[[0-9a-f:.]+\]$")
+
+
+class _HttpsRedirect:
+    """A plain-HTTP listener that sends everything to HTTPS with 308 (RFC 9110 §15.4.9,
+    method and body kept), except ACME HTTP-01 challenges and the built-in endpoints."""
+
+    __slots__ = ("_gateway", "_port")
+
+    def __init__(self, gateway: Gateway, port: int) -> None:
+        self._gateway = gateway
+        self._port = port
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        prefix = self._gateway.holder.current.config.server.builtin_prefix
+        if path.startswith((ACME_CHALLENGE, prefix)):
+            return await self._gateway.handle(request, False)
+        host = normalize_host(request.host)
+        if not _REDIRECT_HOST.match(host):
+            return error_response(400, "a valid Host header is required", "-")
+        port = "" if self._port == 443 else f":{self._port}"
+        location = f"https://{host}{port}{request.raw_path}"
+        return web.Response(status=308, headers={"Location": location})
 
 
 class _ListenerHandler:

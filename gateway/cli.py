@@ -63,7 +63,10 @@ def describe(config: Config) -> str:
     for listener in server.listeners:
         host = f"[{listener.host}]" if ":" in listener.host else listener.host
         extra = "  admin: health, ready, metrics, reload" if listener.admin else ""
-        lines.append(f"  {listener.name:<12} http://{host}:{listener.port}{extra}")
+        if listener.redirect_to_https:
+            extra += f"  redirects to https port {listener.redirect_to_https}"
+        scheme = "https" if listener.tls else "http"
+        lines.append(f"  {listener.name:<12} {scheme}://{host}:{listener.port}{extra}")
     lines.append(f"built-in endpoints: {server.builtin_prefix}{{health,ready,metrics,reload}}")
     lines.append("routes:" if config.routes else "routes: none (every request gets 404)")
     for route in config.routes:

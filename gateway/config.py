@@ -79,6 +79,21 @@ def _check_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+class TlsCertificate(_Model):
+    """A PEM certificate chain and its private key."""
+
+    cert: str
+    key: str
+
+
+class Tls(_Model):
+    """Certificates for the ``tls`` listeners; the first is the default."""
+
+    certificates: Annotated[tuple[TlsCertificate, ...], Field(min_length=1)]
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    reload_interval: Annotated[float, Field(gt=0, le=86400)] = 5.0
+
+
 class Listener(_Model):
     """A plain-HTTP listening socket. ``admin`` listeners also serve reload and metrics."""
 
@@ -86,6 +101,8 @@ class Listener(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)]
     admin: bool = False
+    tls: bool = False
+    redirect_to_https: Annotated[int, Field(ge=1, le=65535)] | None = None
 
     @field_validator("host")
     @classmethod
@@ -202,7 +219,6 @@ class Respond(_Model):
         return value
 
 
-_NOT_BUILT = "is not supported by this version of the gateway"
 EVENT_TYPES = (
     "track",
     "identify",
@@ -520,16 +536,9 @@ class Config(_Model):
     kafka: Kafka | None = None
     spool: Spool = Spool()
     tracking: Tracking = Tracking()
-    tls: Any = None
+    tls: Tls | None = None
     rate_limits: RateLimits = RateLimits()
     redirects: Redirects | None = None
-
-    @field_validator("tls", mode="plain")
-    @classmethod
-    def _unbuilt_section(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(f"this section {_NOT_BUILT}")
-        return value
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -638,8 +647,20 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
                 f"server.listeners[{seen_addresses[address]}]",
             )
         seen_addresses.setdefault(address, i)
+        if listener.tls and config.tls is None:
+            yield ConfigIssue(f"{path}.tls", "needs a top-level tls section with certificates")
         if listener.admin and not listener.is_loopback:
             yield ConfigIssue(f"{path}.host", "an admin listener must bind a loopback address")
+
+    if config.tls is not None:
+        from gateway.tls import CertificateError, context_for, names_of
+
+        for i, pair in enumerate(config.tls.certificates):
+            try:
+                names_of(pair.cert)
+                context_for(pair, config.tls)
+            except CertificateError as exc:
+                yield ConfigIssue(f"tls.certificates[{i}]", str(exc))
 
     if config.redirects is not None:
         from gateway.links.model import Link

@@ -38,6 +38,7 @@ from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
 from gateway.metrics import Metrics
 from gateway.proxy.group import UpstreamRegistry
 from gateway.runtime import RuntimeHolder, Services
+from gateway.tls import CertificateStore
 
 log = logging.getLogger("gateway.worker")
 
@@ -146,6 +147,10 @@ class Worker:
         self._resources.push_async_callback(self.upstreams.close)
         self.readiness.add_check("events", pipeline.health)
 
+        certificates = None
+        if config.tls is not None and any(listener.tls for listener, _ in self._sockets):
+            certificates = CertificateStore(config.tls)
+            self._spawn(certificates.watch())
         gateway = Gateway(
             self.holder,
             Builtins(self.metrics, self.readiness, self.reload_from_api, self._links_api),
@@ -169,7 +174,9 @@ class Worker:
             await runner.setup()
             self._runners.append(runner)
             # aiohttp's listen() again with its default backlog of 128 would undo ours.
-            await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
+            ssl_context = certificates.context if listener.tls and certificates else None
+            site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG, ssl_context=ssl_context)
+            await site.start()
         if self.supervisor_pid is not None:
             self._spawn(self._watch_parent(self.supervisor_pid))
         self.readiness.state = State.SERVING

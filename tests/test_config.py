@@ -98,13 +98,6 @@ def test_missing_environment_variable_is_named() -> None:
     ]
 
 
-@pytest.mark.parametrize("section", ["tls"])
-def test_section_of_unbuilt_capability_is_rejected(section: str) -> None:
-    assert issues_of(minimal(**{section: {}})) == [
-        f"{section}: this section is not supported by this version of the gateway"
-    ]
-
-
 def test_route_without_handler() -> None:
     assert issues_of(minimal(routes=[{"name": "r"}])) == [
         "routes[0]: needs exactly one handler: one of respond, collect, segment, proxy, static, "
