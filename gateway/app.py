@@ -120,7 +120,12 @@ class Gateway:
     async def _route(
         self, request: web.BaseRequest, runtime: Runtime, info: RequestInfo
     ) -> web.StreamResponse:
-        route = runtime.router.match(normalize_host(request.host), request.path)
+        path = request.path
+        if "/." in path and any(seg in (".", "..") for seg in path.split("/")):
+            # aiohttp decodes %2e%2e but does not resolve it: "/x/%2e%2e/admin" would match
+            # "/" rather than an "/admin" route, and an upstream would resolve it itself.
+            raise HTTPError(400, "dot segments are not allowed in paths")
+        route = runtime.router.match(normalize_host(request.host), path)
         if route is None:
             raise HTTPError(404, "no route for this host and path")
         info.route = route.name

@@ -12,8 +12,6 @@ connections spread over the workers.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import logging
 import math
@@ -26,6 +24,7 @@ from typing import Protocol
 from aiolimiter import AsyncLimiter
 
 from gateway.config import RateLimitRule
+from gateway.httpauth import basic_user
 
 log = logging.getLogger("gateway.ratelimit")
 
@@ -146,14 +145,7 @@ def _write_key_part(ctx: KeyContext) -> str:
     value = ctx.headers("Authorization")
     if not value or len(value) > MAX_KEY_PART * 2:
         return MISSING
-    scheme, _, encoded = value.partition(" ")
-    if scheme.lower() != "basic":
-        return MISSING
-    try:
-        user = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")[0]
-    except (binascii.Error, UnicodeDecodeError):
-        return MISSING
-    return user or MISSING
+    return basic_user(value) or MISSING
 
 
 def key_function(parts: Sequence[str], ipv6_prefix: int) -> Callable[[KeyContext], str]:

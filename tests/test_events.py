@@ -93,6 +93,19 @@ async def test_pixel_answers_exact_gif_and_records_event(
     assert event["properties"] == {"campaign": "c42", "ename": "open"}
 
 
+async def test_query_wins_over_tuplets_and_pixel_takes_only_get(tmp_path: Path) -> None:
+    config = tracking_config(tmp_path, None)
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert (await request("GET", gw.url("/tr/v1/plan/path?plan=query")))[0] == 204
+        assert gw.worker.pipeline is not None
+        status, resp, _ = await request("POST", gw.url("/img/v1"))
+        assert (status, resp.headers["Allow"]) == (405, "GET, HEAD")
+    from gateway.events.spool import read_all
+
+    (record,) = [r for _, r in read_all(tmp_path / "spool")]
+    assert json.loads(record.value)["properties"] == {"plan": "query"}
+
+
 async def test_malformed_pixel_still_answers_gif(tmp_path: Path) -> None:
     async with in_process_gateway(tracking_config(tmp_path, None), tmp_path) as gw:
         status, _, body = await request("GET", gw.url("/img/v1/odd"))

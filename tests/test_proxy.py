@@ -380,3 +380,36 @@ async def test_https_upstream_is_verified(tmp_path: Path) -> None:
             assert b"CERTIFICATE_VERIFY_FAILED" in body or b"certificate verify failed" in body
     finally:
         await runner.cleanup()
+
+
+async def test_dot_segments_cannot_slip_past_a_route(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        config = with_routes(
+            base_config(tmp_path),
+            {"name": "block", "match": {"path_prefix": "/admin"}, "respond": {"status": 403}},
+            {"name": "app", "proxy": {"upstreams": [a.url]}},
+        )
+        async with in_process_gateway(config, tmp_path) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+            replies = []
+            for path in ("/x/%2e%2e/admin", "/x/../admin", "/x%2F..%2Fadmin", "/./admin"):
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                replies.append(head.split(b"\r\n")[0])
+            writer.close()
+            await writer.wait_closed()
+    assert replies == [b"HTTP/1.1 400 Bad Request"] * 4
+    assert a.hits == 0
+
+
+async def test_close_delimited_upstream_body_is_complete(tmp_path: Path) -> None:
+    async def old_style(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+        await writer.drain()
+
+    async with raw_backend(old_style) as odd:
+        async with in_process_gateway(proxy_config(tmp_path, [odd]), tmp_path) as gw:
+            assert (await fetch(gw.url("/")))[::2] == (200, b"all of it")

@@ -104,6 +104,15 @@ def test_untrusted_client_cannot_seed_forwarding_headers() -> None:
     ]
 
 
+def test_a_hostile_host_cannot_forge_a_forwarded_element() -> None:
+    incoming = CIMultiDictProxy(CIMultiDict([("Host", 'x", for=6.6.6.6;by="y')]))
+    out = upstream_request_headers(
+        incoming, peer="203.0.113.5", peer_trusted=False, scheme="http",
+        host_override=None, forwarded=True, via=None,
+    )  # fmt: skip
+    assert out["Forwarded"] == "for=203.0.113.5;proto=http"
+
+
 def test_trusted_proxy_headers_are_extended_and_host_overridden() -> None:
     incoming = CIMultiDictProxy(
         CIMultiDict(

@@ -154,6 +154,22 @@ async def test_validation_rules_and_dead_letter(tmp_path: Path, kafka_broker: Br
     )  # fmt: skip
 
 
+async def test_unauthenticated_garbage_is_not_kept(tmp_path: Path) -> None:
+    config = segment_config(tmp_path, None)
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert await post(gw.url("/v1/track"), b"{garbage", headers={}) == (
+            401, {"code": "unauthorized", "message": "a write key is required"}
+        )  # fmt: skip
+        assert (await post(gw.url("/v1/track"), b"{garbage"))[0] == 400
+    from gateway.events.spool import read_all
+
+    # Only the caller with a valid key had its refused body kept.
+    kept = [json.loads(r.value) for _, r in read_all(tmp_path / "spool")]
+    assert [(d["event_type"], d["reason"]) for d in kept] == [
+        ("dead_letter", "body is not valid JSON")
+    ]
+
+
 async def test_batch_and_gzip_body(tmp_path: Path, kafka_broker: Broker) -> None:
     config = segment_config(tmp_path, kafka_broker.bootstrap)
     batch = {

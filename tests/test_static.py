@@ -209,12 +209,14 @@ async def test_spa_fallback_and_listing(tmp_path: Path) -> None:
     root = site(tmp_path)
     (root / "empty").mkdir()
     (root / "empty" / "<b>.txt").write_bytes(b"x")
+    (root / "empty" / "javascript:alert(1)").write_bytes(b"x")
     config = static_config(tmp_path, root, spa_fallback="index.html", listing=True)
     async with in_process_gateway(config, tmp_path) as gw:
         assert (await get(gw.url("/app/route/42")))[::2] == (200, HTML)
         status, _, body = await get(gw.url("/empty/"))
     assert status == 200
-    assert b'<a href="&lt;b&gt;.txt">&lt;b&gt;.txt</a>' in body
+    assert b'<a href="./%3Cb%3E.txt">&lt;b&gt;.txt</a>' in body
+    assert b'<a href="./javascript%3Aalert%281%29">javascript:alert(1)</a>' in body
 
 
 async def test_listing_is_off_by_default_and_methods_limited(tmp_path: Path) -> None:
@@ -260,6 +262,15 @@ async def test_no_byte_outside_the_root_is_ever_served(tmp_path: Path) -> None:
     for path, status, body in answers:
         assert b"TOP-SECRET" not in body and b"SECRET=1" not in body and b"root:" not in body, path
         assert status in (400, 404, 414), (path, status)
+
+
+async def test_sidecar_symlinked_out_of_the_root_is_not_served(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    (tmp_path / "outside.gz").write_bytes(gzip.compress(b"TOP-SECRET"))
+    (root / "a.txt.gz").symlink_to(tmp_path / "outside.gz")
+    async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
+        _, headers, body = await get(gw.url("/a.txt"), headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in headers and body == TEXT
 
 
 async def test_hidden_files_when_allowed(tmp_path: Path) -> None:

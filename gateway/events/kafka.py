@@ -56,6 +56,9 @@ class KafkaWriter:
         self._producer = producer
 
     async def stop(self) -> None:
+        # A broker that comes back may have recreated topics: forget what we knew.
+        self._partitions.clear()
+        self._recent.clear()
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()

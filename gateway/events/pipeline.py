@@ -193,6 +193,8 @@ class EventPipeline:
             self._metrics.observe_event(event_type, outcome, n)
 
     def health(self) -> CheckResult:
+        if self._tasks and self._tasks[0].done() and not self._closing:
+            return CheckResult(False, "event sender stopped")
         if self.spool_full:
             return CheckResult(False, "spool full: events cannot be kept")
         if self._kafka is None:
@@ -263,6 +265,9 @@ class EventPipeline:
             await self._to_spool(batch)
         except SpoolError as exc:
             self._settle(batch, "dropped", exc)
+        except Exception as exc:  # never let one bad batch stop the sender
+            log.exception("event batch could not be delivered or spooled")
+            self._settle(batch, "dropped", SpoolError(str(exc)))
 
     async def _to_spool(self, batch: Sequence[_Pending]) -> None:
         self._spool_writes += 1

@@ -12,6 +12,7 @@ Blocking file I/O: callers run these methods on one dedicated thread, never the 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
@@ -136,10 +137,18 @@ class Spool:
         if self._active_size and self._active_size + len(data) > self.segment_bytes:
             self.rotate()
         assert self._active_fd is not None
-        os.write(self._active_fd, data)
+        try:
+            written = 0
+            while written < len(data):  # os.write may write less than asked (disk full)
+                written += os.write(self._active_fd, data[written:])
+            if fsync:
+                os.fsync(self._active_fd)
+        except OSError as exc:
+            # Cut back to the last whole record, so nothing torn sits before later ones.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._active_fd, self._active_size)
+            raise SpoolError(f"spool write failed: {exc.strerror or exc}") from None
         self._active_size += len(data)
-        if fsync:
-            os.fsync(self._active_fd)
 
     def rotate(self) -> bool:
         """Seal the active segment (if it holds anything) so it can be replayed."""

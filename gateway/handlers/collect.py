@@ -68,8 +68,7 @@ class CollectHandler:
     async def _properties(
         self, request: web.BaseRequest, rest: str, max_body: int
     ) -> dict[str, Any]:
-        properties: dict[str, Any] = dict(request.query)
-        properties.update(parse_tuplets(rest))
+        properties = self._from_url(request, rest)
         if request.method == "POST":
             properties.update(await read_json_object(request, max_body))
         elif request.method not in ("GET", "HEAD"):
@@ -96,11 +95,19 @@ class CollectHandler:
         self._tracker.set_cookies(response, identity)
         return response
 
+    @staticmethod
+    def _from_url(request: web.BaseRequest, rest: str) -> dict[str, Any]:
+        """Path tuplets, then the query string: a key in both takes the query's value."""
+        properties: dict[str, Any] = parse_tuplets(rest)
+        properties.update(request.query)
+        return properties
+
     async def _pixel(self, request: web.BaseRequest, rest: str) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPError(405, "use GET or HEAD", {"Allow": "GET, HEAD"})
         identity = self._tracker.identify(request)
         try:
-            properties: dict[str, Any] = dict(request.query)
-            properties.update(parse_tuplets(rest))
+            properties = self._from_url(request, rest)
             name = properties.get("ename") or properties.get("event") or ""
             event = self._tracker.event(
                 request, request[INFO].client_ip, identity,

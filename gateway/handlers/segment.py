@@ -10,8 +10,6 @@ the reason.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hmac
 import time
@@ -26,21 +24,9 @@ from gateway.events.pipeline import Overloaded
 from gateway.events.segment import CALLS, MAX_BATCH, SHORT, Invalid, batch_calls, validate
 from gateway.events.spool import SpoolError
 from gateway.handlers import read_body
+from gateway.httpauth import basic_user
 from gateway.request import INFO
 from gateway.tracking import Tracker
-
-
-def basic_user(header: str | None) -> str | None:
-    """The user part of ``Authorization: Basic ...``, or None."""
-    if not header:
-        return None
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")[0]
-    except (binascii.Error, UnicodeDecodeError):
-        return None
 
 
 class SegmentError(Exception):
@@ -90,6 +76,9 @@ class SegmentHandler:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
+            # Only a caller with a valid key (in the header: the body is unreadable) gets
+            # its refused input kept: strangers must not be able to fill the dead letters.
+            self._authorize(request, None)
             self._dead_letter(request, "body is not valid JSON", body, received_at)
             raise SegmentError(400, "invalid_json", "body is not valid JSON") from None
         self._authorize(request, parsed)

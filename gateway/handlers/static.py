@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import cast
+from urllib.parse import quote
 
 import aiohttp
 import cramjam
@@ -194,7 +195,10 @@ class StaticHandler:
         loop = asyncio.get_running_loop()
         names = await loop.run_in_executor(None, self._names, segments)
         title = html.escape("/" + "/".join(segments) + "/")
-        rows = "".join(f'<li><a href="{html.escape(n)}">{html.escape(n)}</a></li>' for n in names)
+        # "./" and percent-encoding: a file named "javascript:..." stays a relative link.
+        rows = "".join(
+            f'<li><a href="./{html.escape(quote(n))}">{html.escape(n)}</a></li>' for n in names
+        )
         page = f"<!doctype html><title>{title}</title><h1>{title}</h1><ul>{rows}</ul>\n"
         return web.Response(text=page, content_type="text/html")
 

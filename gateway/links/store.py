@@ -136,17 +136,25 @@ class FileLinkStore:
         self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._read_new)
+        await self._catch_up()
         self._follower = asyncio.ensure_future(self._follow())
 
-    def _read_new(self) -> None:
+    async def _catch_up(self) -> None:
+        # Read off the loop, apply on it: request handlers read self.links unlocked.
+        data = await asyncio.get_running_loop().run_in_executor(None, self._read_new)
+        self._apply_lines(data)
+
+    def _read_new(self) -> bytes:
         try:
             with open(self._path, "rb") as handle:
                 handle.seek(self._offset)
                 data = handle.read()
         except FileNotFoundError:
-            return
+            return b""
         self._offset += len(data)
+        return data
+
+    def _apply_lines(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()  # a line still being written waits for its end
         for line in lines:
@@ -161,10 +169,9 @@ class FileLinkStore:
             _apply(self.links, slug, None if entry.get("deleted") else line)
 
     async def _follow(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(FOLLOW_INTERVAL)
-            await loop.run_in_executor(None, self._read_new)
+            await self._catch_up()
 
     def _append(self, entry: dict[str, Any]) -> None:
         line = orjson.dumps(entry) + b"\n"

@@ -7,6 +7,7 @@ believed only from trusted proxies; from anyone else they are replaced, not exte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
@@ -26,6 +27,7 @@ HOP_BY_HOP = frozenset(
 )
 # Rebuilt by the gateway; from an untrusted peer, whatever the client wrote is dropped.
 FORWARDING = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via")
+_HOST_PORT = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 # Framing is ours to set on each side: the body may be re-framed (chunked vs length).
 FRAMING = frozenset({"content-length", "transfer-encoding"})
 
@@ -79,9 +81,13 @@ def upstream_request_headers(
     if forwarded_host := prior("X-Forwarded-Host") or host:
         headers["X-Forwarded-Host"] = forwarded_host
     if forwarded:
+        # host= is the client's Host header: only a plain host[:port] may go in, so a client
+        # cannot close the quote and append a forged "for=" element.
+        safe_host = host if _HOST_PORT.fullmatch(host) else ""
         extend(
             "Forwarded",
-            f"for={_forwarded_node(peer)};proto={scheme}" + (f';host="{host}"' if host else ""),
+            f"for={_forwarded_node(peer)};proto={scheme}"
+            + (f';host="{safe_host}"' if safe_host else ""),
         )
     elif prior_forwarded := prior("Forwarded"):
         headers["Forwarded"] = prior_forwarded

@@ -86,6 +86,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if not self._done and exc is None and self._close_delimited():
+            # RFC 9112 §6.3: no length and not chunked, so the close ends the body.
+            self._done = True
+            self.reusable = False
+            self._data.set()
         if not self._done:
             self._fail(UpstreamError("upstream closed the connection"))
         if self._drain is not None and not self._drain.done():
@@ -99,6 +104,15 @@ class UpstreamConnection(asyncio.Protocol):
             self._drain.set_result(None)
         self._drain = None
 
+    def _close_delimited(self) -> bool:
+        head_seen = self._head is not None and self._head.done() and not self._head.cancelled()
+        return (
+            head_seen
+            and "Content-Length" not in self._headers
+            and "chunked" not in self._headers.get("Transfer-Encoding", "").lower()
+            and self._status not in (204, 304)
+        )
+
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
@@ -109,7 +123,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._headers = CIMultiDict()  # interim response (RFC 9110 §15.2): wait for the final
             return
         self._status = status
-        if self._head is not None and not self._head.done():
+        if self._head is None:  # the answer came before anyone asked for it
+            self._head = self._loop.create_future()
+        if not self._head.done():
             self._head.set_result((status, self._headers))
 
     def on_body(self, body: bytes) -> None:
@@ -257,6 +273,9 @@ class Pool:
         except OSError as exc:
             self._slots.release()
             raise UpstreamError(f"connect failed: {exc.strerror or exc}") from None
+        except BaseException:  # cancelled (the client hung up): the slot must come back
+            self._slots.release()
+            raise
         return conn, False
 
     def release(self, conn: UpstreamConnection) -> None:

@@ -105,9 +105,14 @@ def read_file(located: Located, max_bytes: int) -> Entry | None:
     else:
         return None
     entry = Entry(located.path, info.st_size, info.st_mtime_ns, content_type_of(located.path), data)
+    directory = os.path.dirname(located.path)
     for coding, suffix in SIDECARS:
+        sidecar_path = located.path + suffix
+        # A sidecar must really sit beside the file: not a symlink to somewhere else.
+        if os.path.dirname(os.path.realpath(sidecar_path)) != directory:
+            continue
         try:
-            with open(located.path + suffix, "rb") as sidecar:
+            with open(sidecar_path, "rb") as sidecar:
                 if os.fstat(sidecar.fileno()).st_size <= max_bytes:
                     entry.variants[coding] = sidecar.read(max_bytes + 1)
         except OSError:
