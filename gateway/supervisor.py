@@ -191,7 +191,9 @@ class Supervisor:
             assert slot.process is not None
             slot.process.send_signal(signal.SIGTERM)
         waiters = [s.waiter for s in running if s.waiter is not None]
-        await self._wait_or_force(waiters, self.config.server.shutdown_timeout + KILL_GRACE)
+        # A worker drains requests (shutdown_timeout), then flushes its events (the same
+        # again at most): wait for both before killing, or accepted events would be lost.
+        await self._wait_or_force(waiters, 2 * self.config.server.shutdown_timeout + KILL_GRACE)
         for slot in running:
             assert slot.process is not None
             if slot.process.returncode is None:

@@ -29,6 +29,7 @@ from gateway.accesslog import AccessLog
 from gateway.app import Gateway
 from gateway.builtin import Builtins
 from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
+from gateway.errors import HTTPError
 from gateway.events.pipeline import EventPipeline
 from gateway.health import Readiness, State
 from gateway.httpserver import GatewayServer
@@ -60,6 +61,7 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
 
 ACCESS_LOG_FLUSH_INTERVAL = 1.0
 LISTEN_BACKLOG = 4096  # a burst of new connections waits here rather than being dropped
+LINKS_FIRST_TRY = 10.0  # seconds the link store gets before the worker serves without it
 PARENT_CHECK_INTERVAL = 1.0
 
 
@@ -138,10 +140,11 @@ class Worker:
                 if config.kafka is not None
                 else FileLinkStore(config.redirects.file)
             )
-            await links.start()
             self._resources.push_async_callback(links.close)
-            self.holder.services.links = links
             self.readiness.add_check("links", links.health)
+            if not await self._start_links(links, LINKS_FIRST_TRY):
+                # Serve everything else meanwhile; redirect routes answer 503 until then.
+                self._spawn(self._keep_starting_links(links))
         self.holder.rebuild()
         # Closed first at shutdown (after the listeners drained): upstream pools, probes.
         self._resources.push_async_callback(self.upstreams.close)
@@ -181,9 +184,29 @@ class Worker:
             self._spawn(self._watch_parent(self.supervisor_pid))
         self.readiness.state = State.SERVING
 
+    async def _start_links(self, links: LinkStore, limit: float) -> bool:
+        try:
+            async with asyncio.timeout(limit):
+                await links.start()
+        except Exception as exc:
+            log.warning("links not loaded yet (%r); redirect routes answer 503", exc)
+            await links.close()
+            return False
+        self.holder.services.links = links
+        self.holder.rebuild()
+        return True
+
+    async def _keep_starting_links(self, links: LinkStore) -> None:
+        delay = 1.0
+        while not await self._start_links(links, 30.0):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
     def _links_api(self) -> LinksApi | None:
         store = self.holder.services.links
         if store is None:
+            if self.config.redirects is not None:
+                raise HTTPError(503, "links are loading", {"Retry-After": "1"})
             return None
         return LinksApi(store, lambda: self.config.redirects, self._static_links)
 

@@ -85,6 +85,11 @@ def _app(backend: Backend) -> web.Application:
                 if msg.data == "close":
                     await sock.close(code=4001, message=b"bye")
                     break
+                if msg.data == "headers":
+                    await sock.send_str(
+                        f"{request.headers.get('Cookie')}|{request.headers.get('X-Forwarded-For')}"
+                    )
+                    continue
                 await sock.send_str("echo:" + msg.data)
             elif msg.type == WSMsgType.BINARY:
                 await sock.send_bytes(msg.data[::-1])

@@ -244,3 +244,15 @@ async def test_queue_is_bounded_in_bytes_too(tmp_path: Path) -> None:
         statuses = [(await request("POST", gw.url("/tr/v1"), json={"pad": "x" * 1000}))[0]
                     for _ in range(4)]  # fmt: skip
     assert statuses == [204, 204, 503, 503]
+
+
+async def test_event_too_large_for_kafka_is_413(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    config["kafka"]["batch_bytes"] = 16384
+    async with in_process_gateway(config, tmp_path) as gw:
+        status, _, body = await request("POST", gw.url("/tr/v1"), json={"pad": "x" * 20000})
+        assert (status, body) == (
+            413,
+            b"413 Request Entity Too Large: an event is larger than 15360 bytes\n",
+        )
+        assert (await request("POST", gw.url("/tr/v1"), json={"pad": "x"}))[0] == 204

@@ -284,7 +284,10 @@ async def test_websocket_echo_both_ways_with_close_code(tmp_path: Path) -> None:
     async with backends("a") as (a,):
         async with in_process_gateway(proxy_config(tmp_path, [a.url]), tmp_path) as gw:
             async with aiohttp.ClientSession() as session:
-                async with session.ws_connect(gw.url("/ws"), autoping=False) as ws:
+                cookie = {"Cookie": "session=abc"}
+                async with session.ws_connect(gw.url("/ws"), autoping=False, headers=cookie) as ws:
+                    await ws.send_str("headers")
+                    assert (await ws.receive()).data == "session=abc|127.0.0.1"
                     await ws.send_str("hi")
                     assert (await ws.receive()).data == "echo:hi"
                     await ws.send_bytes(b"\x01\x02\x03")

@@ -298,3 +298,18 @@ async def test_links_command_line_talks_to_the_api(tmp_path: Path) -> None:
         assert await cli("list") == (0, "cli\t302\thttps://a.example/x\n", "")
         assert await cli("rm", "cli") == (0, "", "")
         assert await cli("rm", "cli") == (1, "", "gateway: 404 Not Found: no such link\n")
+
+
+async def test_links_load_once_kafka_comes_up(tmp_path: Path, broker_factory: Any) -> None:
+    broker = broker_factory()  # nothing listens there yet
+    config = links_config(tmp_path, broker.bootstrap, links=[
+        {"slug": "cfg", "target": "https://a.example/cfg"}
+    ])  # fmt: skip
+    async with in_process_gateway(config, tmp_path) as gw:
+        status, headers, _ = await call("GET", gw.url("/l/cfg"), headers={})
+        assert (status, headers["Retry-After"]) == (503, "1")
+        assert (await call("GET", api(gw)))[0] == 503
+        _, _, ready = await call("GET", gw.url("/_gateway/ready"), headers={})
+        assert ready["checks"]["links"] == {"ok": False, "detail": "loading links"}
+        broker.start()
+        await eventually(gw.url("/l/cfg"), 302, 20)

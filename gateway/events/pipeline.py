@@ -34,7 +34,14 @@ from gateway.config import EVENT_TYPES, Kafka
 from gateway.config import Spool as SpoolConfig
 from gateway.events.envelope import Event
 from gateway.events.kafka import KafkaWriter
-from gateway.events.spool import Spool, SpoolError, SpoolFull, SpoolRecord, adopt_orphans
+from gateway.events.spool import (
+    MAX_RECORD,
+    Spool,
+    SpoolError,
+    SpoolFull,
+    SpoolRecord,
+    adopt_orphans,
+)
 from gateway.health import CheckResult
 from gateway.metrics import Metrics
 
@@ -48,6 +55,10 @@ RETRY_MIN, RETRY_MAX = 0.5, 30.0
 
 class Overloaded(Exception):
     """The queue is full (or the pipeline is closing): the event was not taken."""
+
+
+class EventTooLarge(Overloaded):
+    """An event Kafka would refuse forever (past the producer's batch size): not taken."""
 
 
 class Mode(enum.Enum):
@@ -107,6 +118,8 @@ class EventPipeline:
         self._queue: deque[_Pending] = deque()
         self._queue_size = queue_size
         self._queue_bytes = queue_bytes
+        # Larger records would be refused by Kafka on every retry and block replay.
+        self._max_event = min(kafka.batch_bytes if kafka else MAX_RECORD, MAX_RECORD) - 1024
         self._queued_bytes = 0
         self._metrics = metrics
         self._mode = Mode.SPOOLING
@@ -168,6 +181,9 @@ class EventPipeline:
         one future that resolves once every one of them is safe, or fails with
         :class:`SpoolFull`. Raises :class:`Overloaded` when the queue cannot take them."""
         size = sum(len(event.value) for event in events)
+        if any(len(event.value) > self._max_event for event in events):
+            self._count(events, "dropped")
+            raise EventTooLarge(f"an event is larger than {self._max_event} bytes")
         if (
             self._closing
             or len(self._queue) + len(events) > self._queue_size
@@ -323,8 +339,11 @@ class EventPipeline:
             segments = await self._on_disk(self._spool.sealed)
             for segment in segments:
                 records = await self._on_disk(self._spool.read, segment)
-                async with asyncio.timeout(self._kafka.config.ack_timeout):
-                    await self._kafka.send(records)
+                # In batch-sized pieces, each with its own deadline: a 16 MiB segment need
+                # not reach Kafka within one ack_timeout.
+                for start in range(0, len(records), MAX_BATCH):
+                    async with asyncio.timeout(self._kafka.config.ack_timeout):
+                        await self._kafka.send(records[start : start + MAX_BATCH])
                 await self._on_disk(self._spool.delete, segment)
                 for record in records:
                     self._metrics.observe_event(self._event_type(record), "replayed")

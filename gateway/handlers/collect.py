@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway.config import Collect
 from gateway.errors import HTTPError
-from gateway.events.pipeline import EventPipeline, Overloaded
+from gateway.events.pipeline import EventPipeline, EventTooLarge, Overloaded
 from gateway.events.spool import SpoolError
 from gateway.handlers import read_json_object
 from gateway.request import INFO
@@ -130,6 +130,8 @@ class CollectHandler:
     async def _submit(self, event: Any, *, durable: bool) -> None:
         try:
             done = self._pipeline().submit(event, durable=durable)
+        except EventTooLarge as exc:
+            raise HTTPError(413, str(exc)) from None
         except Overloaded:
             raise HTTPError(503, "event queue is full", _BUSY) from None
         if done is not None:

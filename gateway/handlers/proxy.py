@@ -213,17 +213,36 @@ class ProxyHandler:
             for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
             if p.strip()
         ]
-        session = aiohttp.ClientSession()
+        peer = request.remote or ""
+        peer_ip = parse_ip(peer)
+        # The same end-to-end and forwarding headers as plain requests (cookies, auth,
+        # origin, X-Forwarded-*); the handshake's own fields are the client library's.
+        headers = upstream_request_headers(
+            request.headers,
+            peer=peer,
+            peer_trusted=peer_ip is not None and self._resolver.is_trusted(peer_ip),
+            scheme=request.scheme,
+            host_override=self.config.host_header,
+            forwarded=self.config.forwarded,
+            via="1.1 edge-gateway" if self.config.via else None,
+        )
+        for name in list(headers):
+            if name.lower().startswith("sec-websocket-"):
+                del headers[name]
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.timeouts.connect)
+        session = aiohttp.ClientSession(timeout=timeout)
         try:
             try:
                 # autoping off on both sides: pings and pongs are forwarded, not answered here.
                 upstream = await session.ws_connect(
                     url,
                     protocols=protocols,
+                    headers=headers,
                     autoping=False,
+                    ssl=self.group.pools[target].ssl_context or True,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
                 )
-            except (aiohttp.ClientError, OSError) as exc:
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self.group.failed(target)
                 raise HTTPError(502, f"bad gateway: websocket upgrade failed: {exc}") from None
             client = web.WebSocketResponse(

@@ -278,6 +278,11 @@ class Pool:
             raise
         return conn, False
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context for https targets (verification as configured), else None."""
+        return self._ssl
+
     def release(self, conn: UpstreamConnection) -> None:
         self._slots.release()
         if conn.reusable and not self._closed and len(self._idle) < self._idle_limit:
