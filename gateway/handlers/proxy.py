@@ -98,6 +98,20 @@ class ProxyHandler:
             raise HTTPError(504, f"upstream timed out: {last}")
         raise HTTPError(502, f"bad gateway: {last}")
 
+    def _upstream_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
+        peer = request.remote or ""
+        peer_ip = parse_ip(peer)
+        config = self.config
+        return upstream_request_headers(
+            request.headers,
+            peer=peer,
+            peer_trusted=peer_ip is not None and self._resolver.is_trusted(peer_ip),
+            scheme=request.scheme,
+            host_override=config.host_header,
+            forwarded=config.forwarded,
+            via="1.1 edge-gateway" if config.via else None,
+        )
+
     def _hash_key(self, request: web.BaseRequest) -> str | None:
         if self.config.policy == "ip_hash":
             return request[INFO].client_ip
@@ -114,17 +128,7 @@ class ProxyHandler:
         target.in_flight += 1
         completed = False
         try:
-            peer = request.remote or ""
-            peer_ip = parse_ip(peer)
-            headers = upstream_request_headers(
-                request.headers,
-                peer=peer,
-                peer_trusted=peer_ip is not None and self._resolver.is_trusted(peer_ip),
-                scheme=request.scheme,
-                host_override=config.host_header,
-                forwarded=config.forwarded,
-                via="1.1 edge-gateway" if config.via else None,
-            )
+            headers = self._upstream_headers(request)
             length = request.content_length
             chunked = request.body_exists and length is None
             if length is not None:
@@ -213,19 +217,9 @@ class ProxyHandler:
             for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
             if p.strip()
         ]
-        peer = request.remote or ""
-        peer_ip = parse_ip(peer)
         # The same end-to-end and forwarding headers as plain requests (cookies, auth,
         # origin, X-Forwarded-*); the handshake's own fields are the client library's.
-        headers = upstream_request_headers(
-            request.headers,
-            peer=peer,
-            peer_trusted=peer_ip is not None and self._resolver.is_trusted(peer_ip),
-            scheme=request.scheme,
-            host_override=self.config.host_header,
-            forwarded=self.config.forwarded,
-            via="1.1 edge-gateway" if self.config.via else None,
-        )
+        headers = self._upstream_headers(request)
         for name in list(headers):
             if name.lower().startswith("sec-websocket-"):
                 del headers[name]
