@@ -7,6 +7,7 @@ shutdown, so a request never waits on a log write syscall of its own.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,23 +74,51 @@ def format_record(record: AccessRecord, now: float) -> bytes:
     return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
 
 
+MAX_PENDING = 8 << 20  # bytes of lines waiting; past it lines are dropped and counted
+
+
 class AccessLog:
-    """Writes access records to ``path`` ("-" is standard output), buffered."""
+    """Access records to ``path`` ("-" is standard output). Lines collect in memory and
+    are written by :meth:`flush` (run off the loop), so a slow reader of the log (a full
+    pipe to a log collector) can never stall serving; it can only cost lines, counted."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         if path == "-":
-            self._stream: IO[bytes] = open(1, "ab", buffering=1 << 16, closefd=False)  # noqa: SIM115
+            self._stream: IO[bytes] = open(1, "ab", buffering=0, closefd=False)  # noqa: SIM115
         else:
-            self._stream = open(path, "ab", buffering=1 << 16)  # noqa: SIM115
+            self._stream = open(path, "ab", buffering=0)  # noqa: SIM115
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._writing = threading.Lock()  # one flush at a time, in order
+        self.dropped = 0
 
     def write(self, record: AccessRecord) -> None:
-        self._stream.write(format_record(record, time.time()))
+        line = format_record(record, time.time())
+        if self._pending_bytes + len(line) > MAX_PENDING:
+            self.dropped += 1
+            return
+        self._pending.append(line)
+        self._pending_bytes += len(line)
 
-    def flush(self) -> None:
+    def take(self) -> bytes:
+        """The lines written so far, for :meth:`flush` (on the loop: cheap)."""
+        data = b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        return data
+
+    def flush(self, data: bytes | None = None) -> None:
+        """Write ``data`` (default: everything pending). Blocking: run it off the loop."""
+        if data is None:
+            data = self.take()
+        if not data:
+            return
         # A vanished stdout reader or a closed stream must not take serving down with it.
-        with contextlib.suppress(BrokenPipeError, ValueError):
-            self._stream.flush()
+        with self._writing, contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            view = memoryview(data)
+            while view:
+                written = self._stream.write(view)
+                view = view[written or len(view) :]
 
     def close(self) -> None:
         self.flush()

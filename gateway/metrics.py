@@ -130,6 +130,11 @@ class Metrics:
             "Kafka sends or connects that failed or timed out.",
             registry=registry,
         )
+        self.access_log_dropped = Counter(
+            "gateway_access_log_dropped",
+            "Access log lines dropped because the log could not be written fast enough.",
+            registry=registry,
+        )
         self.redirect_misses = Counter(
             "gateway_redirect_misses",
             "Short-link requests for a slug that is unknown or disabled.",

@@ -291,9 +291,15 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _flush_periodically(self, access_log: AccessLog) -> None:
+        loop = asyncio.get_running_loop()
+        reported = 0
         while True:
             await asyncio.sleep(ACCESS_LOG_FLUSH_INTERVAL)
-            access_log.flush()
+            # Taken on the loop, written off it: the write may block on a slow reader.
+            await loop.run_in_executor(None, access_log.flush, access_log.take())
+            if access_log.dropped > reported:
+                self.metrics.access_log_dropped.inc(access_log.dropped - reported)
+                reported = access_log.dropped
 
     async def _watch_parent(self, pid: int) -> None:
         # If the supervisor is killed outright, nobody would stop this worker: notice and drain.
