@@ -69,6 +69,9 @@ class Router(Generic[T]):
     def __init__(self, rules: Sequence[RouteRule[T]]) -> None:
         self._rules = tuple(rules)
 
+    def targets(self) -> list[T]:
+        return [rule.target for rule in self._rules]
+
     def match(self, host: str, path: str) -> T | None:
         for rule in self._rules:
             if rule.hosts.matches(host) and path_matches(rule.path_prefix, path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import gzip
 import os
 from pathlib import Path
@@ -315,8 +316,6 @@ async def test_concurrent_requests_during_rewrites_see_whole_versions(tmp_path: 
 
 @pytest.mark.parametrize("root", ["/definitely/not/here"])
 def test_missing_root_is_a_config_error(tmp_path: Path, root: str) -> None:
-    import json
-
     from gateway.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as caught:
@@ -324,3 +323,14 @@ def test_missing_root_is_a_config_error(tmp_path: Path, root: str) -> None:
     assert [str(i) for i in caught.value.issues] == [
         f"routes[0].static.root: '{root}' is not a directory"
     ]
+
+
+async def test_cache_bytes_are_released_when_a_reload_replaces_the_route(tmp_path: Path) -> None:
+    root = site(tmp_path)
+    config = static_config(tmp_path, root)
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert (await get(gw.url("/a.txt")))[2] == TEXT
+        gw.config_path.write_text(json.dumps(config))
+        assert await gw.worker.reload() == []
+        _, _, metrics = await get(gw.url("/_gateway/metrics", listener="admin"))
+    assert "gateway_static_cache_bytes 0.0" in metrics.decode()

@@ -202,6 +202,11 @@ class FileCache:
             self._drop(key)
             self._report("eviction", 1)
 
+    def clear(self) -> None:
+        """Drop everything (the cache is being replaced), reporting the bytes freed."""
+        for key in list(self._entries):
+            self._drop(key)
+
     def __len__(self) -> int:
         return len(self._entries)
 
