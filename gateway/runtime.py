@@ -56,11 +56,17 @@ class Runtime:
     client_ip: ClientIPResolver
     rules: Mapping[str, Rule]
     tracker: Tracker
+    static_links: Mapping[str, Link]
     upstream_groups: frozenset[UpstreamGroup] = frozenset()
 
 
 def _handler_for(
-    route: Route, config: Config, tracker: Tracker, services: Services, resolver: ClientIPResolver
+    route: Route,
+    config: Config,
+    tracker: Tracker,
+    services: Services,
+    resolver: ClientIPResolver,
+    static_links: Mapping[str, Link],
 ) -> Handler:
     delivery = route.delivery or config.tracking.delivery
     if route.respond is not None:
@@ -79,13 +85,9 @@ def _handler_for(
         # Built before the worker's link store has started; rebuilt once it has.
         return _Unavailable("links are loading")
     if route.redirect is not None and config.redirects is not None and services.links is not None:
-        static = {
-            raw["slug"]: Link.model_validate_json(orjson.dumps(raw))
-            for raw in config.redirects.links
-        }
         return RedirectHandler(
             config.redirects, route.match.path_prefix, route.redirect.adhoc, services.links,
-            static, tracker, services.metrics.redirect_misses.inc,
+            static_links, tracker, services.metrics.redirect_misses.inc,
         )  # fmt: skip
     if route.proxy is not None:
         group = services.upstreams.get(route.proxy)
@@ -125,6 +127,11 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
     tracker = Tracker(config.tracking, services.pipeline)
     resolver = ClientIPResolver(server.trusted_proxies, server.client_ip_header)
     rules = _rules(config, metrics, previous.rules if previous is not None else {})
+    # Parsed once per config: the redirect handlers and the link API share them.
+    static_links = {
+        raw["slug"]: Link.model_validate_json(orjson.dumps(raw))
+        for raw in (config.redirects.links if config.redirects else ())
+    }
     routes = []
     for route in config.routes:
         limits = None
@@ -138,7 +145,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
         target = ActiveRoute(
             name=route.name,
             max_body=max_body if max_body is not None else server.limits.max_body_bytes,
-            handler=_handler_for(route, config, tracker, services, resolver),
+            handler=_handler_for(route, config, tracker, services, resolver, static_links),
             limits=limits,
             track=route.track,
         )
@@ -150,6 +157,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
         client_ip=resolver,
         rules=rules,
         tracker=tracker,
+        static_links=static_links,
         upstream_groups=frozenset(
             services.upstreams.get(route.proxy) for route in config.routes if route.proxy
         ),

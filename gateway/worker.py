@@ -22,7 +22,6 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway.accesslog import AccessLog
@@ -34,7 +33,6 @@ from gateway.events.pipeline import EventPipeline
 from gateway.health import Readiness, State
 from gateway.httpserver import GatewayServer
 from gateway.links.api import LinksApi
-from gateway.links.model import Link
 from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
 from gateway.metrics import Metrics
 from gateway.proxy.group import UpstreamRegistry
@@ -208,13 +206,10 @@ class Worker:
             if self.config.redirects is not None:
                 raise HTTPError(503, "links are loading", {"Retry-After": "1"})
             return None
-        return LinksApi(store, lambda: self.config.redirects, self._static_links)
-
-    def _static_links(self) -> dict[str, Link]:
-        redirects = self.config.redirects
-        if redirects is None:
-            return {}
-        return {raw["slug"]: Link.model_validate_json(orjson.dumps(raw)) for raw in redirects.links}
+        holder = self.holder
+        return LinksApi(
+            store, lambda: holder.current.config.redirects, lambda: holder.current.static_links
+        )
 
     def flush_access_log(self) -> None:
         if self._access_log is not None:

@@ -10,7 +10,7 @@ answer never waits for it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +35,7 @@ class RedirectHandler:
         prefix: str,
         adhoc: bool,
         store: LinkStore,
-        static_links: dict[str, Link],
+        static_links: Mapping[str, Link],
         tracker: Tracker,
         count_miss: Callable[[], None],
     ) -> None:

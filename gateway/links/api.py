@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -47,7 +47,7 @@ class LinksApi:
         self,
         store: LinkStore,
         config: Callable[[], Redirects | None],
-        static: Callable[[], dict[str, Link]],
+        static: Callable[[], Mapping[str, Link]],
     ) -> None:
         self._store = store
         self._config = config
