@@ -36,6 +36,18 @@ def tracking_config(tmp_path: Path, bootstrap: str | None, **tracking: Any) -> d
     return config
 
 
+def seed_spool(directory: Path, topic: str, *values: bytes) -> Path:
+    """A spool directory holding ``values`` as records, as a previous run left it."""
+    from gateway.events.spool import Spool, SpoolRecord
+
+    spool = Spool(directory, 1 << 20, 1 << 30)
+    spool.open()
+    spool.append([SpoolRecord(topic, b"k", value) for value in values])
+    spool.close()
+    (segment,) = directory.glob("*.seg")
+    return segment
+
+
 async def consume(bootstrap: str, topic: str, count: int, limit: float = 20.0) -> list[Any]:
     """The first ``count`` records of ``topic`` (fails after ``limit`` seconds)."""
     consumer = AIOKafkaConsumer(

@@ -11,9 +11,15 @@ from typing import Any
 
 import aiohttp
 
-from gateway.events.spool import Spool, SpoolRecord
+from gateway.events.spool import Spool
 from tests.conftest import Broker
-from tests.events_support import consume, consume_ids_until, tracking_config, values
+from tests.events_support import (
+    consume,
+    consume_ids_until,
+    seed_spool,
+    tracking_config,
+    values,
+)
 from tests.support import in_process_gateway, start_process, stop_process
 
 
@@ -93,12 +99,10 @@ async def test_corrupt_spool_tail_does_not_stop_startup(
     tmp_path: Path, kafka_broker: Broker
 ) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
-    spool = Spool(tmp_path / "spool" / "worker-0", 1 << 20, 1 << 30)
-    spool.open()
     event = {"event_id": "0193a5b8-7c1d-7e2f-8a3b-4c5d6e7f8091", "event_type": "track"}
-    spool.append([SpoolRecord(config["kafka"]["topic"], b"k", json.dumps(event).encode())])
-    spool.close()
-    (segment,) = (tmp_path / "spool" / "worker-0").glob("*.seg")
+    segment = seed_spool(
+        tmp_path / "spool" / "worker-0", config["kafka"]["topic"], json.dumps(event).encode()
+    )
     with segment.open("ab") as handle:
         handle.write(b"\x00\x00\x10\x00torn")
     async with in_process_gateway(config, tmp_path) as gw:
@@ -150,11 +154,10 @@ async def test_spool_of_a_removed_worker_slot_is_taken_over(
 ) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     # A previous run had four workers; this one has one.
-    orphan = Spool(tmp_path / "spool" / "worker-3", 1 << 20, 1 << 30)
-    orphan.open()
     event = {"event_id": "0193a5b8-7c1d-7e2f-8a3b-4c5d6e7f8092", "event_type": "pixel"}
-    orphan.append([SpoolRecord(config["kafka"]["topic"], b"k", json.dumps(event).encode())])
-    orphan.close()
+    seed_spool(
+        tmp_path / "spool" / "worker-3", config["kafka"]["topic"], json.dumps(event).encode()
+    )
     async with in_process_gateway(config, tmp_path) as gw:
         (record,) = await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1)
         await wait_ready_detail(gw, "kafka")
