@@ -16,7 +16,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 SIDECARS = (("br", ".br"), ("zstd", ".zst"), ("gzip", ".gz"))
 TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
@@ -209,6 +208,3 @@ class FileCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def keys(self) -> list[Any]:
-        return list(self._entries)
