@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.accesslog import AccessLog, AccessRecord, redact
 from gateway.builtin import Builtins
+from gateway.certs.storage import TOKEN, Storage
 from gateway.config import Listener
 from gateway.errors import REQUEST_ID_HEADER, HTTPError, error_response
 from gateway.events.pipeline import Overloaded
@@ -32,6 +33,7 @@ log = logging.getLogger("gateway")
 
 NO_ROUTE = "_none"
 BUILTIN_ROUTE = "_gateway"
+ACME_ROUTE = "_acme"
 INVALID_ROUTE = "_invalid"  # the request could not be parsed, so never reached routing
 CLIENT_CLOSED = 499  # nginx's status for a request the client abandoned
 
@@ -125,6 +127,9 @@ class Gateway:
             # aiohttp decodes %2e%2e but does not resolve it: "/x/%2e%2e/admin" would match
             # "/" rather than an "/admin" route, and an upstream would resolve it itself.
             raise HTTPError(400, "dot segments are not allowed in paths")
+        if runtime.acme_storage is not None and path.startswith(ACME_CHALLENGE):
+            info.route = ACME_ROUTE
+            return await _acme_answer(request, runtime.acme_storage, path)
         route = runtime.router.match(normalize_host(request.host), path)
         if route is None:
             raise HTTPError(404, "no route for this host and path")
@@ -220,6 +225,24 @@ def _forwarded(request: web.BaseRequest, header: str) -> Sequence[Mapping[str, s
 
 
 ACME_CHALLENGE = "/.well-known/acme-challenge/"
+
+
+async def _acme_answer(request: web.BaseRequest, storage: Storage, path: str) -> web.Response:
+    """HTTP-01 (RFC 8555 §8.3): the key authorization published for this token by the
+    process that is ordering, whichever worker the CA's request reached."""
+    if request.method not in ("GET", "HEAD"):
+        raise HTTPError(405, "method not allowed", {"Allow": "GET, HEAD"})
+    token = path[len(ACME_CHALLENGE) :]
+    answer = None
+    if TOKEN.match(token):  # anything else is not a token: no file lookup
+        answer = await asyncio.get_running_loop().run_in_executor(None, storage.read_http, token)
+    if answer is None:
+        raise HTTPError(404, "no such ACME challenge")
+    return web.Response(
+        body=answer, content_type="text/plain", headers={"Cache-Control": "no-store"}
+    )
+
+
 _REDIRECT_HOST = re.compile(r"^[a-z0-9.-]+$|^\[[0-9a-f:.]+\]$")
 
 

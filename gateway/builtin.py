@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from gateway.certs.manager import Certificates
 from gateway.config import ConfigIssue
 from gateway.errors import HTTPError
 from gateway.health import Readiness
@@ -40,11 +41,13 @@ class Builtins:
         readiness: Readiness,
         reload: Reload,
         links: Callable[[], LinksApi | None] = lambda: None,
+        certificates: Callable[[], Certificates | None] = lambda: None,
     ) -> None:
         self._metrics = metrics
         self._readiness = readiness
         self._reload = reload
         self._links = links
+        self._certificates = certificates
 
     async def handle(
         self, request: web.BaseRequest, name: str, *, admin: bool, public_metrics: bool
@@ -74,7 +77,24 @@ class Builtins:
             if api is None:
                 raise HTTPError(404, "link management needs a redirects section")
             return await api.handle(request, name.removeprefix("links"))
+        if admin and name in ("certificates", "certificates/renew"):
+            return await self._certificates_endpoint(request, name)
         raise HTTPError(404, "no such built-in endpoint")
+
+    async def _certificates_endpoint(self, request: web.BaseRequest, name: str) -> web.Response:
+        certificates = self._certificates()
+        if certificates is None:
+            raise HTTPError(404, "no tls listener serves certificates in this worker")
+        if name == "certificates":
+            self._allow(request, "GET", "HEAD")
+            return json_response(200, {"certificates": certificates.report()})
+        self._allow(request, "POST")
+        outcomes = await certificates.renew_now()
+        if outcomes is None:
+            raise HTTPError(404, "no tls.acme section: nothing to renew")
+        results = [{"domain": o.domain, "status": o.status, "detail": o.detail} for o in outcomes]
+        issued = all(o.status == "issued" for o in outcomes)
+        return json_response(200 if issued else 502, {"results": results})
 
     @staticmethod
     def _allow(request: web.BaseRequest, *methods: str) -> None:

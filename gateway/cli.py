@@ -75,6 +75,15 @@ def describe(config: Config) -> str:
             f"  {route.name:<12} host={hosts} path={route.match.path_prefix} -> "
             f"{_action(route, config)}"
         )
+    tls = config.tls
+    if tls is not None:
+        names = [f"{pair.cert}" for pair in tls.certificates]
+        if tls.acme is not None:
+            names.append(
+                f"acme {tls.acme.challenge} from {tls.acme.directory} for "
+                f"{','.join(tls.acme.domains)} (stored in {tls.acme.storage})"
+            )
+        lines.append("certificates: " + "; ".join(names))
     sink = "kafka " + ",".join(config.kafka.bootstrap_servers) if config.kafka else "spool only"
     lines.append(f"events: {sink}; spool {config.spool.dir}/worker-N")
     return "\n".join(lines)

@@ -152,6 +152,19 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.certificate_expiry = Gauge(
+            "gateway_certificate_expiry_timestamp_seconds",
+            "When each served certificate expires (Unix time), by name.",
+            ("name",),
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.acme_orders = Counter(
+            "gateway_acme_orders",
+            "ACME certificate orders, by result: issued, failed.",
+            ("result",),
+            registry=registry,
+        )
         self._event_children: dict[tuple[str, str], Counter] = {}
         self._limit_children: dict[tuple[str, str], Counter] = {}
         # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from gateway.certs.storage import Storage
 from gateway.clientip import ClientIPResolver
 from gateway.config import Config, Route
 from gateway.errors import HTTPError
@@ -26,6 +27,7 @@ from gateway.handlers.redirect import RedirectHandler
 from gateway.handlers.respond import RespondHandler
 from gateway.handlers.segment import SegmentHandler
 from gateway.handlers.static import StaticHandler
+from gateway.hsts import HstsPolicy
 from gateway.links.model import Link
 from gateway.links.store import LinkStore
 from gateway.metrics import Metrics
@@ -58,6 +60,9 @@ class Runtime:
     tracker: Tracker
     static_links: Mapping[str, Link]
     upstream_groups: frozenset[UpstreamGroup] = frozenset()
+    hsts: HstsPolicy | None = None
+    # Where the answers to ACME HTTP-01 challenges are published, when tls.acme is set.
+    acme_storage: Storage | None = None
 
 
 def _handler_for(
@@ -161,6 +166,8 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
         upstream_groups=frozenset(
             services.upstreams.get(route.proxy) for route in config.routes if route.proxy
         ),
+        hsts=HstsPolicy(config.tls.hsts) if config.tls and config.tls.hsts else None,
+        acme_storage=Storage(config.tls.acme.storage) if config.tls and config.tls.acme else None,
     )
 
 

@@ -91,9 +91,11 @@ class Supervisor:
                 for listener in listeners:
                     role = " (admin)" if listener.admin else ""
                     host = f"[{listener.host}]" if ":" in listener.host else listener.host
+                    scheme = "https" if listener.tls else "http"
                     log.info(
-                        "listening on http://%s:%d %s%s", host, listener.port, listener.name, role
-                    )
+                        "listening on %s://%s:%d %s%s",
+                        scheme, host, listener.port, listener.name, role,
+                    )  # fmt: skip
             self._slots.append(_Slot(index, sockets))
 
     def _install_signals(self) -> None:

@@ -9,14 +9,20 @@ connections keep the one they have.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from gateway.certs.issuer import ACME_TLS_ALPN, self_signed
+from gateway.certs.storage import Storage, certificate_info
 from gateway.config import Tls, TlsCertificate
 
 log = logging.getLogger("gateway.tls")
@@ -24,6 +30,7 @@ log = logging.getLogger("gateway.tls")
 ALPN = ["http/1.1"]
 # TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 suites are fixed by OpenSSL.
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+CHALLENGE_POLL = 0.25
 
 
 class CertificateError(Exception):
@@ -45,14 +52,16 @@ def names_of(cert_path: str) -> list[str]:
     return [name.lower() for name in names]
 
 
-def context_for(pair: TlsCertificate, tls: Tls) -> ssl.SSLContext:
-    """A server context holding one certificate chain and key."""
+def context_for(pair: TlsCertificate | None, tls: Tls) -> ssl.SSLContext:
+    """A server context holding one certificate chain and key (none yet without a pair)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = (
         ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     )
     context.set_ciphers(CIPHERS)
     context.set_alpn_protocols(ALPN)
+    if pair is None:
+        return context
     try:
         context.load_cert_chain(pair.cert, pair.key)
     except (OSError, ssl.SSLError) as exc:
@@ -65,28 +74,81 @@ class _Loaded:
     pair: TlsCertificate
     context: ssl.SSLContext
     names: list[str]
-    stamp: tuple[float, float]
+    # None: an ACME certificate not issued yet, served by a self-signed placeholder.
+    stamp: tuple[float, float] | None
+    not_after: datetime | None
 
 
 def _stamp(pair: TlsCertificate) -> tuple[float, float]:
     return (os.stat(pair.cert).st_mtime, os.stat(pair.key).st_mtime)
 
 
+def _context_from_pem(pem: bytes, tls: Tls, alpn: list[str]) -> ssl.SSLContext:
+    """A context for a key and certificate held in memory (ssl loads only from files)."""
+    context = context_for(None, tls)
+    context.set_alpn_protocols(alpn)
+    with tempfile.NamedTemporaryFile(prefix="gateway-tls-", suffix=".pem") as handle:
+        handle.write(pem)
+        handle.flush()
+        context.load_cert_chain(handle.name)
+    return context
+
+
 class CertificateStore:
-    """The certificates of a worker and the listening context that chooses among them."""
+    """The certificates of a worker and the listening context that chooses among them:
+    files from ``tls.certificates``, then one per ``tls.acme`` domain (a self-signed
+    placeholder until the first is issued), and TLS-ALPN-01 validation certificates
+    while an order is being validated."""
 
     def __init__(self, tls: Tls) -> None:
         self._tls = tls
         self._loaded = [self._load(pair) for pair in tls.certificates]
+        self._storage = Storage(tls.acme.storage) if tls.acme is not None else None
+        if tls.acme is not None and self._storage is not None:
+            for domain in tls.acme.domains:
+                self._loaded.append(self._load_managed(domain))
         self._by_name: dict[str, ssl.SSLContext] = {}
         self._index()
+        # TLS-ALPN-01 (RFC 8737): while offered, the CA's handshake for a name gets the
+        # validation certificate. The ssl module does not show the client's ALPN offer
+        # at SNI time, so other clients of that name get it too for those few seconds.
+        self._challenges: dict[str, ssl.SSLContext] = {}
+        self._challenge_stamp = 0.0
         # The listening context only dispatches: every handshake is moved to the chosen
         # certificate's context in the SNI callback (also when the client sends no SNI).
-        self.context = context_for(tls.certificates[0], tls)
+        self.context = context_for(None, tls)
+        self.context.set_alpn_protocols([*ALPN, ACME_TLS_ALPN])
         self.context.sni_callback = self._choose
 
     def _load(self, pair: TlsCertificate) -> _Loaded:
-        return _Loaded(pair, context_for(pair, self._tls), names_of(pair.cert), _stamp(pair))
+        stamp = _stamp(pair)
+        with open(pair.cert, "rb") as handle:
+            pem = handle.read()
+        try:
+            info = certificate_info(pem)
+        except ValueError as exc:
+            raise CertificateError(f"{pair.cert}: not a readable PEM certificate ({exc})") from None
+        context = context_for(pair, self._tls)
+        return _Loaded(pair, context, names_of(pair.cert), stamp, info.not_after)
+
+    def _load_managed(self, domain: str) -> _Loaded:
+        assert self._storage is not None
+        pair = self._storage.pair(domain)
+        try:
+            loaded = self._load(pair)
+        except FileNotFoundError:
+            log.warning(
+                "no certificate for %s yet: serving a self-signed placeholder until ACME "
+                "issues one",
+                domain,
+            )
+        except (OSError, CertificateError) as exc:
+            log.error("certificate for %s unusable (%s): serving a placeholder", domain, exc)
+        else:
+            loaded.names = [domain]
+            return loaded
+        placeholder = self_signed(domain, timedelta(days=7))
+        return _Loaded(pair, _context_from_pem(placeholder, self._tls, ALPN), [domain], None, None)
 
     def _index(self) -> None:
         by_name: dict[str, ssl.SSLContext] = {}
@@ -100,10 +162,17 @@ class CertificateStore:
         chosen = None
         if server_name:
             name = server_name.lower()
-            chosen = self._by_name.get(name)
+            if self._challenges:
+                chosen = self._challenges.get(name)
+            if chosen is None:
+                chosen = self._by_name.get(name)
             if chosen is None and "." in name:
                 chosen = self._by_name.get("*." + name.split(".", 1)[1])
         sock.context = chosen or self._loaded[0].context
+
+    def expiries(self) -> list[tuple[str, datetime | None]]:
+        """Each certificate's first name and expiry (None: a placeholder)."""
+        return [(loaded.names[0], loaded.not_after) for loaded in self._loaded if loaded.names]
 
     def changed(self) -> list[tuple[int, _Loaded]]:
         """Certificates whose files changed, loaded afresh (blocking: run off the loop).
@@ -111,8 +180,16 @@ class CertificateStore:
         fresh = []
         for i, loaded in enumerate(self._loaded):
             try:
-                if _stamp(loaded.pair) != loaded.stamp:
-                    fresh.append((i, self._load(loaded.pair)))
+                if loaded.stamp is None:  # placeholder: has the first one been issued?
+                    if os.path.exists(loaded.pair.cert) and os.path.exists(loaded.pair.key):
+                        fresh_one = self._load(loaded.pair)
+                        fresh_one.names = loaded.names
+                        fresh.append((i, fresh_one))
+                elif _stamp(loaded.pair) != loaded.stamp:
+                    fresh_one = self._load(loaded.pair)
+                    if i >= len(self._tls.certificates):
+                        fresh_one.names = loaded.names
+                    fresh.append((i, fresh_one))
             except (OSError, CertificateError) as exc:
                 log.error(
                     "certificate %s not reloaded, keeping the current one: %s",
@@ -126,12 +203,49 @@ class CertificateStore:
         reads these without locks)."""
         for i, loaded in fresh:
             self._loaded[i] = loaded
-            log.info("certificate %s reloaded", loaded.pair.cert)
+            log.info("certificate %s loaded", loaded.pair.cert)
         if fresh:
             self._index()
 
-    async def watch(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def refresh(self) -> bool:
+        """Load changed files now; True when something changed."""
+        fresh = await asyncio.get_running_loop().run_in_executor(None, self.changed)
+        self.swap(fresh)
+        return bool(fresh)
+
+    async def watch(self, on_change: Callable[[], None] = lambda: None) -> None:
         while True:
             await asyncio.sleep(self._tls.reload_interval)
-            self.swap(await loop.run_in_executor(None, self.changed))
+            if await self.refresh():
+                on_change()
+
+    def _challenge_contexts(self, stamp: float) -> dict[str, ssl.SSLContext]:
+        assert self._storage is not None
+        contexts = {}
+        directory = self._storage.alpn_dir
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.listdir(directory):
+                if not entry.endswith(".pem"):
+                    continue
+                try:
+                    with open(os.path.join(directory, entry), "rb") as handle:
+                        pem = handle.read()
+                    contexts[entry[:-4]] = _context_from_pem(pem, self._tls, [ACME_TLS_ALPN])
+                except (OSError, ssl.SSLError) as exc:  # half-withdrawn: gone next look
+                    log.debug("challenge certificate %s skipped: %s", entry, exc)
+        return contexts
+
+    async def watch_challenges(self, interval: float = CHALLENGE_POLL) -> None:
+        """Follow the TLS-ALPN-01 validation certificates that the ordering process
+        publishes (a stat of one directory per ``interval``)."""
+        assert self._storage is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                stamp = os.stat(self._storage.alpn_dir).st_mtime
+            except FileNotFoundError:
+                stamp = 0.0
+            if stamp != self._challenge_stamp:
+                self._challenge_stamp = stamp
+                self._challenges = await loop.run_in_executor(None, self._challenge_contexts, stamp)
+            await asyncio.sleep(interval)

@@ -27,17 +27,18 @@ from aiohttp import web
 from gateway.accesslog import AccessLog
 from gateway.app import Gateway
 from gateway.builtin import Builtins
+from gateway.certs.manager import Certificates
 from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
 from gateway.errors import HTTPError
 from gateway.events.pipeline import EventPipeline
 from gateway.health import Readiness, State
+from gateway.hsts import https_request_factory
 from gateway.httpserver import GatewayServer
 from gateway.links.api import LinksApi
 from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
 from gateway.metrics import Metrics
 from gateway.proxy.group import UpstreamRegistry
 from gateway.runtime import RuntimeHolder, Services
-from gateway.tls import CertificateStore
 
 log = logging.getLogger("gateway.worker")
 
@@ -97,6 +98,7 @@ class Worker:
         self.supervisor_pid = supervisor_pid
         self.slot = slot
         self.pipeline: EventPipeline | None = None
+        self.certificates: Certificates | None = None
         self._sockets = list(sockets)
         self._runners: list[web.ServerRunner] = []
         self._resources = AsyncExitStack()
@@ -150,11 +152,20 @@ class Worker:
 
         certificates = None
         if config.tls is not None and any(listener.tls for listener, _ in self._sockets):
-            certificates = CertificateStore(config.tls)
-            self._spawn(certificates.watch())
+            # Blocking (reads the certificate files): once, before serving.
+            certificates = self.certificates = Certificates(config.tls, self.metrics)
+            for task in certificates.tasks():
+                self._spawn(task)
+            self.readiness.add_check("certificates", certificates.health)
         gateway = Gateway(
             self.holder,
-            Builtins(self.metrics, self.readiness, self.reload_from_api, self._links_api),
+            Builtins(
+                self.metrics,
+                self.readiness,
+                self.reload_from_api,
+                self._links_api,
+                lambda: self.certificates,
+            ),
             self.metrics,
             access_log,
         )
@@ -170,12 +181,15 @@ class Worker:
                 # A client that hangs up cancels its handler: no work for nobody, and
                 # its concurrency slot comes back at once.
                 handler_cancellation=True,
+                request_factory=https_request_factory(lambda: self.holder.current.hsts)
+                if listener.tls
+                else None,
             )
             runner = web.ServerRunner(http, shutdown_timeout=server.shutdown_timeout)
             await runner.setup()
             self._runners.append(runner)
             # aiohttp's listen() again with its default backlog of 128 would undo ours.
-            ssl_context = certificates.context if listener.tls and certificates else None
+            ssl_context = certificates.store.context if listener.tls and certificates else None
             site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG, ssl_context=ssl_context)
             await site.start()
         if self.supervisor_pid is not None:

@@ -1,0 +1,217 @@
+"""Obtaining one certificate over ACME (RFC 8555) with certbot's ``acme`` library.
+
+The library is synchronous (requests): everything here blocks and runs in a thread.
+Challenge answers are published through :class:`Storage` so that whichever worker the
+CA's validation request reaches can answer it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import time
+from typing import Any, cast
+
+from acme import challenges, client, crypto_util, errors, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+from josepy.jwa import ES256
+from josepy.jwk import JWK
+
+from gateway import __version__
+from gateway.certs.storage import Storage, write_atomic
+from gateway.config import Acme
+
+log = logging.getLogger("gateway.acme")
+
+# RFC 8737 §3: the acmeIdentifier extension of a TLS-ALPN-01 validation certificate.
+ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+ACME_TLS_ALPN = "acme-tls/1"
+# Other workers poll the challenge directory (see ChallengeBoard): give them time to
+# load a TLS-ALPN-01 certificate before the CA is told to connect.
+PROPAGATION_DELAY = 1.0
+
+
+class IssueError(Exception):
+    """An order that cannot succeed as configured (no usable challenge, say)."""
+
+
+class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
+    """ACME tls-alpn-01 challenge response (the POSTed body is ``{}``)."""
+
+    typ = "tls-alpn-01"
+
+
+@challenges.Challenge.register
+class TLSALPN01(challenges.KeyAuthorizationChallenge):
+    """ACME tls-alpn-01 challenge (RFC 8737); the acme library dropped its own."""
+
+    response_cls = TLSALPN01Response
+    typ = response_cls.typ
+
+    def validation(self, account_key: JWK, **kwargs: Any) -> str:
+        return self.key_authorization(account_key)
+
+
+def new_private_key(key_type: str) -> bytes:
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    if key_type == "rsa2048":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def self_signed(
+    domain: str,
+    lifetime: datetime.timedelta,
+    extensions: tuple[x509.Extension[x509.ExtensionType], ...] = (),
+) -> bytes:
+    """A fresh key and a self-signed certificate for ``domain``, as one PEM (key first)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    cert = builder.sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem + cert.public_bytes(serialization.Encoding.PEM)
+
+
+def alpn_certificate(domain: str, key_authorization: str) -> bytes:
+    """The TLS-ALPN-01 validation certificate (RFC 8737 §3): the SHA-256 of the key
+    authorization in a critical acmeIdentifier extension, as a DER OCTET STRING."""
+    digest = hashlib.sha256(key_authorization.encode()).digest()
+    der = b"\x04" + bytes([len(digest)]) + digest  # OCTET STRING, 32-byte length
+    extension = x509.Extension(
+        ACME_IDENTIFIER, True, x509.UnrecognizedExtension(ACME_IDENTIFIER, der)
+    )
+    return self_signed(domain, datetime.timedelta(days=1), (extension,))
+
+
+def describe(exc: BaseException) -> str:
+    """One line for logs, metrics' neighbours and the ready detail."""
+    if isinstance(exc, errors.ValidationError):
+        problems = [
+            f"{authz.body.identifier.value}: {challb.chall.typ} {challb.error}"
+            for authz in exc.failed_authzrs
+            for challb in authz.body.challenges
+            if challb.error is not None
+        ]
+        return "challenge failed: " + ("; ".join(problems) or "no detail")
+    if isinstance(exc, messages.Error):
+        return f"CA refused: {exc.typ} {exc.detail or ''}".strip()
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class AcmeIssuer:
+    """Orders certificates from one ACME directory with one account."""
+
+    def __init__(self, acme: Acme, storage: Storage) -> None:
+        self._acme = acme
+        self._storage = storage
+
+    def _account_key(self) -> JWK:
+        try:
+            with open(self._storage.account_key, "rb") as handle:
+                return JWK.load(handle.read())
+        except FileNotFoundError:
+            pass
+        pem = new_private_key("ec256")
+        # Created once; 0600 because whoever holds it can revoke this gateway's certificates.
+        write_atomic(self._storage.account_key, pem, 0o600)
+        log.info("ACME account key created at %s", self._storage.account_key)
+        return JWK.load(pem)
+
+    def _client(self) -> client.ClientV2:
+        acme = self._acme
+        key = self._account_key()
+        net = client.ClientNetwork(
+            key,
+            alg=ES256,
+            # requests takes a CA bundle path where the library's annotation says bool.
+            verify_ssl=cast(bool, acme.ca_bundle or True),
+            user_agent=f"edge-gateway/{__version__} acme-python",
+            timeout=30,
+        )
+        directory = client.ClientV2.get_directory(acme.directory, net)
+        acme_client = client.ClientV2(directory, net)
+        eab = None
+        if acme.eab is not None:
+            eab = messages.ExternalAccountBinding.from_data(
+                account_public_key=key.public_key(),
+                kid=acme.eab.kid,
+                hmac_key=acme.eab.hmac_key,
+                directory=directory,
+            )
+        registration = messages.NewRegistration.from_data(
+            email=acme.email,
+            terms_of_service_agreed=acme.agree_to_terms,
+            external_account_binding=eab,
+        )
+        try:
+            net.account = acme_client.new_account(registration)
+        except errors.ConflictError as exc:  # the key is already registered: use that account
+            net.account = acme_client.query_registration(
+                messages.RegistrationResource(uri=exc.location, body=messages.Registration())
+            )
+        return acme_client
+
+    def issue(self, domain: str) -> tuple[bytes, bytes]:
+        """Order a certificate for ``domain``: (full chain PEM, private key PEM)."""
+        acme = self._acme
+        acme_client = self._client()
+        key_pem = new_private_key(acme.key_type)
+        order = acme_client.new_order(crypto_util.make_csr(key_pem, [domain]))
+        published: list[str] = []
+        try:
+            for authz in order.authorizations:
+                if authz.body.status == messages.STATUS_VALID:
+                    continue  # the CA reused an earlier validation
+                challb = next(
+                    (c for c in authz.body.challenges if c.chall.typ == acme.challenge), None
+                )
+                if challb is None:
+                    offered = ", ".join(c.chall.typ for c in authz.body.challenges)
+                    raise IssueError(f"the CA offers no {acme.challenge} for {domain} ({offered})")
+                chall = cast(challenges.KeyAuthorizationChallenge, challb.chall)
+                response, validation = chall.response_and_validation(acme_client.net.key)
+                if acme.challenge == "http-01":
+                    token = chall.encode("token")
+                    self._storage.offer_http(token, validation)
+                    published.append(f"{self._storage.http_dir}/{token}")
+                else:
+                    self._storage.offer_alpn(domain, alpn_certificate(domain, validation))
+                    published.append(f"{self._storage.alpn_dir}/{domain}.pem")
+                    time.sleep(PROPAGATION_DELAY)
+                acme_client.answer_challenge(challb, response)
+            deadline = datetime.datetime.now() + datetime.timedelta(seconds=acme.order_timeout)
+            order = acme_client.poll_and_finalize(order, deadline)
+        finally:
+            for path in published:
+                self._storage.withdraw(path)
+        if not order.fullchain_pem:
+            raise IssueError(f"the CA finalized the order for {domain} without a certificate")
+        return order.fullchain_pem.encode(), key_pem

@@ -1,0 +1,93 @@
+"""A worker's TLS: its certificate store, its ACME renewer, and what they report
+(expiry metric, ``ready`` detail, the admin ``certificates`` endpoints)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.certs.renewal import Outcome, Renewer
+from gateway.certs.storage import Storage
+from gateway.config import Tls
+from gateway.health import CheckResult
+from gateway.metrics import Metrics
+from gateway.tls import CertificateStore
+
+
+class Certificates:
+    """Owns the worker's certificates; its tasks run until the worker cancels them."""
+
+    def __init__(self, tls: Tls, metrics: Metrics) -> None:
+        self._tls = tls
+        self._metrics = metrics
+        self.store = CertificateStore(tls)
+        self._renewer = Renewer(tls.acme, Storage(tls.acme.storage), metrics) if tls.acme else None
+        self._failures: dict[str, str] = {}  # domain -> last failure this worker saw
+        self.publish()
+
+    def tasks(self) -> list[Coroutine[Any, Any, None]]:
+        tasks = [self.store.watch(self.publish)]
+        if self._tls.acme is not None and self._tls.acme.challenge == "tls-alpn-01":
+            tasks.append(self.store.watch_challenges())
+        if self._renewer is not None:
+            tasks.append(self._renew_forever())
+        return tasks
+
+    async def _renew_forever(self) -> None:
+        assert self._renewer is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            outcomes, wake = await loop.run_in_executor(None, self._renewer.check, False)
+            await self._after(outcomes)
+            await asyncio.sleep(wake)
+
+    async def renew_now(self) -> list[Outcome] | None:
+        """Order every ACME certificate now, waiting for the lock; None without ACME."""
+        if self._renewer is None:
+            return None
+        loop = asyncio.get_running_loop()
+        outcomes, _ = await loop.run_in_executor(None, self._renewer.check, True)
+        await self._after(outcomes)
+        return outcomes
+
+    async def _after(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.status in ("failed", "waiting"):
+                self._failures[outcome.domain] = outcome.detail
+            elif outcome.status in ("issued", "current"):
+                self._failures.pop(outcome.domain, None)
+        if any(o.status == "issued" for o in outcomes):
+            await self.store.refresh()  # this worker at once; the others at their next check
+            self.publish()
+
+    def publish(self) -> None:
+        for name, not_after in self.store.expiries():
+            if not_after is not None:
+                self._metrics.certificate_expiry.labels(name).set(not_after.timestamp())
+
+    def report(self) -> list[dict[str, object]]:
+        return [
+            {
+                "name": name,
+                "not_after": not_after.isoformat() if not_after else None,
+                "placeholder": not_after is None,
+                "last_error": self._failures.get(name),
+            }
+            for name, not_after in self.store.expiries()
+        ]
+
+    def health(self) -> CheckResult:
+        """Ready unless a served certificate has expired; the detail lists each expiry."""
+        now = datetime.now(UTC)
+        parts, ok = [], True
+        for name, not_after in self.store.expiries():
+            if not_after is None:
+                parts.append(f"{name}: self-signed placeholder until ACME issues one")
+            else:
+                ok = ok and not_after > now
+                parts.append(f"{name}: expires {not_after.isoformat()}")
+            if name in self._failures:
+                parts[-1] += f" (last attempt failed: {self._failures[name]})"
+        return CheckResult(ok, "; ".join(parts))

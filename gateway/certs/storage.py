@@ -1,0 +1,182 @@
+"""Where ACME state lives on disk, shared by every worker (and every gateway on the
+same storage): the account key, one certificate and key per domain, the renewal state,
+the challenge answers being offered, and a lock so that one process orders at a time.
+
+Layout under ``tls.acme.storage``::
+
+    account.key                  account private key (PEM, 0600)
+    lock                         flock(2) target
+    <domain>/cert.pem, key.pem   the full chain and its key (key 0600)
+    <domain>/state.json          failures, next attempt, last error, the directory used
+    http-01/<token>              key authorizations offered for HTTP-01
+    tls-alpn-01/<domain>.pem     challenge certificates offered for TLS-ALPN-01
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from cryptography import x509
+
+from gateway.config import TlsCertificate
+
+# RFC 8555 §8.3: tokens are base64url; anything else is not ours to look up.
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+
+
+class LockBusy(Exception):
+    """Another process holds the ACME lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    names: tuple[str, ...]
+    not_before: datetime
+    not_after: datetime
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalState:
+    failures: int = 0
+    next_attempt: float = 0.0
+    last_error: str = ""
+    directory: str = ""
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a
+    part, and the new one survives a crash once this returns."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is masked by the umask
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def certificate_info(pem: bytes) -> CertificateInfo:
+    """The leaf (first) certificate of a PEM chain: its names and validity."""
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = tuple(name.lower() for name in san.value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = ()
+    return CertificateInfo(
+        names, cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number
+    )
+
+
+class Storage:
+    """Paths and file operations; blocking, so callers run them off the event loop."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.account_key = os.path.join(root, "account.key")
+        self.http_dir = os.path.join(root, "http-01")
+        self.alpn_dir = os.path.join(root, "tls-alpn-01")
+
+    def pair(self, domain: str) -> TlsCertificate:
+        base = os.path.join(self.root, domain)
+        return TlsCertificate(
+            cert=os.path.join(base, "cert.pem"), key=os.path.join(base, "key.pem")
+        )
+
+    def read_certificate(self, domain: str) -> CertificateInfo | None:
+        try:
+            with open(self.pair(domain).cert, "rb") as handle:
+                return certificate_info(handle.read())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None  # unreadable: treated as missing, so a new one is ordered
+
+    def save_certificate(self, domain: str, chain_pem: bytes, key_pem: bytes) -> None:
+        # Key first: a reader seeing the new chain with the old key fails to load the
+        # pair and keeps serving what it has until the next check finds both new.
+        pair = self.pair(domain)
+        write_atomic(pair.key, key_pem, 0o600)
+        write_atomic(pair.cert, chain_pem)
+
+    def read_state(self, domain: str) -> RenewalState:
+        try:
+            with open(os.path.join(self.root, domain, "state.json"), "rb") as handle:
+                raw = orjson.loads(handle.read())
+            return RenewalState(
+                int(raw["failures"]),
+                float(raw["next_attempt"]),
+                str(raw["last_error"]),
+                str(raw["directory"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return RenewalState()
+
+    def write_state(self, domain: str, state: RenewalState) -> None:
+        body = {
+            "failures": state.failures,
+            "next_attempt": state.next_attempt,
+            "last_error": state.last_error,
+            "directory": state.directory,
+        }
+        write_atomic(os.path.join(self.root, domain, "state.json"), orjson.dumps(body))
+
+    # Challenge answers: written by the process ordering, read by whichever worker the
+    # CA's validation request reaches.
+
+    def offer_http(self, token: str, key_authorization: str) -> None:
+        write_atomic(os.path.join(self.http_dir, token), key_authorization.encode())
+
+    def read_http(self, token: str) -> bytes | None:
+        if not TOKEN.match(token):
+            return None
+        try:
+            with open(os.path.join(self.http_dir, token), "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def offer_alpn(self, domain: str, pem: bytes) -> None:
+        write_atomic(os.path.join(self.alpn_dir, f"{domain}.pem"), pem, 0o600)
+
+    def withdraw(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def withdraw_all(self) -> None:
+        for directory in (self.http_dir, self.alpn_dir):
+            with contextlib.suppress(FileNotFoundError):
+                for name in os.listdir(directory):
+                    self.withdraw(os.path.join(directory, name))
+
+    @contextlib.contextmanager
+    def lock(self, wait: bool) -> Iterator[None]:
+        """Hold the ACME lock: one process orders at a time. Without ``wait``, raise
+        :class:`LockBusy` when another holds it."""
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockBusy from None
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

@@ -1,0 +1,75 @@
+"""HTTP Strict Transport Security (RFC 6797), opt-in per host, on HTTPS answers only
+(§7.2: a plain-HTTP answer must not carry it).
+
+The header is added as the response head is prepared, so streamed answers (proxy,
+static) carry it as well as the ones built whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.config import Hsts
+from gateway.router import normalize_host
+
+HEADER = "Strict-Transport-Security"
+
+
+class HstsPolicy:
+    """Host → header value; exact names and one-label wildcards, like routes."""
+
+    __slots__ = ("_exact", "_parents")
+
+    def __init__(self, entries: tuple[Hsts, ...]) -> None:
+        self._exact: dict[str, str] = {}
+        self._parents: dict[str, str] = {}
+        for entry in entries:
+            for host in entry.hosts:
+                if host.startswith("*."):
+                    self._parents.setdefault(host[2:], entry.header)
+                else:
+                    self._exact.setdefault(host, entry.header)
+
+    def header_for(self, host: str) -> str | None:
+        found = self._exact.get(host)
+        if found is None and "." in host:
+            found = self._parents.get(host.split(".", 1)[1])
+        return found
+
+
+RequestFactory = Callable[
+    [RawRequestMessage, StreamReader, RequestHandler, AbstractStreamWriter, "asyncio.Task[None]"],
+    web.BaseRequest,
+]
+
+
+def https_request_factory(policy: Callable[[], HstsPolicy | None]) -> RequestFactory:
+    """Requests of an HTTPS listener: their responses get the header of ``policy()``
+    (read per response, so a reload applies at once)."""
+    loop = asyncio.get_running_loop()
+
+    class HttpsRequest(web.BaseRequest):
+        async def _prepare_hook(self, response: web.StreamResponse) -> None:
+            current = policy()
+            if current is not None:
+                header = current.header_for(normalize_host(self.host))
+                if header is not None:
+                    response.headers[HEADER] = header
+
+    def make(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return HttpsRequest(message, payload, protocol, writer, task, loop)
+
+    return make
