@@ -235,17 +235,26 @@ class CertificateStore:
                     log.debug("challenge certificate %s skipped: %s", entry, exc)
         return contexts
 
-    async def watch_challenges(self, interval: float = CHALLENGE_POLL) -> None:
-        """Follow the TLS-ALPN-01 validation certificates that the ordering process
-        publishes (a stat of one directory per ``interval``)."""
+    @property
+    def challenges(self) -> list[str]:
+        """Names for which a TLS-ALPN-01 validation certificate is being offered."""
+        return list(self._challenges)
+
+    async def refresh_challenges(self) -> None:
+        """Load the TLS-ALPN-01 validation certificates if their directory changed."""
         assert self._storage is not None
-        loop = asyncio.get_running_loop()
+        try:
+            stamp = os.stat(self._storage.alpn_dir).st_mtime
+        except FileNotFoundError:
+            stamp = 0.0
+        if stamp != self._challenge_stamp:
+            self._challenge_stamp = stamp
+            loop = asyncio.get_running_loop()
+            self._challenges = await loop.run_in_executor(None, self._challenge_contexts, stamp)
+
+    async def watch_challenges(self, interval: float = CHALLENGE_POLL) -> None:
+        """Follow the validation certificates that the ordering process publishes (a
+        stat of one directory per ``interval``)."""
         while True:
-            try:
-                stamp = os.stat(self._storage.alpn_dir).st_mtime
-            except FileNotFoundError:
-                stamp = 0.0
-            if stamp != self._challenge_stamp:
-                self._challenge_stamp = stamp
-                self._challenges = await loop.run_in_executor(None, self._challenge_contexts, stamp)
+            await self.refresh_challenges()
             await asyncio.sleep(interval)

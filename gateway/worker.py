@@ -154,8 +154,6 @@ class Worker:
         if config.tls is not None and any(listener.tls for listener, _ in self._sockets):
             # Blocking (reads the certificate files): once, before serving.
             certificates = self.certificates = Certificates(config.tls, self.metrics)
-            for task in certificates.tasks():
-                self._spawn(task)
             self.readiness.add_check("certificates", certificates.health)
         gateway = Gateway(
             self.holder,
@@ -192,6 +190,10 @@ class Worker:
             ssl_context = certificates.store.context if listener.tls and certificates else None
             site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG, ssl_context=ssl_context)
             await site.start()
+        if certificates is not None:
+            # After the listeners: the CA's validation requests must find them accepting.
+            for task in certificates.tasks():
+                self._spawn(task)
         if self.supervisor_pid is not None:
             self._spawn(self._watch_parent(self.supervisor_pid))
         self.readiness.state = State.SERVING

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +113,40 @@ def gateway_bin() -> str:
     path = Path(sys.executable).parent / "gateway"
     assert path.exists(), "the gateway command is not installed (pip install -e .)"
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def challtestsrv() -> Iterator[Any]:
+    """Pebble's DNS for the session: every test name resolves to 127.0.0.1."""
+    from tests.acme_support import ChallTestSrv
+
+    server = ChallTestSrv()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pebble_factory(challtestsrv: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Starts Pebble CAs for the gateway ports a test has bound; stops them at the end."""
+    from tests.acme_support import Pebble
+
+    started: list[Pebble] = []
+
+    def start(*, http_port: int = 0, tls_port: int = 0, run: bool = True, **options: Any) -> Pebble:
+        pebble = Pebble(
+            tmp_path / f"pebble{len(started)}",
+            challtestsrv.dns_port,
+            http_port=http_port,
+            tls_port=tls_port,
+            **options,
+        )
+        started.append(pebble)
+        return pebble.start() if run else pebble
+
+    try:
+        yield start
+    finally:
+        for pebble in started:
+            pebble.stop()

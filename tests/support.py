@@ -80,7 +80,7 @@ async def in_process_gateway(
         sock.close()
 
 
-_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+) (\S+)")
+_LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+) (\S+)")
 _WORKER_STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 
 

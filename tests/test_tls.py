@@ -141,6 +141,125 @@ def test_invalid_certificate_file_is_a_config_error(tmp_path: Path) -> None:
     assert "not a readable PEM certificate" in issue.message
 
 
+async def _get_over(
+    gw: Any, ca: trustme.CA, host: str, path: str = "/", listener: str = "https"
+) -> aiohttp.ClientResponse:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    connector = aiohttp.TCPConnector(ssl=context, resolver=_Loopback())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        scheme = "https" if listener == "https" else "http"
+        url = f"{scheme}://{host}:{gw.ports[listener]}{path}"
+        async with session.get(url, allow_redirects=False) as resp:
+            await resp.read()
+            return resp
+
+
+def hsts_config(tmp_path: Path, ca: trustme.CA) -> dict[str, Any]:
+    config = tls_config(
+        tmp_path,
+        ca,
+        hsts=[
+            {"hosts": ["site.test"], "max_age": 63072000, "include_subdomains": True,
+             "preload": True},
+            {"hosts": ["*.wild.test"], "max_age": 300},
+        ],
+    )  # fmt: skip
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "page.html").write_bytes(b"<p>static</p>")
+    config["routes"].insert(
+        0,
+        {"name": "files", "match": {"path_prefix": "/files/"},
+         "static": {"root": str(tmp_path / "www")}},
+    )  # fmt: skip
+    return config
+
+
+async def test_hsts_is_sent_over_https_for_the_configured_hosts(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    async with in_process_gateway(hsts_config(tmp_path, ca), tmp_path) as gw:
+        resp = await _get_over(gw, ca, "site.test")
+        assert resp.headers["Strict-Transport-Security"] == (
+            "max-age=63072000; includeSubDomains; preload"
+        )
+        resp = await _get_over(gw, ca, "a.wild.test")
+        assert resp.headers["Strict-Transport-Security"] == "max-age=300"
+        # Streamed answers (static files here) carry it too.
+        resp = await _get_over(gw, ca, "site.test", "/files/page.html")
+        assert resp.status == 200
+        assert resp.headers["Strict-Transport-Security"].startswith("max-age=63072000")
+
+
+async def test_hsts_is_not_sent_to_other_hosts_or_over_plain_http(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    config = hsts_config(tmp_path, ca)
+    config["server"]["listeners"][0]["name"] = "public"
+    async with in_process_gateway(config, tmp_path) as gw:
+        resp = await _get_over(gw, ca, "default.test")
+        assert resp.status == 200
+        assert "Strict-Transport-Security" not in resp.headers
+        resp = await _get_over(gw, ca, "www.site.test")  # not a subdomain rule of its own
+        assert "Strict-Transport-Security" not in resp.headers
+        resp = await _get_over(gw, ca, "site.test", listener="public")  # RFC 6797 §7.2
+        assert resp.status == 200
+        assert "Strict-Transport-Security" not in resp.headers
+
+
+def _acme_config(tmp_path: Path, **acme: Any) -> dict[str, Any]:
+    config = base_config(tmp_path)
+    config["server"]["listeners"].append({"name": "https", "port": 0, "tls": True})
+    config["tls"] = {"acme": {"domains": ["a.test"], "agree_to_terms": True, **acme}}
+    return config
+
+
+@pytest.mark.parametrize(
+    ("tls", "path", "message"),
+    [
+        ({"acme": {"domains": ["*.a.test"], "agree_to_terms": True}}, "tls.acme.domains[0]",
+         "wildcard names need DNS-01"),
+        ({"acme": {"domains": ["A.test"], "agree_to_terms": True}}, "tls.acme.domains[0]",
+         "not a lowercase DNS name"),
+        ({"acme": {"domains": ["a.test", "a.test"], "agree_to_terms": True}},
+         "tls.acme.domains", "must not repeat"),
+        ({"acme": {"domains": ["a.test"]}}, "tls.acme.agree_to_terms", "must be true"),
+        ({"acme": {"domains": ["a.test"], "agree_to_terms": True, "retry_min": 10,
+                   "retry_max": 5}}, "tls.acme.retry_max", "at least retry_min"),
+        ({"acme": {"domains": ["a.test"], "agree_to_terms": True, "ca_bundle": "/nope.pem"}},
+         "tls.acme.ca_bundle", "no such file"),
+        ({"acme": {"domains": ["a.test"], "agree_to_terms": True,
+                   "eab": {"kid": "k", "hmac_key": "not base64url!"}}},
+         "tls.acme.eab.hmac_key", "pattern"),
+        ({}, "tls", "needs certificates, or acme to obtain them"),
+        ({"certificates": [], "hsts": [{"hosts": ["bad host"]}]}, "tls.hsts[0].hosts[0]",
+         "not a lowercase host name"),
+    ],
+)  # fmt: skip
+def test_acme_and_hsts_config_errors_name_the_key(
+    tmp_path: Path, tls: dict[str, Any], path: str, message: str
+) -> None:
+    config = _acme_config(tmp_path)
+    config["tls"] = tls
+    with pytest.raises(ConfigError) as caught:
+        parse_config(json.dumps(config).encode(), env={})
+    assert any(issue.path == path and message in issue.message for issue in caught.value.issues), (
+        caught.value.issues
+    )
+
+
+def test_acme_challenge_needs_a_listener_it_can_be_validated_on(tmp_path: Path) -> None:
+    config = _acme_config(tmp_path, challenge="tls-alpn-01")
+    config["server"]["listeners"].pop()  # no tls listener left
+    config["server"]["listeners"][0]["name"] = "public"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(json.dumps(config).encode(), env={})
+    assert "tls-alpn-01 needs a tls listener" in str(caught.value)
+    config = _acme_config(tmp_path)
+    config["server"]["listeners"] = [{"name": "https", "port": 0, "tls": True}]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(json.dumps(config).encode(), env={})
+    assert "http-01 needs a plain-HTTP listener" in str(caught.value)
+
+
 class _Loopback(aiohttp.abc.AbstractResolver):
     """Resolves every name to 127.0.0.1, so the client sends real SNI for test names."""
 

@@ -58,6 +58,8 @@ class Certificates:
                 self._failures[outcome.domain] = outcome.detail
             elif outcome.status in ("issued", "current"):
                 self._failures.pop(outcome.domain, None)
+        if self._tls.acme is not None and self._tls.acme.challenge == "tls-alpn-01":
+            await self.store.refresh_challenges()  # withdrawn: stop offering them at once
         if any(o.status == "issued" for o in outcomes):
             await self.store.refresh()  # this worker at once; the others at their next check
             self.publish()
