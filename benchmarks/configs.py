@@ -33,6 +33,8 @@ class Site:
     # Top-level gateway config sections besides server, spool, routes and kafka.
     gateway_sections: Mapping[str, Any] = field(default_factory=dict)
     nginx_http: str = ""  # directives in nginx's ``http { }`` before the server: upstreams
+    # (certificate chain, key) when every server listens with TLS on its port.
+    tls: tuple[str, str] | None = None
 
 
 def respond_site(body: str) -> Site:
@@ -193,6 +195,9 @@ def gateway_config(
         "routes": [dict(route) for route in site.gateway_routes],
         **site.gateway_sections,
     }
+    if site.tls is not None:
+        config["server"]["listeners"][0]["tls"] = True
+        config["tls"] = {"certificates": [{"cert": site.tls[0], "key": site.tls[1]}]}
     if "redirects" in config:
         # The links file (used without Kafka) is, like the spool, the run's own.
         config["redirects"] = {**config["redirects"], "file": str(workdir / "links.jsonl")}
@@ -233,11 +238,24 @@ http {{
     keepalive_requests 1000000;
 {_nginx_http(site)}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{" ssl" if site.tls else ""};
+{_nginx_tls(site)}
         {site.nginx_locations}
     }}
 }}
 """
+
+
+def _nginx_tls(site: Site) -> str:
+    if site.tls is None:
+        return ""
+    # The gateway's defaults: TLS 1.2 and 1.3, ECDHE with AEAD; session cache as shipped.
+    return (
+        f"        ssl_certificate {site.tls[0]};\n"
+        f"        ssl_certificate_key {site.tls[1]};\n"
+        "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+        "        ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;"
+    )
 
 
 def _nginx_http(site: Site) -> str:
@@ -245,14 +263,18 @@ def _nginx_http(site: Site) -> str:
 
 
 def caddyfile(site: Site, *, port: int) -> str:
-    """A Caddyfile: no admin API, no automatic HTTPS, one plain-HTTP loopback site."""
+    """A Caddyfile: no admin API, no automatic HTTPS, one loopback site (plain HTTP, or
+    HTTPS with the scenario's certificate)."""
+    scheme, tls = "http", ""
+    if site.tls is not None:
+        scheme, tls = "https", f"\ttls {site.tls[0]} {site.tls[1]}\n"
     return f"""\
 {{
 \tadmin off
 \tauto_https off
 }}
 
-http://127.0.0.1:{port} {{
-\t{site.caddy_directives}
+{scheme}://127.0.0.1:{port} {{
+{tls}\t{site.caddy_directives}
 }}
 """

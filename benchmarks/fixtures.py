@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import os
 import random
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from benchmarks.configs import backend_site
 from benchmarks.machine import Tools
@@ -40,6 +47,8 @@ class Fixtures:
 
     files: Path
     backend: str | None = None  # "127.0.0.1:PORT", for scenarios that proxy
+    # (chain, key): one self-signed certificate every server uses in HTTPS scenarios.
+    certificate: tuple[str, str] = ("", "")
 
 
 @contextlib.contextmanager
@@ -62,8 +71,9 @@ async def prepared(
     (and ``BACKEND_BODY`` at ``SMALL_PATH``), stopped on exit."""
     files = directory / "files"
     await asyncio.to_thread(_write_files, files)
+    certificate = await asyncio.to_thread(_write_certificate, directory / "tls")
     if not backend:
-        yield Fixtures(files)
+        yield Fixtures(files, certificate=certificate)
         return
     workdir = directory / "backend"
     workdir.mkdir()
@@ -71,7 +81,39 @@ async def prepared(
     async with running(
         "nginx", site, workers=workers, capacity=capacity, tools=tools, workdir=workdir
     ) as server:
-        yield Fixtures(files, f"127.0.0.1:{server.port}")
+        yield Fixtures(files, f"127.0.0.1:{server.port}", certificate)
+
+
+def _write_certificate(directory: Path) -> tuple[str, str]:
+    """A P-256 key and a self-signed certificate for localhost and 127.0.0.1 (Caddy picks
+    a certificate by the connection's IP when the client sends no usable SNI)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True)
+    directory.chmod(0o755)
+    chain, key_path = directory / "cert.pem", directory / "key.pem"
+    chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(chain), str(key_path)
 
 
 def _write_files(files: Path) -> None:

@@ -130,6 +130,8 @@ async def _run_once(
 ) -> Run:
     assert scenario.site is not None, "only runnable scenarios get here"
     site = scenario.site(fixtures)
+    if scenario.tls:
+        site = dataclasses.replace(site, tls=fixtures.certificate)
     try:
         # Exits in reverse: the gateway stops (flushing its events) before the broker does.
         async with contextlib.AsyncExitStack() as stack:

@@ -72,6 +72,7 @@ class Scenario:
     delivery: Delivery | None = None  # when the gateway answers: Kafka acked, or enqueued
     connections: int | None = None  # wrk connections, when not the run's --connections
     backend: bool = False  # the servers proxy to a shared nginx backend
+    tls: bool = False  # every server answers HTTPS, with the same certificate
     pending: str | None = None  # why it cannot run yet: the gateway feature it needs
 
     def __post_init__(self) -> None:
@@ -107,7 +108,12 @@ def _static(fixtures: Fixtures) -> Site:
 
 
 def _proxy(
-    name: str, summary: str, path: str, expected: bytes, connections: int | None = None
+    name: str,
+    summary: str,
+    path: str,
+    expected: bytes,
+    connections: int | None = None,
+    tls: bool = False,
 ) -> Scenario:
     return Scenario(
         name,
@@ -117,6 +123,7 @@ def _proxy(
         expected_body=expected,
         backend=True,
         connections=connections,
+        tls=tls,
     )
 
 
@@ -265,6 +272,28 @@ SCENARIOS: tuple[Scenario, ...] = (
         expected_bodies={"nginx": NGINX_302_BODY},
         events_per_request=1,
         delivery="fast",
+    ),
+    Scenario(
+        "hello_https",
+        "hello over HTTPS (TLS 1.3, P-256 certificate), keep-alive connections",
+        site=_hello,
+        expected_body=HELLO_BODY.encode(),
+        tls=True,
+    ),
+    Scenario(
+        "hello_https_new",
+        "hello over HTTPS with Connection: close: a full TLS handshake per request",
+        site=_hello,
+        expected_body=HELLO_BODY.encode(),
+        headers={"Connection": "close"},
+        tls=True,
+    ),
+    _proxy(
+        "proxy_https",
+        "proxy_small over HTTPS (TLS to the client, plain HTTP to the backend)",
+        SMALL_PATH,
+        BACKEND_BODY.encode(),
+        tls=True,
     ),
     Scenario(
         "idle_10k",

@@ -54,9 +54,10 @@ class RunningServer:
     pid: int
     port: int
     log: Path
+    scheme: str = "http"
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
 
 def free_port() -> int:
@@ -159,7 +160,8 @@ async def running(
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
-    server = RunningServer(kind, process.pid, port, log)
+    scheme = "https" if site.tls is not None else "http"
+    server = RunningServer(kind, process.pid, port, log, scheme)
     try:
         await _wait_ready(process, launch, server)
         yield server

@@ -61,7 +61,8 @@ def acme_config(
 ) -> dict[str, Any]:
     config = base_config(tmp_path)
     config["server"]["listeners"] = [
-        {"name": "public", "port": ports["public"]},
+        # As deployed: plain HTTP redirects to HTTPS, except the ACME challenges.
+        {"name": "public", "port": ports["public"], "redirect_to_https": ports["https"]},
         {"name": "https", "port": ports["https"], "tls": True},
         {"name": "admin", "port": ports["admin"], "admin": True},
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -204,9 +205,24 @@ def test_scenarios_stay_in_registry_order_with_fast_variants_beside_durable_ones
     assert [scenario.name for scenario in SCENARIOS] == [
         "hello", "proxy_small", "proxy_small_c1000", "proxy_1m", "static_1k", "static_1m",
         "pixel", "tracker_post", "tracker_post_fast", "segment_batch", "segment_batch_fast",
-        "redirect", "idle_10k",
+        "redirect", "hello_https", "hello_https_new", "proxy_https", "idle_10k",
     ]  # fmt: skip
     assert [scenario.name for scenario in SCENARIOS if scenario.pending] == []
+
+
+def test_https_scenarios_give_every_server_the_same_certificate(tmp_path: Path) -> None:
+    site = dataclasses.replace(respond_site("hi"), tls=("/c/cert.pem", "/c/key.pem"))
+    text = gateway_config(site, port=8443, workers=1, capacity=10, workdir=tmp_path)
+    gateway = orjson.loads(text)
+    assert gateway["server"]["listeners"][0]["tls"] is True
+    assert gateway["tls"] == {"certificates": [{"cert": "/c/cert.pem", "key": "/c/key.pem"}]}
+    nginx = nginx_config(site, port=8443, workers=1, capacity=10, prefix=tmp_path)
+    assert "listen 127.0.0.1:8443 ssl;" in nginx
+    assert "ssl_certificate /c/cert.pem;" in nginx and "ssl_certificate_key /c/key.pem;" in nginx
+    caddy = caddyfile(site, port=8443)
+    assert "https://127.0.0.1:8443 {\n\ttls /c/cert.pem /c/key.pem\n" in caddy
+    assert BY_NAME["hello_https_new"].headers == {"Connection": "close"}
+    assert all(BY_NAME[name].tls for name in ("hello_https", "hello_https_new", "proxy_https"))
 
 
 def test_pixel_expects_each_servers_own_body() -> None:
@@ -877,9 +893,12 @@ def _rows(report: str, scenario: str) -> dict[str, list[str]]:
 
 SMOKE_SCENARIOS = (
     "hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch", "redirect",
-    "idle_10k",
+    "hello_https_new", "idle_10k",
 )  # fmt: skip
-LOADED = ("hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch", "redirect")
+LOADED = (
+    "hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch", "redirect",
+    "hello_https_new",
+)  # fmt: skip
 TRACKED = {
     "pixel": "fast",
     "tracker_post": "durable",
