@@ -238,8 +238,7 @@ http {{
     keepalive_requests 1000000;
 {_nginx_http(site)}
     server {{
-        listen 127.0.0.1:{port}{" ssl" if site.tls else ""};
-{_nginx_tls(site)}
+        listen 127.0.0.1:{port}{" ssl" if site.tls else ""};{_nginx_tls(site)}
         {site.nginx_locations}
     }}
 }}
@@ -251,7 +250,7 @@ def _nginx_tls(site: Site) -> str:
         return ""
     # The gateway's defaults: TLS 1.2 and 1.3, ECDHE with AEAD; session cache as shipped.
     return (
-        f"        ssl_certificate {site.tls[0]};\n"
+        f"\n        ssl_certificate {site.tls[0]};\n"
         f"        ssl_certificate_key {site.tls[1]};\n"
         "        ssl_protocols TLSv1.2 TLSv1.3;\n"
         "        ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;"

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from cryptography import x509
 
 from benchmarks.__main__ import main
 from benchmarks.broker import record_counter, settle, tansu
@@ -579,7 +580,13 @@ async def test_prepared_writes_every_file_readable_by_nginx_workers(tmp_path: Pa
     async with prepared(
         tmp_path / "shared", backend=False, tools=no_tools, workers=1, capacity=300
     ) as fixtures:
-        assert fixtures == Fixtures(tmp_path / "shared" / "files")
+        tls = tmp_path / "shared" / "tls"
+        certificate = (str(tls / "cert.pem"), str(tls / "key.pem"))
+        assert fixtures == Fixtures(tmp_path / "shared" / "files", certificate=certificate)
+        cert = x509.load_pem_x509_certificate((tls / "cert.pem").read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+        assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
         for name in FILES:
             path = fixtures.files / name
             assert path.read_bytes() == file_bytes(name)
@@ -621,6 +628,7 @@ def test_scenario_clients_follow_the_run_unless_the_scenario_sets_its_own() -> N
         "proxy_small",
         "proxy_small_c1000",
         "proxy_1m",
+        "proxy_https",
     }
 
 
