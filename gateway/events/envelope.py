@@ -50,7 +50,7 @@ def dead_letter(
         "body": body[:MAX_DEAD_LETTER_BODY].decode(errors="replace"),
         "truncated": len(body) > MAX_DEAD_LETTER_BODY,
     }
-    return Event(event_id, "dead_letter", event_id.encode(), orjson.dumps(value))
+    return Event(event_id, "dead_letter", event_id.encode(), orjson.dumps(value), keyed=False)
 
 
 def iso_utc(timestamp: float) -> str:
@@ -106,6 +106,9 @@ class Event:
     event_type: str
     key: bytes
     value: bytes
+    # False when the key is only the event id: no visitor's order to keep, so the
+    # producer may put it on any partition.
+    keyed: bool = True
 
 
 def build_event(
@@ -159,5 +162,6 @@ def build_event(
         "message_id": seg.message_id or event_id,
         "gateway": {"node": node, "version": version, "schema": SCHEMA_VERSION},
     }
-    key = (anonymous_id or user_id or event_id).encode()
-    return Event(event_id, event_type, key, orjson.dumps(envelope))
+    owner = anonymous_id or user_id
+    key = (owner or event_id).encode()
+    return Event(event_id, event_type, key, orjson.dumps(envelope), keyed=owner is not None)

@@ -8,17 +8,47 @@ of magnitude higher.
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from gateway.config import Kafka
 from gateway.events.spool import SpoolRecord
 
 PARTITION_CACHE = 65536  # keys whose partition is remembered; cleared whole when full
+_MASK = 0xFFFFFFFF
+_M = 0x5BD1E995
+_WORDS: dict[int, struct.Struct] = {}
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's ``Utils.murmur2``, unsigned), so that other
+    producers put a key on the same partition. aiokafka's loops byte by byte in Python;
+    unpacking the 32-bit words at once makes it about four times cheaper."""
+    length = len(data)
+    count = length // 4
+    words = _WORDS.get(count)
+    if words is None:
+        words = _WORDS[count] = struct.Struct(f"<{count}I")
+    h = 0x9747B28C ^ length
+    for k in words.unpack_from(data):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    tail = length & 3
+    if tail:
+        base = length & ~3
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
 
 
 class KafkaWriter:
@@ -27,8 +57,8 @@ class KafkaWriter:
     def __init__(self, config: Kafka) -> None:
         self.config = config
         self._producer: Any = None
-        self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
+        self._sticky = 0  # where this send's records without a visitor go
         self._recent: dict[tuple[bytes, int], int] = {}
 
     @property
@@ -70,11 +100,19 @@ class KafkaWriter:
             raise ConnectionError("Kafka producer is not connected")
         by_partition: dict[tuple[str, int], list[SpoolRecord]] = defaultdict(list)
         partitions: dict[str, list[int]] = {}
+        # Records keyed by their event id only go together to one partition per send,
+        # a different one each time (Kafka's sticky partitioner for keyless records).
+        self._sticky += 1
         for record in records:
             topic = record.topic
             if topic not in partitions:
                 partitions[topic] = await self._partitions_of(topic)
-            by_partition[topic, self._partition(partitions[topic], record.key)].append(record)
+            choices = partitions[topic]
+            if record.keyed:
+                partition = self._partition(choices, record.key)
+            else:
+                partition = choices[self._sticky % len(choices)]
+            by_partition[topic, partition].append(record)
         acks = []
         for (topic, partition), items in by_partition.items():
             batch = producer.create_batch()
@@ -95,14 +133,13 @@ class KafkaWriter:
         return partitions
 
     def _partition(self, partitions: list[int], key: bytes) -> int:
-        # The Java client's murmur2 partitioner, so other producers put the same key on the
-        # same partition. It is pure Python (~5 us), and visitors come back: remember.
+        # The Java client's partitioner: murmur2, positive, modulo the partition count.
+        # Visitors come back: remember.
         cache_key = (key, len(partitions))
         partition = self._recent.get(cache_key)
         if partition is None:
             if len(self._recent) >= PARTITION_CACHE:
                 self._recent.clear()
-            partition = self._recent[cache_key] = int(
-                self._partitioner(key, partitions, partitions)
-            )
+            index = (murmur2(key) & 0x7FFFFFFF) % len(partitions)
+            partition = self._recent[cache_key] = partitions[index]
         return partition

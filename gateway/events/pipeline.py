@@ -194,7 +194,7 @@ class EventPipeline:
         done = asyncio.get_running_loop().create_future() if durable else None
         waiting = _Waiting(done, len(events)) if done is not None else None
         for event in events:
-            record = SpoolRecord(self._topic(event.event_type), event.key, event.value)
+            record = SpoolRecord(self._topic(event.event_type), event.key, event.value, event.keyed)
             self._queue.append(_Pending(record, event.event_type, waiting))
         self._queued_bytes += size
         self._count(events, "accepted")

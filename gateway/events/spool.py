@@ -39,6 +39,7 @@ class SpoolRecord:
     topic: str
     key: bytes
     value: bytes
+    keyed: bool = True  # not stored: a replayed record is partitioned by its key
 
 
 @dataclass(frozen=True, slots=True)
