@@ -62,6 +62,7 @@ class Builtins:
         if name == "metrics" and (admin or public_metrics):
             self._allow(request, "GET", "HEAD")
             # Multiprocess mode reads one file per worker: keep that off the loop.
+            self._metrics.flush()
             text = await asyncio.get_running_loop().run_in_executor(None, self._metrics.render)
             return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
         if name == "reload" and admin:

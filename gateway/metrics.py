@@ -4,12 +4,19 @@ Under the supervisor every process writes its samples to files in a shared direc
 (prometheus-client's multiprocess mode, chosen by ``PROMETHEUS_MULTIPROC_DIR`` being set
 before the process starts), and a scrape on any worker sums them. A single in-process
 gateway (tests, embedding) keeps them in its own registry instead.
+
+The per-request and per-event figures are added up in plain dicts and written to
+prometheus-client at most every ``FLUSH_INTERVAL`` (and before every scrape): a write in
+multiprocess mode takes a lock and touches a memory-mapped file, about 4 us per request
+for the counter and histogram, a tenth of what answering hello costs.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
@@ -22,6 +29,8 @@ _METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
 )
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_BUCKET_COUNT = len(_LATENCY_BUCKETS) + 1  # and +Inf
+FLUSH_INTERVAL = 1.0  # seconds a worker's request and event counts may wait for a scrape
 
 
 def multiprocess_dir() -> str | None:
@@ -169,21 +178,46 @@ class Metrics:
         self._limit_children: dict[tuple[str, str], Counter] = {}
         # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # Not yet written to prometheus-client: (route, method, class) -> [count, seconds,
+        # per-bucket counts], and (type, outcome) -> count.
+        self._pending_requests: dict[tuple[str, str, int], list[Any]] = {}
+        self._pending_events: dict[tuple[str, str], int] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method_label(method), status // 100)
-        children = self._request_children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(route, key[1], f"{status // 100}xx"),
-                self.duration.labels(route),
-            )
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        key = (route, method if method in _METHODS else "OTHER", status // 100)
+        pending = self._pending_requests.get(key)
+        if pending is None:
+            pending = self._pending_requests[key] = [0, 0.0, [0] * _BUCKET_COUNT]
+        pending[0] += 1
+        pending[1] += seconds
+        # The bucket prometheus-client's Histogram.observe would count it in.
+        pending[2][bisect_left(_LATENCY_BUCKETS, seconds)] += 1
 
     def observe_event(self, event_type: str, outcome: str, count: int = 1) -> None:
-        _child(self.events, self._event_children, event_type, outcome).inc(count)
+        key = (event_type, outcome)
+        self._pending_events[key] = self._pending_events.get(key, 0) + count
+
+    def flush(self) -> None:
+        """Write what was observed since the last flush to prometheus-client."""
+        requests, self._pending_requests = self._pending_requests, {}
+        for key, (count, seconds, buckets) in requests.items():
+            children = self._request_children.get(key)
+            if children is None:
+                route, method, status_class = key
+                children = self._request_children[key] = (
+                    self.requests.labels(route, method, f"{status_class}xx"),
+                    self.duration.labels(route),
+                )
+            children[0].inc(count)
+            # Histogram has no observe-many: add to its bucket and sum values directly.
+            histogram: Any = children[1]
+            for index, n in enumerate(buckets):
+                if n:
+                    histogram._buckets[index].inc(n)
+            histogram._sum.inc(seconds)
+        events, self._pending_events = self._pending_events, {}
+        for (event_type, outcome), count in events.items():
+            _child(self.events, self._event_children, event_type, outcome).inc(count)
 
     def observe_limit(self, rule: str, result: str) -> None:
         _child(self.ratelimit_decisions, self._limit_children, rule, result).inc()
@@ -213,7 +247,9 @@ class Metrics:
         return report
 
     def render(self) -> bytes:
-        """The Prometheus text exposition, summed over all workers when under a supervisor."""
+        """The Prometheus text exposition, summed over all workers when under a supervisor.
+        Blocking, so callers run it in a thread, after :meth:`flush` on the loop (the
+        other workers' counts are at most ``FLUSH_INTERVAL`` old)."""
         if not self._multiprocess:
             return generate_latest(self._registry)
         registry = CollectorRegistry()

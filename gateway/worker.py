@@ -36,7 +36,7 @@ from gateway.hsts import https_request_factory
 from gateway.httpserver import GatewayServer
 from gateway.links.api import LinksApi
 from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
-from gateway.metrics import Metrics
+from gateway.metrics import FLUSH_INTERVAL, Metrics
 from gateway.proxy.group import UpstreamRegistry
 from gateway.runtime import RuntimeHolder, Services
 
@@ -117,6 +117,7 @@ class Worker:
         access_log = self._access_log = AccessLog(server.access_log.path)
         self._resources.callback(access_log.close)
         self._spawn(self._flush_periodically(access_log))
+        self._spawn(self._flush_metrics())
 
         pipeline = EventPipeline(
             config.kafka,
@@ -246,6 +247,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._resources.aclose()
+            self.metrics.flush()  # the last requests' and events' counts
             self.stopped.set()
 
     async def __aenter__(self) -> Worker:
@@ -300,6 +302,11 @@ class Worker:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.metrics.flush()
 
     async def _flush_periodically(self, access_log: AccessLog) -> None:
         loop = asyncio.get_running_loop()

@@ -168,9 +168,14 @@ async def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
             assert status == 404
             prefixes.add(request_id[:10])  # the per-process part of the id
         assert len(prefixes) == 2, "requests should have reached both workers"
-        _, metrics, _ = await fetch(gw.url("/_gateway/metrics", listener="admin"))
         line = 'gateway_requests_total{method="GET",route="_gateway",status_class="4xx"} 40.0'
-        assert line in metrics
+        # The scraped worker's counts are current; the other's follow within a second.
+        async with asyncio.timeout(5):
+            while True:
+                _, metrics, _ = await fetch(gw.url("/_gateway/metrics", listener="admin"))
+                if line in metrics:
+                    break
+                await asyncio.sleep(0.2)
     finally:
         await stop_process(gw)
 
