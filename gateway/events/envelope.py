@@ -55,17 +55,19 @@ def dead_letter(
 
 def iso_utc(timestamp: float) -> str:
     """ISO 8601 UTC with milliseconds and a Z, e.g. 2026-11-25T18:00:00.123Z."""
-    # A batch's events share one receive time: remember the last one formatted.
-    last_timestamp, last_text = _last_iso[0]
-    if timestamp == last_timestamp:
+    # Events of the same millisecond (a batch's, or a busy worker's) share the text:
+    # remember the last one formatted.
+    millis = int(timestamp * 1000)
+    last_millis, last_text = _last_iso[0]
+    if millis == last_millis:
         return last_text
-    text = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    text = datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
     text = text.replace("+00:00", "Z")
-    _last_iso[:] = [(timestamp, text)]
+    _last_iso[0] = (millis, text)
     return text
 
 
-_last_iso: list[tuple[float, str]] = [(-1.0, "")]
+_last_iso: list[tuple[int, str]] = [(-1, "")]
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,7 +174,23 @@ class EventPipeline:
 
     def submit(self, event: Event, *, durable: bool) -> asyncio.Future[None] | None:
         """Take an event; see :meth:`submit_all`."""
-        return self.submit_all((event,), durable=durable)
+        if durable:
+            return self.submit_all((event,), durable=True)
+        # The pixel and redirect path, once per request: the same checks, unrolled.
+        size = len(event.value)
+        if (
+            size > self._max_event
+            or self._closing
+            or len(self._queue) >= self._queue_size
+            or self._queued_bytes + size > self._queue_bytes
+        ):
+            return self.submit_all((event,), durable=False)  # raises, counted there
+        record = SpoolRecord(self._topic(event.event_type), event.key, event.value, event.keyed)
+        self._queue.append(_Pending(record, event.event_type, None))
+        self._queued_bytes += size
+        self._metrics.observe_event(event.event_type, "accepted")
+        self._wakeup.set()
+        return None
 
     def submit_all(self, events: Sequence[Event], *, durable: bool) -> asyncio.Future[None] | None:
         """Take all the events or none (a batch is never half accepted). For ``durable``,
