@@ -80,6 +80,8 @@ def _handler_for(
         return CollectHandler(
             route.collect, route.match.path_prefix, tracker, durable=delivery == "durable"
         )
+    if route.segment is not None and not route.segment.enabled:
+        return _Off("the Segment API is turned off on this route")
     if route.segment is not None:
         return SegmentHandler(route.match.path_prefix, tracker, durable=delivery == "durable")
     if route.static is not None:
@@ -99,6 +101,16 @@ def _handler_for(
         return ProxyHandler(route.proxy, route.match.path_prefix, group, resolver)
     # parse_config rejects a route without a known handler; reaching here is a bug.
     raise AssertionError(f"route {route.name!r} has no handler")
+
+
+class _Off:
+    """An ingestion endpoint its config turned off: 404, like a path nobody serves."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
+        raise HTTPError(404, self._reason)
 
 
 class _Unavailable:

@@ -228,3 +228,21 @@ async def test_batch_is_all_or_nothing_when_the_queue_is_short(tmp_path: Path) -
         assert gw.worker.pipeline is not None and gw.worker.pipeline.queued == 0
         batch["batch"] = batch["batch"][:5]
         assert (await post(gw.url("/v1/batch"), batch))[0] == 200
+
+
+async def test_turned_off_segment_route_answers_404_after_a_reload(tmp_path: Path) -> None:
+    config = segment_config(tmp_path, None)
+    message = {"userId": "u", "event": "E"}
+    async with in_process_gateway(config, tmp_path) as gw:
+        url = gw.url("/v1/track")
+        assert (await post(url, message))[0] == 200
+        config["routes"][0]["segment"] = {"enabled": False}
+        gw.config_path.write_text(json.dumps(config))
+        async with aiohttp.ClientSession() as session:
+            async with session.post(gw.url("/_gateway/reload", listener="admin")) as resp:
+                assert resp.status == 200
+            async with session.post(url, json=message, headers=AUTH) as resp:
+                assert resp.status == 404
+                assert (await resp.text()).startswith(
+                    "404 Not Found: the Segment API is turned off on this route"
+                )
