@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--fds", required=True)
     worker.add_argument("--supervisor", type=int, required=True)
     worker.add_argument("--slot", type=int, default=0)
+    # The supervisor's copy of the last config that validated: what the worker loads.
+    worker.add_argument("--snapshot")
     return parser
 
 
@@ -182,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.worker import run_worker
 
         fds = [int(fd) for fd in args.fds.split(",")]
-        return uvloop.run(run_worker(args.config, fds, args.supervisor, args.slot))
+        return uvloop.run(
+            run_worker(args.config, fds, args.supervisor, args.slot, snapshot=args.snapshot)
+        )
 
     config = _load(args.config)
     if config is None:

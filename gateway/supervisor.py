@@ -22,9 +22,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, ConfigIssue, parse_config
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -49,6 +50,7 @@ class Supervisor:
     def __init__(self, config_path: str, config: Config) -> None:
         self.config_path = os.path.abspath(config_path)
         self.config = config
+        self._snapshot = ""  # the last config file content that validated, for workers
         self._slots: list[_Slot] = []
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
@@ -59,6 +61,13 @@ class Supervisor:
         metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         # Must be set before prometheus-client is first imported, here and in the workers.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        self._snapshot = os.path.join(metrics_dir, "config.json")
+        try:
+            self._take_snapshot()
+        except ConfigError as exc:  # edited since the CLI validated it
+            log.error("config changed before the workers started:\n%s", exc)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            return 2
         from gateway.metrics import Metrics, mark_process_dead
 
         self._metrics = Metrics()
@@ -113,9 +122,22 @@ class Supervisor:
             self._stopping.set()
         self._changed.set()
 
+    def _take_snapshot(self) -> Config:
+        """Validate the config file and keep its bytes where workers read them."""
+        try:
+            raw = Path(self.config_path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(self.config_path, [ConfigIssue("", f"cannot read: {exc}")]) from None
+        config = parse_config(raw, source=self.config_path, env=os.environ)
+        tmp = self._snapshot + ".tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(raw)
+        os.replace(tmp, self._snapshot)
+        return config
+
     def _on_reload_signal(self) -> None:
         try:
-            config = load_config(self.config_path)
+            config = self._take_snapshot()
         except ConfigError as exc:
             self._metrics.config_reloads.labels("failure").inc()
             log.error("config reload rejected, workers keep the current config:\n%s", exc)
@@ -139,6 +161,7 @@ class Supervisor:
             "--fds", ",".join(map(str, fds)),
             "--supervisor", str(os.getpid()),
             "--slot", str(slot.index),
+            "--snapshot", self._snapshot,
             pass_fds=fds,
         )  # fmt: skip
         slot.started = time.monotonic()

@@ -89,12 +89,16 @@ class Worker:
         config_path: str | None = None,
         supervisor_pid: int | None = None,
         slot: int = 0,
+        snapshot: str | None = None,
     ) -> None:
         self.metrics = Metrics()
         self.upstreams = UpstreamRegistry()
         self.holder = RuntimeHolder(config, Services(self.metrics, self.upstreams))
         self.readiness = Readiness()
         self.config_path = config_path
+        # Under the supervisor: its copy of the last valid config, read at start and on
+        # SIGHUP, so a broken edit of the file never reaches a worker, restarted or not.
+        self.snapshot = snapshot
         self.supervisor_pid = supervisor_pid
         self.slot = slot
         self.pipeline: EventPipeline | None = None
@@ -269,7 +273,8 @@ class Worker:
                 return [ConfigIssue("", "this gateway was not started from a config file")]
             try:
                 loop = asyncio.get_running_loop()
-                config = await loop.run_in_executor(None, load_config, self.config_path)
+                path = self.snapshot or self.config_path
+                config = await loop.run_in_executor(None, load_config, path)
             except ConfigError as exc:
                 log.error("config reload rejected, keeping the current config:\n%s", exc)
                 return exc.issues
@@ -345,17 +350,23 @@ def bind_listener(listener: Listener, *, reuse_port: bool = False) -> socket.soc
 
 
 async def run_worker(
-    config_path: str, fds: Sequence[int], supervisor_pid: int | None, slot: int = 0
+    config_path: str,
+    fds: Sequence[int],
+    supervisor_pid: int | None,
+    slot: int = 0,
+    *,
+    snapshot: str | None = None,
 ) -> int:
     """Entry of a worker process: serve on inherited sockets until SIGTERM/SIGINT."""
-    config = load_config(config_path)
+    config = load_config(snapshot or config_path)
     sockets = [
         (listener, socket.socket(fileno=fd))
         for listener, fd in zip(config.server.listeners, fds, strict=True)
     ]
     worker = Worker(
-        config, sockets, config_path=config_path, supervisor_pid=supervisor_pid, slot=slot
-    )
+        config, sockets, config_path=config_path, supervisor_pid=supervisor_pid, slot=slot,
+        snapshot=snapshot,
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.stop_requested.set)
     loop.add_signal_handler(signal.SIGINT, worker.stop_requested.set)

@@ -24,10 +24,13 @@ def gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def fetch(url: str) -> tuple[int, str, str]:
+async def fetch(url: str, method: str = "GET") -> tuple[int, str, str]:
     """Status, body and request id, on a fresh connection each time."""
     connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session, session.get(url) as resp:
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.request(method, url) as resp,
+    ):
         return resp.status, await resp.text(), resp.headers.get("X-Request-Id", "")
 
 
@@ -155,6 +158,39 @@ async def test_killed_worker_is_restarted(tmp_path: Path) -> None:
             assert (await fetch(gw.url("/")))[:2] == (200, HELLO)
         _, metrics, _ = await fetch(gw.url("/_gateway/metrics", listener="admin"))
         assert "gateway_worker_restarts_total 1.0" in metrics
+    finally:
+        await stop_process(gw)
+
+
+async def test_worker_restarted_after_a_broken_edit_serves_the_last_valid_config(
+    tmp_path: Path,
+) -> None:
+    # The file is broken on disk (no SIGHUP yet) when a worker dies: its replacement
+    # starts from the supervisor's copy of the config that last validated.
+    config = base_config(tmp_path, workers=2)
+    path = write_config(tmp_path, config)
+    gw = await start_process(path, workers=2)
+    try:
+        path.write_text('{"server": {"listeners": []}, "routes": 5}')
+        victim = gw.worker_pids()[1]
+        mark = len(gw.lines)
+        os.kill(victim, signal.SIGKILL)
+        await gw.wait_for(r"worker 1 started \(pid \d+\)", after=mark)
+        await gw.wait_for(r"worker \d+ serving", after=mark)
+        for _ in range(10):
+            assert (await fetch(gw.url("/")))[:2] == (200, HELLO)
+        # A reload of the broken file is refused; a fixed file is taken.
+        status, body, _ = await fetch(gw.url("/_gateway/reload", listener="admin"), "POST")
+        assert status == 400 and "routes" in body
+        config["routes"][0]["respond"]["body"] = "changed\n"  # type: ignore[index]
+        write_config(tmp_path, config)
+        status, _, _ = await fetch(gw.url("/_gateway/reload", listener="admin"), "POST")
+        assert status == 202
+        async with asyncio.timeout(10):
+            while True:
+                if (await fetch(gw.url("/")))[1] == "changed\n":
+                    break
+                await asyncio.sleep(0.1)
     finally:
         await stop_process(gw)
 
