@@ -1,8 +1,11 @@
-"""HTTP Strict Transport Security (RFC 6797), opt-in per host, on HTTPS answers only
-(§7.2: a plain-HTTP answer must not carry it).
+"""Last touches to every response head, as it is prepared (so streamed answers get
+them as well as the ones built whole):
 
-The header is added as the response head is prepared, so streamed answers (proxy,
-static) carry it as well as the ones built whole.
+- HTTP Strict Transport Security (RFC 6797), opt-in per host, on HTTPS answers only
+  (§7.2: a plain-HTTP answer must not carry it);
+- a relayed answer that had no ``Content-Type`` keeps none: aiohttp would add
+  ``application/octet-stream``, which forbids the client's sniffing the upstream chose
+  to allow (RFC 9110 §8.3).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from gateway.config import Hsts
 from gateway.router import normalize_host
 
 HEADER = "Strict-Transport-Security"
+# Set on a response relayed from an upstream that sent no Content-Type.
+UNTYPED = web.ResponseKey("gateway.untyped", bool)
 
 
 class HstsPolicy:
@@ -50,14 +55,16 @@ RequestFactory = Callable[
 ]
 
 
-def https_request_factory(policy: Callable[[], HstsPolicy | None]) -> RequestFactory:
-    """Requests of an HTTPS listener: their responses get the header of ``policy()``
-    (read per response, so a reload applies at once)."""
+def request_factory(policy: Callable[[], HstsPolicy | None] | None) -> RequestFactory:
+    """Requests of a listener; with ``policy`` (HTTPS listeners), their responses get
+    its header (read per response, so a reload applies at once)."""
     loop = asyncio.get_running_loop()
 
-    class HttpsRequest(web.BaseRequest):
+    class GatewayRequest(web.BaseRequest):
         async def _prepare_hook(self, response: web.StreamResponse) -> None:
-            current = policy()
+            if response.get(UNTYPED):
+                response.headers.popall("Content-Type", None)
+            current = policy() if policy is not None else None
             if current is not None:
                 header = current.header_for(normalize_host(self.host))
                 if header is not None:
@@ -70,6 +77,6 @@ def https_request_factory(policy: Callable[[], HstsPolicy | None]) -> RequestFac
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
-        return HttpsRequest(message, payload, protocol, writer, task, loop)
+        return GatewayRequest(message, payload, protocol, writer, task, loop)
 
     return make

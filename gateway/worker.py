@@ -32,7 +32,7 @@ from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_conf
 from gateway.errors import HTTPError
 from gateway.events.pipeline import EventPipeline
 from gateway.health import Readiness, State
-from gateway.hsts import https_request_factory
+from gateway.hsts import request_factory
 from gateway.httpserver import GatewayServer
 from gateway.links.api import LinksApi
 from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
@@ -184,9 +184,9 @@ class Worker:
                 # A client that hangs up cancels its handler: no work for nobody, and
                 # its concurrency slot comes back at once.
                 handler_cancellation=True,
-                request_factory=https_request_factory(lambda: self.holder.current.hsts)
-                if listener.tls
-                else None,
+                request_factory=request_factory(
+                    (lambda: self.holder.current.hsts) if listener.tls else None
+                ),
             )
             runner = web.ServerRunner(http, shutdown_timeout=server.shutdown_timeout)
             await runner.setup()

@@ -416,3 +416,28 @@ async def test_close_delimited_upstream_body_is_complete(tmp_path: Path) -> None
     async with raw_backend(old_style) as odd:
         async with in_process_gateway(proxy_config(tmp_path, [odd]), tmp_path) as gw:
             assert (await fetch(gw.url("/")))[::2] == (200, b"all of it")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ],
+    ids=["whole", "streamed"],
+)
+async def test_an_answer_without_content_type_gets_none_added(
+    tmp_path: Path, answer: bytes
+) -> None:
+    # RFC 9110 §8.3: without Content-Type the client may sniff; a proxy adding
+    # application/octet-stream would forbid it.
+    async def untyped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    async with raw_backend(untyped) as url:
+        async with in_process_gateway(proxy_config(tmp_path, [url]), tmp_path) as gw:
+            status, headers, body = await fetch(gw.url("/"))
+    assert (status, body) == (200, b"hello")
+    assert "Content-Type" not in headers

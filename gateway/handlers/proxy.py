@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from gateway.clientip import ClientIPResolver, parse_ip
 from gateway.config import Proxy
 from gateway.errors import HTTPError
+from gateway.hsts import UNTYPED
 from gateway.proxy.balancer import Target
 from gateway.proxy.group import UpstreamGroup
 from gateway.proxy.headers import end_to_end, upstream_request_headers
@@ -152,8 +153,15 @@ class ProxyHandler:
                 # Already all here: one Response, so head and body leave in one write.
                 target.record_success()
                 completed = True
-                return web.Response(status=status, headers=end_to_end(upstream_headers), body=whole)
+                whole_response = web.Response(
+                    status=status, headers=end_to_end(upstream_headers), body=whole
+                )
+                if "Content-Type" not in upstream_headers:
+                    whole_response[UNTYPED] = True
+                return whole_response
             response = web.StreamResponse(status=status, headers=end_to_end(upstream_headers))
+            if "Content-Type" not in upstream_headers:
+                response[UNTYPED] = True
             if declared is not None and declared.isdigit():
                 response.content_length = int(declared)
             elif not no_body:
