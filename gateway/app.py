@@ -234,7 +234,7 @@ async def _acme_answer(request: web.BaseRequest, storage: Storage, path: str) ->
         raise HTTPError(405, "method not allowed", {"Allow": "GET, HEAD"})
     token = path[len(ACME_CHALLENGE) :]
     answer = None
-    if TOKEN.match(token):  # anything else is not a token: no file lookup
+    if TOKEN.fullmatch(token):  # anything else is not a token: no file lookup
         answer = await asyncio.get_running_loop().run_in_executor(None, storage.read_http, token)
     if answer is None:
         raise HTTPError(404, "no such ACME challenge")

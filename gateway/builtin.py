@@ -94,6 +94,8 @@ class Builtins:
         if outcomes is None:
             raise HTTPError(404, "no tls.acme section: nothing to renew")
         results = [{"domain": o.domain, "status": o.status, "detail": o.detail} for o in outcomes]
+        if any(o.status == "busy" for o in outcomes):
+            return json_response(409, {"results": results})  # an order is in progress
         issued = all(o.status == "issued" for o in outcomes)
         return json_response(200 if issued else 502, {"results": results})
 

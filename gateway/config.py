@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 token
@@ -95,8 +96,8 @@ def _check_domains(value: tuple[str, ...]) -> tuple[str, ...]:
     for i, name in enumerate(value):
         if name.startswith("*."):
             raise ValueError(f"[{i}] {name!r}: wildcard names need DNS-01, which is not offered")
-        if not _DNS_NAME.match(name):
-            raise ValueError(f"[{i}] {name!r} is not a lowercase DNS name")
+        if not _DNS_NAME.match(name) or "." not in name:
+            raise ValueError(f"[{i}] {name!r} is not a lowercase DNS name with a dot")
     if len(set(value)) != len(value):
         raise ValueError("names must not repeat")
     return value
@@ -145,6 +146,13 @@ class Hsts(_Model):
             if not _DNS_NAME.match(host.removeprefix("*.")):
                 raise ValueError(f"[{i}] {host!r} is not a lowercase host name or *.domain")
         return value
+
+    @model_validator(mode="after")
+    def _preload(self) -> Hsts:
+        # hstspreload.org's submission rules: browsers would ignore the request otherwise.
+        if self.preload and (not self.include_subdomains or self.max_age < 31536000):
+            raise ValueError("preload needs include_subdomains and max_age >= 31536000")
+        return self
 
     @property
     def header(self) -> str:

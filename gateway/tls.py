@@ -113,7 +113,8 @@ class CertificateStore:
         # validation certificate. The ssl module does not show the client's ALPN offer
         # at SNI time, so other clients of that name get it too for those few seconds.
         self._challenges: dict[str, ssl.SSLContext] = {}
-        self._challenge_stamp = 0.0
+        self._challenge_stamp = -1.0
+        self._challenge_lock = asyncio.Lock()
         # The listening context only dispatches: every handshake is moved to the chosen
         # certificate's context in the SNI callback (also when the client sends no SNI).
         self.context = context_for(None, tls)
@@ -161,7 +162,7 @@ class CertificateStore:
         # Unknown names, and clients without SNI, get the default (first) certificate.
         chosen = None
         if server_name:
-            name = server_name.lower()
+            name = server_name.lower().rstrip(".")
             if self._challenges:
                 chosen = self._challenges.get(name)
             if chosen is None:
@@ -219,10 +220,18 @@ class CertificateStore:
             if await self.refresh():
                 on_change()
 
-    def _challenge_contexts(self, stamp: float) -> dict[str, ssl.SSLContext]:
+    def _challenge_contexts(self, seen: float) -> tuple[float, dict[str, ssl.SSLContext] | None]:
+        """(the directory's mtime, its validation certificates), or None for the second
+        when the mtime is still ``seen`` (blocking: a stat, and reads when it changed)."""
         assert self._storage is not None
-        contexts = {}
         directory = self._storage.alpn_dir
+        try:
+            stamp = os.stat(directory).st_mtime_ns / 1e9
+        except FileNotFoundError:
+            stamp = 0.0
+        if stamp == seen:
+            return stamp, None
+        contexts = {}
         with contextlib.suppress(FileNotFoundError):
             for entry in os.listdir(directory):
                 if not entry.endswith(".pem"):
@@ -233,7 +242,7 @@ class CertificateStore:
                     contexts[entry[:-4]] = _context_from_pem(pem, self._tls, [ACME_TLS_ALPN])
                 except (OSError, ssl.SSLError) as exc:  # half-withdrawn: gone next look
                     log.debug("challenge certificate %s skipped: %s", entry, exc)
-        return contexts
+        return stamp, contexts
 
     @property
     def challenges(self) -> list[str]:
@@ -241,16 +250,15 @@ class CertificateStore:
         return list(self._challenges)
 
     async def refresh_challenges(self) -> None:
-        """Load the TLS-ALPN-01 validation certificates if their directory changed."""
-        assert self._storage is not None
-        try:
-            stamp = os.stat(self._storage.alpn_dir).st_mtime
-        except FileNotFoundError:
-            stamp = 0.0
-        if stamp != self._challenge_stamp:
-            self._challenge_stamp = stamp
+        """Load the TLS-ALPN-01 validation certificates if their directory changed (the
+        stat too runs off the loop: the storage may be a network file system)."""
+        async with self._challenge_lock:  # the watcher and a finished order, one at a time
             loop = asyncio.get_running_loop()
-            self._challenges = await loop.run_in_executor(None, self._challenge_contexts, stamp)
+            stamp, contexts = await loop.run_in_executor(
+                None, self._challenge_contexts, self._challenge_stamp
+            )
+            if contexts is not None:
+                self._challenge_stamp, self._challenges = stamp, contexts
 
     async def watch_challenges(self, interval: float = CHALLENGE_POLL) -> None:
         """Follow the validation certificates that the ordering process publishes (a

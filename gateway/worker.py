@@ -51,6 +51,8 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("server.limits.max_headers", lambda c: c.server.limits.max_headers),
     ("server.access_log.path", lambda c: c.server.access_log.path),
     ("kafka", lambda c: c.kafka),
+    ("tls.certificates", lambda c: c.tls.certificates if c.tls else None),
+    ("tls.acme", lambda c: c.tls.acme if c.tls else None),
     ("spool", lambda c: c.spool),
     ("tracking.queue_size", lambda c: c.tracking.queue_size),
     ("tracking.queue_bytes", lambda c: c.tracking.queue_bytes),

@@ -43,6 +43,16 @@ class AcmeGateway:
     def admin(self, path: str) -> str:
         return f"http://127.0.0.1:{self.ports['admin']}/_gateway/{path}"
 
+    async def renew(self, limit: float = 30.0) -> tuple[int, list[dict[str, str]]]:
+        """POST certificates/renew, again while the renewer's own check holds the lock."""
+        async with asyncio.timeout(limit), aiohttp.ClientSession() as session:
+            while True:
+                async with session.post(self.admin("certificates/renew")) as resp:
+                    status, body = resp.status, await resp.json()
+                if status != 409:
+                    return status, body["results"]
+                await asyncio.sleep(0.1)
+
     async def issued(self, *domains: str, limit: float = 30.0) -> None:
         """Until this worker serves a CA-issued certificate for every domain."""
         certificates = self.worker.certificates
@@ -243,12 +253,7 @@ async def test_forced_renewal_swaps_the_certificate_without_dropping_a_connectio
             "127.0.0.1", gw.ports["https"], ssl=context, server_hostname="a.test"
         )
         old = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        async with aiohttp.ClientSession() as session:
-            async with session.post(gw.admin("certificates/renew")) as resp:
-                assert resp.status == 200
-                assert await resp.json() == {
-                    "results": [{"domain": "a.test", "status": "issued", "detail": ""}]
-                }
+        assert await gw.renew() == (200, [{"domain": "a.test", "status": "issued", "detail": ""}])
         new_serial, _ = await https_get(gw.ports["https"], "a.test", context)
         assert new_serial != x509.load_der_x509_certificate(old).serial_number
         # The connection opened before the swap still works.
@@ -267,10 +272,8 @@ async def test_ca_down_keeps_the_current_certificate_and_schedules_a_retry(
         serial, _ = await https_get(gw.ports["https"], "a.test", context)
         gw.pebble.stop()
         before = time.time()
-        async with aiohttp.ClientSession() as session:
-            async with session.post(gw.admin("certificates/renew")) as resp:
-                assert resp.status == 502
-                (result,) = (await resp.json())["results"]
+        status, (result,) = await gw.renew()
+        assert status == 502
         assert result["status"] == "failed"
         assert "Connection refused" in result["detail"] or "connect" in result["detail"].lower()
         assert (await https_get(gw.ports["https"], "a.test", context))[0] == serial
@@ -294,10 +297,8 @@ async def test_failed_validation_is_reported_and_the_placeholder_stays(
     async with acme_gateway(
         tmp_path, pebble_factory, validate_on=nobody, retry_min=600, retry_max=3600
     ) as gw:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(gw.admin("certificates/renew")) as resp:
-                assert resp.status == 502
-                (result,) = (await resp.json())["results"]
+        status, (result,) = await gw.renew()
+        assert status == 502
         assert result["status"] == "failed"
         assert result["detail"].startswith("challenge failed: a.test: http-01 ")
         assert "connection refused" in result["detail"]
@@ -324,10 +325,8 @@ async def test_a_ca_requiring_eab_refuses_an_account_without_it(
     async with acme_gateway(
         tmp_path, pebble_factory, pebble_options={"eab_keys": {"kid-1": key}}, retry_min=600
     ) as gw:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(gw.admin("certificates/renew")) as resp:
-                assert resp.status == 502
-                (result,) = (await resp.json())["results"]
+        status, (result,) = await gw.renew()
+        assert status == 502
         assert result["status"] == "failed"
         assert "externalAccountRequired" in result["detail"]
 
@@ -393,7 +392,8 @@ def _counter(metrics: str, result: str) -> float:
 async def test_hostile_challenge_paths_never_read_other_files(
     tmp_path: Path, pebble_factory: PebbleFactory, path: str
 ) -> None:
-    async with acme_gateway(tmp_path, pebble_factory, retry_min=600) as gw:
+    # No CA needed: its absence also keeps an order from outliving the test.
+    async with acme_gateway(tmp_path, pebble_factory, start_pebble=False, retry_min=600) as gw:
         url = yarl.URL(f"http://127.0.0.1:{gw.ports['public']}{path}", encoded=True)
         async with aiohttp.ClientSession() as session:
             async with session.get(url) as resp:
@@ -493,6 +493,44 @@ def test_a_certificate_from_another_directory_is_replaced(tmp_path: Path) -> Non
     storage.write_state("a.test", RenewalState(directory="https://staging.example/dir"))
     (outcome,), _ = renewer.check()
     assert outcome.status == "failed"  # it tried: the stored one is from another CA
+
+
+def test_a_due_certificate_in_backoff_sleeps_until_its_retry(tmp_path: Path) -> None:
+    now = [time.time()]
+    renewer, storage = _renewer(tmp_path, now, retry_min=600, retry_max=3600)
+    info = _stored_certificate(storage, "a.test", days=90)
+    now[0] = renew_at(info, 1 / 3) + 60  # due
+    (outcome,), wake = renewer.check()
+    assert outcome.status == "failed"  # the CA is not there
+    state = storage.read_state("a.test")
+    assert wake == pytest.approx(state.next_attempt - now[0])  # not every second
+    assert wake > 500
+
+
+def test_a_certificate_that_is_not_the_keys_pair_counts_as_missing(tmp_path: Path) -> None:
+    storage = Storage(str(tmp_path / "acme"))
+    _stored_certificate(storage, "a.test", days=90)
+    first_key = Path(storage.pair("a.test").key).read_bytes()
+    _stored_certificate(storage, "a.test", days=90)
+    assert storage.read_certificate("a.test") is not None
+    # A crash between the two writes: the new key beside the old certificate.
+    Path(storage.pair("a.test").key).write_bytes(first_key)
+    assert storage.read_certificate("a.test") is None
+
+
+async def test_forced_renewal_while_another_process_orders_is_refused(
+    tmp_path: Path, pebble_factory: PebbleFactory
+) -> None:
+    async with acme_gateway(tmp_path, pebble_factory) as gw:
+        await gw.issued("a.test")
+        with Storage(str(gw.storage)).lock(wait=False):  # as another process would
+            async with aiohttp.ClientSession() as session:
+                async with session.post(gw.admin("certificates/renew")) as resp:
+                    assert resp.status == 409
+                    assert (await resp.json())["results"] == [
+                        {"domain": "a.test", "status": "busy",
+                         "detail": "another process holds the lock"}
+                    ]  # fmt: skip
 
 
 def test_another_process_holding_the_lock_means_no_order(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ async def test_certificate_chosen_by_sni(tmp_path: Path) -> None:
         assert await peer_names(port, "a.wild.test", ca) == ["*.wild.test"]
         assert await peer_names(port, "a.b.wild.test", ca) == ["default.test"]
         assert await peer_names(port, "unknown.test", ca) == ["default.test"]
+        assert await peer_names(port, "site.test.", ca) == ["site.test", "www.site.test"]
 
 
 async def test_https_request_verifies_against_the_ca(tmp_path: Path) -> None:
@@ -230,6 +231,11 @@ def _acme_config(tmp_path: Path, **acme: Any) -> dict[str, Any]:
                    "eab": {"kid": "k", "hmac_key": "not base64url!"}}},
          "tls.acme.eab.hmac_key", "pattern"),
         ({}, "tls", "needs certificates, or acme to obtain them"),
+        ({"acme": {"domains": ["lock"], "agree_to_terms": True}}, "tls.acme.domains[0]",
+         "with a dot"),
+        ({"certificates": [], "acme": {"domains": ["a.test"], "agree_to_terms": True},
+          "hsts": [{"hosts": ["a.test"], "preload": True}]}, "tls.hsts[0]",
+         "preload needs include_subdomains"),
         ({"certificates": [], "hsts": [{"hosts": ["bad host"]}]}, "tls.hsts[0].hosts[0]",
          "not a lowercase host name"),
     ],

@@ -145,17 +145,21 @@ class AcmeIssuer:
         log.info("ACME account key created at %s", self._storage.account_key)
         return JWK.load(pem)
 
-    def _client(self) -> client.ClientV2:
+    def _network(self) -> client.ClientNetwork:
         acme = self._acme
-        key = self._account_key()
-        net = client.ClientNetwork(
-            key,
+        return client.ClientNetwork(
+            self._account_key(),
             alg=ES256,
             # requests takes a CA bundle path where the library's annotation says bool.
             verify_ssl=cast(bool, acme.ca_bundle or True),
             user_agent=f"edge-gateway/{__version__} acme-python",
             timeout=30,
         )
+
+    def _client(self, net: client.ClientNetwork) -> client.ClientV2:
+        acme = self._acme
+        key = net.key
+        assert key is not None
         directory = client.ClientV2.get_directory(acme.directory, net)
         acme_client = client.ClientV2(directory, net)
         eab = None
@@ -181,8 +185,14 @@ class AcmeIssuer:
 
     def issue(self, domain: str) -> tuple[bytes, bytes]:
         """Order a certificate for ``domain``: (full chain PEM, private key PEM)."""
+        net = self._network()
+        try:
+            return self._issue(self._client(net), domain)
+        finally:
+            net.session.close()  # its pooled connection to the CA, not left to the GC
+
+    def _issue(self, acme_client: client.ClientV2, domain: str) -> tuple[bytes, bytes]:
         acme = self._acme
-        acme_client = self._client()
         key_pem = new_private_key(acme.key_type)
         order = acme_client.new_order(crypto_util.make_csr(key_pem, [domain]))
         published: list[str] = []
@@ -208,10 +218,13 @@ class AcmeIssuer:
                     time.sleep(PROPAGATION_DELAY)
                 acme_client.answer_challenge(challb, response)
             deadline = datetime.datetime.now() + datetime.timedelta(seconds=acme.order_timeout)
-            order = acme_client.poll_and_finalize(order, deadline)
+            order = acme_client.poll_authorizations(order, deadline)
         finally:
+            # Validated (or failed): stop offering the answers before finalizing, so a
+            # TLS-ALPN-01 certificate is not served a moment longer than needed.
             for path in published:
                 self._storage.withdraw(path)
+        order = acme_client.finalize_order(order, deadline)
         if not order.fullchain_pem:
             raise IssueError(f"the CA finalized the order for {domain} without a certificate")
         return order.fullchain_pem.encode(), key_pem

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.certs.renewal import Outcome, Renewer
 from gateway.certs.storage import Storage
@@ -14,6 +17,36 @@ from gateway.config import Tls
 from gateway.health import CheckResult
 from gateway.metrics import Metrics
 from gateway.tls import CertificateStore
+
+log = logging.getLogger("gateway.acme")
+_T = TypeVar("_T")
+
+
+async def _in_thread(fn: Callable[[bool], _T], arg: bool) -> _T:
+    """Run blocking ACME work in a daemon thread of its own: serving never waits for it,
+    nor does a worker that stops while the CA is still validating (files are replaced
+    atomically, and the next start clears answers left behind)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, exc = fn(arg), None
+        except BaseException as error:  # handed to the awaiting task
+            result, exc = None, error
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, exc)
+
+    threading.Thread(target=run, name="acme", daemon=True).start()
+    return await future
 
 
 class Certificates:
@@ -36,19 +69,22 @@ class Certificates:
         return tasks
 
     async def _renew_forever(self) -> None:
-        assert self._renewer is not None
-        loop = asyncio.get_running_loop()
+        assert self._renewer is not None and self._tls.acme is not None
         while True:
-            outcomes, wake = await loop.run_in_executor(None, self._renewer.check, False)
-            await self._after(outcomes)
+            try:
+                outcomes, wake = await _in_thread(self._renewer.check, False)
+                await self._after(outcomes)
+            except Exception:  # a full disk, a permission: keep trying, never stop renewing
+                log.exception("certificate check failed; trying again later")
+                wake = self._tls.acme.retry_min
             await asyncio.sleep(wake)
 
     async def renew_now(self) -> list[Outcome] | None:
-        """Order every ACME certificate now, waiting for the lock; None without ACME."""
+        """Order every ACME certificate now; "busy" outcomes while another process
+        orders. None without ACME."""
         if self._renewer is None:
             return None
-        loop = asyncio.get_running_loop()
-        outcomes, _ = await loop.run_in_executor(None, self._renewer.check, True)
+        outcomes, _ = await _in_thread(self._renewer.check, True)
         await self._after(outcomes)
         return outcomes
 

@@ -73,7 +73,9 @@ class Renewer:
         """Order what is due (everything with ``force``); blocking. Returns the outcomes
         and the seconds until the next check."""
         try:
-            with self._storage.lock(wait=force):
+            # Never waits: a forced renewal while another process orders is refused, not
+            # queued behind it.
+            with self._storage.lock(wait=False):
                 if not force:
                     self._storage.withdraw_all()  # answers left by a process that died
                 outcomes = [self._renew(domain, force) for domain in self._acme.domains]
@@ -123,10 +125,10 @@ class Renewer:
         now = self._clock()
         wake = self._acme.check_interval * (0.9 + 0.2 * self._random.random())
         for domain in self._acme.domains:
-            state = self._storage.read_state(domain)
-            if state.failures:
-                wake = min(wake, state.next_attempt - now)
             info = self._storage.read_certificate(domain)
-            if info is not None:
-                wake = min(wake, renew_at(info, self._acme.renew_remaining) - now)
+            due = renew_at(info, self._acme.renew_remaining) if info is not None else now
+            state = self._storage.read_state(domain)
+            if state.failures:  # due, but backing off: not before the next attempt
+                due = max(due, state.next_attempt)
+            wake = min(wake, due - now)
         return max(wake, MIN_WAKE)

@@ -21,14 +21,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from gateway.config import TlsCertificate
 
 # RFC 8555 §8.3: tokens are base64url; anything else is not ours to look up.
-TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 class LockBusy(Exception):
@@ -74,7 +76,18 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
 
 def certificate_info(pem: bytes) -> CertificateInfo:
     """The leaf (first) certificate of a PEM chain: its names and validity."""
-    cert = x509.load_pem_x509_certificate(pem)
+    return _info(x509.load_pem_x509_certificate(pem))
+
+
+def _public(key: Any) -> bytes:
+    return bytes(
+        key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def _info(cert: x509.Certificate) -> CertificateInfo:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         names = tuple(name.lower() for name in san.value.get_values_for_type(x509.DNSName))
@@ -101,13 +114,19 @@ class Storage:
         )
 
     def read_certificate(self, domain: str) -> CertificateInfo | None:
+        """The stored certificate, or None when it is missing, unreadable, or not the
+        pair of the stored key (a crash between the two writes): then a new one is due."""
+        pair = self.pair(domain)
         try:
-            with open(self.pair(domain).cert, "rb") as handle:
-                return certificate_info(handle.read())
-        except FileNotFoundError:
+            with open(pair.cert, "rb") as handle:
+                cert = x509.load_pem_x509_certificate(handle.read())
+            with open(pair.key, "rb") as handle:
+                key = serialization.load_pem_private_key(handle.read(), password=None)
+        except (OSError, ValueError, TypeError):
             return None
-        except ValueError:
-            return None  # unreadable: treated as missing, so a new one is ordered
+        if _public(cert.public_key()) != _public(key.public_key()):
+            return None
+        return _info(cert)
 
     def save_certificate(self, domain: str, chain_pem: bytes, key_pem: bytes) -> None:
         # Key first: a reader seeing the new chain with the old key fails to load the
@@ -145,7 +164,7 @@ class Storage:
         write_atomic(os.path.join(self.http_dir, token), key_authorization.encode())
 
     def read_http(self, token: str) -> bytes | None:
-        if not TOKEN.match(token):
+        if not TOKEN.fullmatch(token):
             return None
         try:
             with open(os.path.join(self.http_dir, token), "rb") as handle:
