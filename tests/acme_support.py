@@ -6,35 +6,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import trustme
 
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    # Pebble and challtestsrv take addresses, not sockets: a port must be picked first.
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_tcp(port: int, process: subprocess.Popen[bytes], name: str, limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"{name} did not listen on {port} within {limit}s")
+from tests.ports import free_port, wait_listening
 
 
 def require(binary: str) -> str:
@@ -56,7 +36,7 @@ class ChallTestSrv:
              "-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv6", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        wait_tcp(self.management_port, self.process, "pebble-challtestsrv")
+        wait_listening(self.management_port, self.process, "pebble-challtestsrv")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -120,7 +100,7 @@ class Pebble:
             self.process = subprocess.Popen(
                 self._args, env=self._env, stdout=log, stderr=subprocess.STDOUT
             )
-        wait_tcp(self.port, self.process, "pebble")
+        wait_listening(self.port, self.process, "pebble")
         return self
 
     def stop(self) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +12,7 @@ from typing import Any
 import pytest
 import uvloop
 
-
-def _free_port() -> int:
-    # Tansu takes its listener as a URL, not a socket, so a port must be picked first.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port, wait_listening
 
 
 class Broker:
@@ -30,7 +23,7 @@ class Broker:
     """
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()  # Tansu takes a URL, not a socket
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -44,7 +37,7 @@ class Broker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_listening(self.port, self.process)
+        wait_listening(self.port, self.process, "tansu")
         return self
 
     def stop(self) -> None:
@@ -57,19 +50,6 @@ class Broker:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"tansu exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"tansu did not listen on {port} within {limit}s")
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
