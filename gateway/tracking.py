@@ -28,7 +28,7 @@ from gateway.events.segment import Message
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (see envelope.RequestFacts)
 class Identity:
     anonymous_id: str | None
     session_id: str | None

@@ -108,6 +108,7 @@ class EventPipeline:
         metrics: Metrics,
     ) -> None:
         self._kafka_config = kafka
+        self._topics: dict[str, str] = {}
         self._kafka = KafkaWriter(kafka) if kafka is not None else None
         self._spool = Spool(f"{spool.dir}/worker-{slot}", spool.segment_bytes, spool.max_bytes)
         self._spool_root = Path(spool.dir)
@@ -265,8 +266,12 @@ class EventPipeline:
             self._disk.shutdown(wait=True)
 
     def _topic(self, event_type: str) -> str:
-        config = self._kafka_config
-        return config.topic_for(event_type) if config is not None else "events"
+        topic = self._topics.get(event_type)
+        if topic is None:  # once per event type: this runs for every event
+            config = self._kafka_config
+            topic = config.topic_for(event_type) if config is not None else "events"
+            self._topics[event_type] = topic
+        return topic
 
     async def _run_sender(self) -> None:
         while True:

@@ -24,7 +24,7 @@ class Invalid(Exception):
     """A message or request Segment would refuse; ``str()`` is the reason."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per event (see envelope.RequestFacts)
 class Message:
     """One validated call, ready to become an event."""
 

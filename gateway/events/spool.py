@@ -34,7 +34,7 @@ class SpoolFull(SpoolError):
     """Appending would pass ``max_bytes``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per event (see envelope.RequestFacts)
 class SpoolRecord:
     topic: str
     key: bytes
