@@ -197,10 +197,13 @@ class EventPipeline:
         """Take all the events or none (a batch is never half accepted). For ``durable``,
         one future that resolves once every one of them is safe, or fails with
         :class:`SpoolFull`. Raises :class:`Overloaded` when the queue cannot take them."""
-        size = sum(len(event.value) for event in events)
-        if any(len(event.value) > self._max_event for event in events):
-            self._count(events, "dropped")
-            raise EventTooLarge(f"an event is larger than {self._max_event} bytes")
+        size = 0
+        for event in events:
+            length = len(event.value)
+            if length > self._max_event:
+                self._count(events, "dropped")
+                raise EventTooLarge(f"an event is larger than {self._max_event} bytes")
+            size += length
         if (
             self._closing
             or len(self._queue) + len(events) > self._queue_size
@@ -210,9 +213,12 @@ class EventPipeline:
             raise Overloaded("event queue is full")
         done = asyncio.get_running_loop().create_future() if durable else None
         waiting = _Waiting(done, len(events)) if done is not None else None
+        queue, topics = self._queue, self._topics
         for event in events:
-            record = SpoolRecord(self._topic(event.event_type), event.key, event.value, event.keyed)
-            self._queue.append(_Pending(record, event.event_type, waiting))
+            event_type = event.event_type
+            topic = topics.get(event_type) or self._topic(event_type)
+            record = SpoolRecord(topic, event.key, event.value, event.keyed)
+            queue.append(_Pending(record, event_type, waiting))
         self._queued_bytes += size
         self._count(events, "accepted")
         self._wakeup.set()
