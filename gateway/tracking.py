@@ -59,6 +59,9 @@ def _cookie_parts(cookies: Cookies, cookie: Cookie) -> tuple[str, str]:
     return f"{cookie.name}=", "; " + "; ".join(attrs)
 
 
+_PUBLIC = Identity(None, None, new_visitor=False, private=False)  # Segment calls: no DNT
+
+
 class Tracker:
     """Builds events for requests and hands them to the pipeline."""
 
@@ -128,18 +131,26 @@ class Tracker:
             referer=request.headers.get("Referer", ""),
         )
 
+    def segment_facts(self, request: web.BaseRequest, client_ip: str) -> RequestFacts:
+        """The request facts of a Segment request, shared by every call of a batch."""
+        return self.facts(request, client_ip, _PUBLIC)
+
     def segment_event(
-        self, request: web.BaseRequest, client_ip: str, message: Message, received_at: float
+        self,
+        request: web.BaseRequest,
+        client_ip: str,
+        message: Message,
+        received_at: float,
+        facts: RequestFacts | None = None,
     ) -> Event:
         """A Segment call: ids from the message, not from cookies."""
-        identity = Identity(message.anonymous_id, None, new_visitor=False, private=False)
         return build_event(
             event_type=message.event_type,
             event_name=message.event_name,
             anonymous_id=message.anonymous_id,
             user_id=message.user_id,
             session_id=None,
-            request=self.facts(request, client_ip, identity),
+            request=facts or self.segment_facts(request, client_ip),
             node=self.node,
             version=__version__,
             properties=message.properties,

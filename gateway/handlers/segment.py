@@ -105,7 +105,11 @@ class SegmentHandler:
             self._dead_letter(request, str(exc), body, received_at)
             raise SegmentError(400, "invalid_request", str(exc)) from None
         client_ip = request[INFO].client_ip
-        events = [self._tracker.segment_event(request, client_ip, m, received_at) for m in messages]
+        tracker = self._tracker
+        facts = tracker.segment_facts(request, client_ip)  # one request: the same for all
+        events = [
+            tracker.segment_event(request, client_ip, m, received_at, facts) for m in messages
+        ]
         await self._submit(events)
         return web.Response(body=b'{"success":true}', content_type="application/json")
 
