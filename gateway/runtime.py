@@ -81,7 +81,7 @@ def _handler_for(
             route.collect, route.match.path_prefix, tracker, durable=delivery == "durable"
         )
     if route.segment is not None and not route.segment.enabled:
-        return _Off("the Segment API is turned off on this route")
+        return _Off()
     if route.segment is not None:
         return SegmentHandler(route.match.path_prefix, tracker, durable=delivery == "durable")
     if route.static is not None:
@@ -106,11 +106,8 @@ def _handler_for(
 class _Off:
     """An ingestion endpoint its config turned off: 404, like a path nobody serves."""
 
-    def __init__(self, reason: str) -> None:
-        self._reason = reason
-
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
-        raise HTTPError(404, self._reason)
+        raise HTTPError(404, "no route for this host and path")
 
 
 class _Unavailable:

@@ -44,6 +44,15 @@ class _Slot:
     waiter: asyncio.Task[int] | None = field(default=None, repr=False)
 
 
+def restart_needed(running: Config, new: Config) -> str:
+    """The key whose change a reload cannot apply under a supervisor ('' if none)."""
+    if new.server.listeners != running.server.listeners:
+        return "server.listeners"
+    if new.server.worker_count != running.server.worker_count:
+        return "server.workers"
+    return ""
+
+
 class Supervisor:
     """Owns the listening sockets and the worker processes of one gateway."""
 
@@ -63,7 +72,9 @@ class Supervisor:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         self._snapshot = os.path.join(metrics_dir, "config.json")
         try:
-            self._take_snapshot()
+            # What workers read is what the sockets are bound for.
+            self.config, raw = self._validate()
+            self._write_snapshot(raw)
         except ConfigError as exc:  # edited since the CLI validated it
             log.error("config changed before the workers started:\n%s", exc)
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -122,30 +133,35 @@ class Supervisor:
             self._stopping.set()
         self._changed.set()
 
-    def _take_snapshot(self) -> Config:
-        """Validate the config file and keep its bytes where workers read them."""
+    def _validate(self) -> tuple[Config, bytes]:
         try:
             raw = Path(self.config_path).read_bytes()
         except OSError as exc:
             raise ConfigError(self.config_path, [ConfigIssue("", f"cannot read: {exc}")]) from None
-        config = parse_config(raw, source=self.config_path, env=os.environ)
+        return parse_config(raw, source=self.config_path, env=os.environ), raw
+
+    def _write_snapshot(self, raw: bytes) -> None:
+        """Keep the validated bytes where workers read them (0600: they may hold secrets)."""
         tmp = self._snapshot + ".tmp"
-        with open(tmp, "wb") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
         os.replace(tmp, self._snapshot)
-        return config
 
     def _on_reload_signal(self) -> None:
         try:
-            config = self._take_snapshot()
+            config, raw = self._validate()
+            sockets_changed = restart_needed(self.config, config)
+            if sockets_changed:
+                # Workers pair inherited sockets with the listeners in order: a restarted
+                # one must never read listeners these sockets were not bound for.
+                issue = ConfigIssue(sockets_changed, "changed: restart the gateway to apply")
+                raise ConfigError(self.config_path, [issue])
         except ConfigError as exc:
             self._metrics.config_reloads.labels("failure").inc()
             log.error("config reload rejected, workers keep the current config:\n%s", exc)
             return
-        if config.server.listeners != self.config.server.listeners or (
-            config.server.worker_count != self.config.server.worker_count
-        ):
-            log.warning("config reload: listeners or worker count changed; restart to apply")
+        self._write_snapshot(raw)
         self.config = config
         self._metrics.config_reloads.labels("success").inc()
         log.info("config reload: telling %d workers", len(self._slots))

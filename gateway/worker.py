@@ -254,9 +254,11 @@ class Worker:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._resources.aclose()
-            self.metrics.flush()  # the last requests' and events' counts
-            self.stopped.set()
+            try:
+                await self._resources.aclose()
+            finally:
+                self.metrics.flush()  # the last requests' and events' counts
+                self.stopped.set()
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -300,10 +302,16 @@ class Worker:
         if self.config_path is None:
             return 400, [ConfigIssue("", "this gateway was not started from a config file")]
         try:
-            await asyncio.get_running_loop().run_in_executor(None, load_config, self.config_path)
+            loop = asyncio.get_running_loop()
+            config = await loop.run_in_executor(None, load_config, self.config_path)
         except ConfigError as exc:
             self.metrics.config_reloads.labels("failure").inc()
             return 400, exc.issues
+        from gateway.supervisor import restart_needed
+
+        if changed := restart_needed(self.config, config):
+            self.metrics.config_reloads.labels("failure").inc()
+            return 400, [ConfigIssue(changed, "changed: restart the gateway to apply")]
         os.kill(self.supervisor_pid, signal.SIGHUP)
         return 202, []
 
@@ -315,7 +323,10 @@ class Worker:
     async def _flush_metrics(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            self.metrics.flush()
+            try:
+                self.metrics.flush()
+            except Exception:  # never stop counting over one bad write
+                log.exception("metrics flush failed")
 
     async def _flush_periodically(self, access_log: AccessLog) -> None:
         loop = asyncio.get_running_loop()

@@ -195,6 +195,31 @@ async def test_worker_restarted_after_a_broken_edit_serves_the_last_valid_config
         await stop_process(gw)
 
 
+async def test_a_reload_that_changes_the_listeners_is_refused(tmp_path: Path) -> None:
+    # Workers pair the sockets they inherit with the listeners in order: a config with
+    # other listeners must not reach one, even after a restart.
+    config = base_config(tmp_path, workers=2)
+    path = write_config(tmp_path, config)
+    gw = await start_process(path, workers=2)
+    try:
+        config["server"]["listeners"].reverse()  # type: ignore[index]
+        write_config(tmp_path, config)
+        status, body, _ = await fetch(gw.url("/_gateway/reload", listener="admin"), "POST")
+        assert status == 400
+        assert "server.listeners: changed: restart the gateway to apply" in body
+        mark = len(gw.lines)
+        gw.signal(signal.SIGHUP)
+        await gw.wait_for("server.listeners: changed: restart the gateway to apply", after=mark)
+        os.kill(gw.worker_pids()[0], signal.SIGKILL)
+        await gw.wait_for(r"worker 0 started \(pid \d+\)", after=mark)
+        await gw.wait_for(r"worker \d+ serving", after=mark)
+        for _ in range(10):
+            assert (await fetch(gw.url("/")))[:2] == (200, HELLO)
+        assert (await fetch(gw.url("/_gateway/metrics")))[0] == 404  # still not public
+    finally:
+        await stop_process(gw)
+
+
 async def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
     gw = await start_process(write_config(tmp_path, base_config(tmp_path, workers=2)), workers=2)
     try:

@@ -244,5 +244,5 @@ async def test_turned_off_segment_route_answers_404_after_a_reload(tmp_path: Pat
             async with session.post(url, json=message, headers=AUTH) as resp:
                 assert resp.status == 404
                 assert (await resp.text()).startswith(
-                    "404 Not Found: the Segment API is turned off on this route"
+                    "404 Not Found: no route for this host and path"
                 )

@@ -8,6 +8,7 @@ of magnitude higher.
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from gateway.config import Kafka
 from gateway.events.spool import SpoolRecord
 
 PARTITION_CACHE = 65536  # keys whose partition is remembered; cleared whole when full
+CACHED_KEY = 128  # longest key remembered (ours are 36 bytes): at most 8 MiB of keys
 _MASK = 0xFFFFFFFF
 _M = 0x5BD1E995
 _WORDS: dict[int, struct.Struct] = {}
@@ -27,7 +29,7 @@ _WORDS: dict[int, struct.Struct] = {}
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (the Java client's ``Utils.murmur2``, unsigned), so that other
     producers put a key on the same partition. aiokafka's loops byte by byte in Python;
-    unpacking the 32-bit words at once makes it about four times cheaper."""
+    unpacking the 32-bit words at once makes it 2.3 times cheaper."""
     length = len(data)
     count = length // 4
     words = _WORDS.get(count)
@@ -58,7 +60,8 @@ class KafkaWriter:
         self.config = config
         self._producer: Any = None
         self._partitions: dict[str, list[int]] = {}
-        self._sticky = 0  # where this send's records without a visitor go
+        # Where this send's records without a visitor go; workers start apart.
+        self._sticky = random.randrange(1 << 16)
         self._recent: dict[tuple[bytes, int], int] = {}
 
     @property
@@ -135,6 +138,8 @@ class KafkaWriter:
     def _partition(self, partitions: list[int], key: bytes) -> int:
         # The Java client's partitioner: murmur2, positive, modulo the partition count.
         # Visitors come back: remember.
+        if len(key) > CACHED_KEY:  # a client's long id: not worth holding on to
+            return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         cache_key = (key, len(partitions))
         partition = self._recent.get(cache_key)
         if partition is None:
