@@ -441,3 +441,35 @@ async def test_an_answer_without_content_type_gets_none_added(
             status, headers, body = await fetch(gw.url("/"))
     assert (status, body) == (200, b"hello")
     assert "Content-Type" not in headers
+
+
+@pytest.mark.asyncio_loop  # asyncio's loop: its create_connection can be watched
+async def test_a_burst_of_requests_is_not_a_burst_of_connects() -> None:
+    from gateway.proxy.upstream import MAX_CONNECTING, Pool
+
+    async with backends("a") as (a,):
+        loop = asyncio.get_running_loop()
+        real = loop.create_connection
+        in_flight = peak = 0
+
+        async def watched(*args: Any, **kwargs: Any) -> Any:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            try:
+                return await real(*args, **kwargs)
+            finally:
+                in_flight -= 1
+
+        loop.create_connection = watched  # type: ignore[method-assign]
+        pool = Pool(a.url, limit=256, verify_tls=True)
+        try:
+            acquired = await asyncio.gather(*(pool.acquire(5.0) for _ in range(200)))
+        finally:
+            del loop.create_connection
+        assert len(acquired) == 200
+        assert peak == MAX_CONNECTING  # at most that many connects at once, and used fully
+        for conn, _ in acquired:
+            conn.close()
+            pool.release(conn)
+        pool.close()

@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+MAX_CONNECTING = 32  # connects in flight per pool (worker and target) at once
 
 
 class UpstreamError(Exception):
@@ -241,6 +242,11 @@ class Pool:
                 self._ssl.verify_mode = ssl.CERT_NONE
         self._idle: deque[UpstreamConnection] = deque()
         self._slots = asyncio.Semaphore(limit)
+        # A burst of clients must not become a burst of connects: hundreds of SYNs at
+        # once overflow the upstream's listen backlog (511 for nginx), and a dropped SYN
+        # is retried after a second. Past this many, requests wait for a connect to
+        # finish or a connection to come back, whichever is first.
+        self._connecting = asyncio.Semaphore(MAX_CONNECTING)
         self._idle_limit = idle_limit
         self._closed = False
 
@@ -254,19 +260,23 @@ class Pool:
                 raise UpstreamError("no free connection to the upstream", timeout=True) from None
         else:
             await self._slots.acquire()
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn._closed:
-                return conn, True
+        reused = self._reuse()
+        if reused is not None:
+            return reused, True
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(loop),
-                    self.address.host,
-                    self.address.port,
-                    ssl=self._ssl,
-                )
+                async with self._connecting:
+                    # Someone may have brought one back while this waited to connect.
+                    reused = self._reuse()
+                    if reused is not None:
+                        return reused, True
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(loop),
+                        self.address.host,
+                        self.address.port,
+                        ssl=self._ssl,
+                    )
         except TimeoutError:
             self._slots.release()
             raise UpstreamError("connect timed out", timeout=True) from None
@@ -277,6 +287,13 @@ class Pool:
             self._slots.release()
             raise
         return conn, False
+
+    def _reuse(self) -> UpstreamConnection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn._closed:
+                return conn
+        return None
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
