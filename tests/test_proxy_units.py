@@ -79,6 +79,17 @@ def test_end_to_end_drops_hop_by_hop_and_connection_listed() -> None:
     ]
 
 
+def test_fields_named_in_connection_are_dropped_however_it_is_written() -> None:
+    for connection in (["keep-alive"], ["Close"], ["close, X-A"], ["keep-alive", "X-A"],
+                       ["KEEP-ALIVE,x-a"]):  # fmt: skip
+        headers = CIMultiDict([("X-A", "hop"), ("Keep-Alive", "timeout=5"), ("X-B", "end")])
+        for line in connection:
+            headers.add("Connection", line)
+        kept = list(end_to_end(headers).items())
+        named = any("x-a" in line.lower() for line in connection)
+        assert kept == ([] if named else [("X-A", "hop")]) + [("X-B", "end")], connection
+
+
 def test_untrusted_client_cannot_seed_forwarding_headers() -> None:
     incoming = CIMultiDictProxy(
         CIMultiDict(

@@ -8,7 +8,6 @@ believed only from trusted proxies; from anyone else they are replaced, not exte
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
@@ -41,10 +40,28 @@ def connection_tokens(headers: MultiMapping[str]) -> set[str]:
     }
 
 
-def end_to_end(headers: MultiMapping[str], *, drop: Iterable[str] = ()) -> CIMultiDict[str]:
+_SKIP = HOP_BY_HOP | FRAMING
+# Twice per proxied request (request and response): the sets to skip are built once per
+# ``drop`` tuple, and a Connection header naming only itself (keep-alive, close) adds
+# nothing that is not dropped already.
+_SKIP_WITH: dict[tuple[str, ...], frozenset[str]] = {}
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close", "upgrade"})
+
+
+def end_to_end(headers: MultiMapping[str], *, drop: tuple[str, ...] = ()) -> CIMultiDict[str]:
     """The headers minus hop-by-hop fields, framing, and ``drop``; repeats kept in order."""
-    skip = HOP_BY_HOP | FRAMING | connection_tokens(headers) | {d.lower() for d in drop}
-    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in skip)
+    skip = _SKIP_WITH.get(drop)
+    if skip is None:
+        skip = _SKIP_WITH[drop] = _SKIP | {d.lower() for d in drop}
+    connection = headers.getall("Connection", ())
+    if connection and not (len(connection) == 1 and connection[0] in _PLAIN_CONNECTION):
+        skip = skip | connection_tokens(headers)
+    return CIMultiDict(
+        [(name, value) for name, value in headers.items() if name.lower() not in skip]
+    )
+
+
+_REQUEST_DROP = ("expect", *FORWARDING)
 
 
 def _forwarded_node(address: str) -> str:
@@ -64,7 +81,7 @@ def upstream_request_headers(
 ) -> CIMultiDict[str]:
     """What the upstream sees: end-to-end headers plus X-Forwarded-*, optionally
     Forwarded and Via. ``Expect`` is answered by the gateway itself, so not forwarded."""
-    headers = end_to_end(incoming, drop=("expect", *FORWARDING))
+    headers = end_to_end(incoming, drop=_REQUEST_DROP)
     host = incoming.get("Host", "")
     if host_override is not None:
         headers["Host"] = host_override
