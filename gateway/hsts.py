@@ -5,7 +5,10 @@ them as well as the ones built whole):
   (§7.2: a plain-HTTP answer must not carry it);
 - a relayed answer that had no ``Content-Type`` keeps none: aiohttp would add
   ``application/octet-stream``, which forbids the client's sniffing the upstream chose
-  to allow (RFC 9110 §8.3).
+  to allow (RFC 9110 §8.3);
+- ``Server`` names the product, not the Python and aiohttp versions aiohttp would
+  advertise to anyone fingerprinting the edge (an upstream's own is relayed, unless it
+  is that very string).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
@@ -23,6 +27,7 @@ from gateway.config import Hsts
 from gateway.router import normalize_host
 
 HEADER = "Strict-Transport-Security"
+SERVER = "edge-gateway"
 # Set on a response relayed from an upstream that sent no Content-Type.
 UNTYPED = web.ResponseKey("gateway.untyped", bool)
 
@@ -62,8 +67,11 @@ def request_factory(policy: Callable[[], HstsPolicy | None] | None) -> RequestFa
 
     class GatewayRequest(web.BaseRequest):
         async def _prepare_hook(self, response: web.StreamResponse) -> None:
+            headers = response.headers
+            if headers.get("Server") == SERVER_SOFTWARE:  # aiohttp's default, not relayed
+                headers["Server"] = SERVER
             if response.get(UNTYPED):
-                response.headers.popall("Content-Type", None)
+                headers.popall("Content-Type", None)
             current = policy() if policy is not None else None
             if current is not None:
                 header = current.header_for(normalize_host(self.host))

@@ -392,3 +392,11 @@ async def test_tests_run_on_the_production_event_loop() -> None:
     import uvloop
 
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+
+
+async def test_server_header_names_the_product_not_its_versions(tmp_path: Path) -> None:
+    async with in_process_gateway(base_config(tmp_path), tmp_path) as gw:
+        async with aiohttp.ClientSession() as session:
+            for url in (gw.url("/"), gw.url("/nope/%2e%2e/x"), gw.url("/_gateway/health")):
+                async with session.get(url) as resp:
+                    assert resp.headers["Server"] == "edge-gateway", url
