@@ -9,13 +9,21 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
 from gateway import __version__
 from gateway.events.spool import Spool, SpoolRecord
-from tests.support import HELLO, base_config, start_process, stop_process, with_routes
+from tests.support import (
+    HELLO,
+    GatewayProcess,
+    base_config,
+    start_process,
+    stop_process,
+    with_routes,
+)
 
 
 def gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -32,6 +40,33 @@ async def fetch(url: str, method: str = "GET") -> tuple[int, str, str]:
         session.request(method, url) as resp,
     ):
         return resp.status, await resp.text(), resp.headers.get("X-Request-Id", "")
+
+
+async def restart_worker(gw: GatewayProcess, slot: int) -> int:
+    """SIGKILL one worker, wait until its replacement serves; the killed pid."""
+    victim = gw.worker_pids()[slot]
+    mark = len(gw.lines)
+    os.kill(victim, signal.SIGKILL)
+    await gw.wait_for(rf"worker {slot} started \(pid \d+\)", after=mark)
+    await gw.wait_for(r"worker \d+ serving", after=mark)
+    return victim
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 10.0) -> None:
+    """Until ``check()`` holds (a figure another worker reports a moment later, say)."""
+    async with asyncio.timeout(limit):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _body_is(url: str, expected: str) -> bool:
+    return (await fetch(url))[1] == expected
+
+
+async def _body_has(url: str, part: str) -> bool:
+    return part in (await fetch(url))[1]
 
 
 def write_config(tmp_path: Path, config: dict[str, object]) -> Path:
@@ -148,11 +183,7 @@ async def test_second_sigint_forces_exit(tmp_path: Path) -> None:
 async def test_killed_worker_is_restarted(tmp_path: Path) -> None:
     gw = await start_process(write_config(tmp_path, base_config(tmp_path, workers=2)), workers=2)
     try:
-        victim = gw.worker_pids()[0]
-        mark = len(gw.lines)
-        os.kill(victim, signal.SIGKILL)
-        await gw.wait_for(r"worker 0 started \(pid \d+\)", after=mark)
-        await gw.wait_for(r"worker \d+ serving", after=mark)
+        victim = await restart_worker(gw, 0)
         assert gw.worker_pids()[0] != victim
         for _ in range(10):
             assert (await fetch(gw.url("/")))[:2] == (200, HELLO)
@@ -172,11 +203,7 @@ async def test_worker_restarted_after_a_broken_edit_serves_the_last_valid_config
     gw = await start_process(path, workers=2)
     try:
         path.write_text('{"server": {"listeners": []}, "routes": 5}')
-        victim = gw.worker_pids()[1]
-        mark = len(gw.lines)
-        os.kill(victim, signal.SIGKILL)
-        await gw.wait_for(r"worker 1 started \(pid \d+\)", after=mark)
-        await gw.wait_for(r"worker \d+ serving", after=mark)
+        await restart_worker(gw, 1)
         for _ in range(10):
             assert (await fetch(gw.url("/")))[:2] == (200, HELLO)
         # A reload of the broken file is refused; a fixed file is taken.
@@ -186,11 +213,7 @@ async def test_worker_restarted_after_a_broken_edit_serves_the_last_valid_config
         write_config(tmp_path, config)
         status, _, _ = await fetch(gw.url("/_gateway/reload", listener="admin"), "POST")
         assert status == 202
-        async with asyncio.timeout(10):
-            while True:
-                if (await fetch(gw.url("/")))[1] == "changed\n":
-                    break
-                await asyncio.sleep(0.1)
+        await eventually(lambda: _body_is(gw.url("/"), "changed\n"))
     finally:
         await stop_process(gw)
 
@@ -210,9 +233,7 @@ async def test_a_reload_that_changes_the_listeners_is_refused(tmp_path: Path) ->
         mark = len(gw.lines)
         gw.signal(signal.SIGHUP)
         await gw.wait_for("server.listeners: changed: restart the gateway to apply", after=mark)
-        os.kill(gw.worker_pids()[0], signal.SIGKILL)
-        await gw.wait_for(r"worker 0 started \(pid \d+\)", after=mark)
-        await gw.wait_for(r"worker \d+ serving", after=mark)
+        await restart_worker(gw, 0)
         for _ in range(10):
             assert (await fetch(gw.url("/")))[:2] == (200, HELLO)
         assert (await fetch(gw.url("/_gateway/metrics")))[0] == 404  # still not public
@@ -231,12 +252,7 @@ async def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
         assert len(prefixes) == 2, "requests should have reached both workers"
         line = 'gateway_requests_total{method="GET",route="_gateway",status_class="4xx"} 40.0'
         # The scraped worker's counts are current; the other's follow within a second.
-        async with asyncio.timeout(5):
-            while True:
-                _, metrics, _ = await fetch(gw.url("/_gateway/metrics", listener="admin"))
-                if line in metrics:
-                    break
-                await asyncio.sleep(0.2)
+        await eventually(lambda: _body_has(gw.url("/_gateway/metrics", listener="admin"), line))
     finally:
         await stop_process(gw)
 
