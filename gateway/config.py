@@ -812,7 +812,7 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
         proxy = route.proxy
         if proxy is not None and proxy.policy == "header_hash" and not proxy.hash_header:
             yield ConfigIssue(f"{path}.proxy.hash_header", "is required by policy header_hash")
-        if route.segment is not None and not config.tracking.write_keys:
+        if route.segment is not None and route.segment.enabled and not config.tracking.write_keys:
             yield ConfigIssue(f"{path}.segment", "needs tracking.write_keys to check callers")
         for j, rule_name in enumerate(route.rate_limits):
             if rule_name not in rule_names:

@@ -163,3 +163,15 @@ def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "missing.json")
     assert [str(i) for i in caught.value.issues] == ["cannot read: No such file or directory"]
+
+
+def test_only_a_segment_route_that_is_on_needs_write_keys() -> None:
+    route = {"name": "s", "match": {"path_prefix": "/v1"}, "segment": {"enabled": False}}
+    config = {"server": {"listeners": [{"name": "p", "port": 0}]}, "routes": [route]}
+    assert parse_config(json.dumps(config).encode(), env={}).routes[0].segment is not None
+    route["segment"] = {}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(json.dumps(config).encode(), env={})
+    assert [str(issue) for issue in caught.value.issues] == [
+        "routes[0].segment: needs tracking.write_keys to check callers"
+    ]
