@@ -18,11 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from gateway.certs.issuer import ACME_TLS_ALPN, self_signed
-from gateway.certs.storage import Storage, certificate_info
+from gateway.certs.storage import CertificateInfo, Storage, certificate_info
 from gateway.config import Tls, TlsCertificate
 
 log = logging.getLogger("gateway.tls")
@@ -37,19 +34,19 @@ class CertificateError(Exception):
     """A certificate or key file cannot be used; ``str()`` says which and why."""
 
 
-def names_of(cert_path: str) -> list[str]:
-    """The DNS names a certificate is for: its subjectAltName entries, else its CN."""
+def read_certificate(cert_path: str) -> CertificateInfo:
+    """The DNS names (subjectAltName entries, else the CN) and validity of a file's
+    leaf certificate."""
     try:
         with open(cert_path, "rb") as handle:
-            cert = x509.load_pem_x509_certificate(handle.read())
+            return certificate_info(handle.read())
     except (OSError, ValueError) as exc:
         raise CertificateError(f"{cert_path}: not a readable PEM certificate ({exc})") from None
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        names = san.value.get_values_for_type(x509.DNSName)
-    except x509.ExtensionNotFound:
-        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return [name.lower() for name in names]
+
+
+def names_of(cert_path: str) -> list[str]:
+    """The DNS names a certificate is for: its subjectAltName entries, else its CN."""
+    return list(read_certificate(cert_path).names)
 
 
 def context_for(pair: TlsCertificate | None, tls: Tls) -> ssl.SSLContext:
@@ -77,6 +74,7 @@ class _Loaded:
     # None: an ACME certificate not issued yet, served by a self-signed placeholder.
     stamp: tuple[float, float] | None
     not_after: datetime | None
+    managed: bool  # ACME's: serves its domain, whatever names the file lists
 
 
 def _stamp(pair: TlsCertificate) -> tuple[float, float]:
@@ -103,10 +101,10 @@ class CertificateStore:
     def __init__(self, tls: Tls) -> None:
         self._tls = tls
         self._loaded = [self._load(pair) for pair in tls.certificates]
-        self._storage = Storage(tls.acme.storage) if tls.acme is not None else None
-        if tls.acme is not None and self._storage is not None:
-            for domain in tls.acme.domains:
-                self._loaded.append(self._load_managed(domain))
+        self._storage = None
+        if tls.acme is not None:
+            self._storage = Storage(tls.acme.storage)
+            self._loaded.extend(self._load_managed(domain) for domain in tls.acme.domains)
         self._by_name: dict[str, ssl.SSLContext] = {}
         self._index()
         # TLS-ALPN-01 (RFC 8737): while offered, the CA's handshake for a name gets the
@@ -121,22 +119,19 @@ class CertificateStore:
         self.context.set_alpn_protocols([*ALPN, ACME_TLS_ALPN])
         self.context.sni_callback = self._choose
 
-    def _load(self, pair: TlsCertificate) -> _Loaded:
+    def _load(self, pair: TlsCertificate, domain: str | None = None) -> _Loaded:
+        """The pair's context; with ``domain``, an ACME certificate serving that name."""
         stamp = _stamp(pair)
-        with open(pair.cert, "rb") as handle:
-            pem = handle.read()
-        try:
-            info = certificate_info(pem)
-        except ValueError as exc:
-            raise CertificateError(f"{pair.cert}: not a readable PEM certificate ({exc})") from None
+        info = read_certificate(pair.cert)
+        names = [domain] if domain is not None else list(info.names)
         context = context_for(pair, self._tls)
-        return _Loaded(pair, context, names_of(pair.cert), stamp, info.not_after)
+        return _Loaded(pair, context, names, stamp, info.not_after, managed=domain is not None)
 
     def _load_managed(self, domain: str) -> _Loaded:
         assert self._storage is not None
         pair = self._storage.pair(domain)
         try:
-            loaded = self._load(pair)
+            return self._load(pair, domain)
         except FileNotFoundError:
             log.warning(
                 "no certificate for %s yet: serving a self-signed placeholder until ACME "
@@ -145,11 +140,8 @@ class CertificateStore:
             )
         except (OSError, CertificateError) as exc:
             log.error("certificate for %s unusable (%s): serving a placeholder", domain, exc)
-        else:
-            loaded.names = [domain]
-            return loaded
-        placeholder = self_signed(domain, timedelta(days=7))
-        return _Loaded(pair, _context_from_pem(placeholder, self._tls, ALPN), [domain], None, None)
+        placeholder = _context_from_pem(self_signed(domain, timedelta(days=7)), self._tls, ALPN)
+        return _Loaded(pair, placeholder, [domain], None, None, managed=True)
 
     def _index(self) -> None:
         by_name: dict[str, ssl.SSLContext] = {}
@@ -180,17 +172,15 @@ class CertificateStore:
         A broken replacement is logged and skipped: the current certificate stays."""
         fresh = []
         for i, loaded in enumerate(self._loaded):
+            pair = loaded.pair
             try:
                 if loaded.stamp is None:  # placeholder: has the first one been issued?
-                    if os.path.exists(loaded.pair.cert) and os.path.exists(loaded.pair.key):
-                        fresh_one = self._load(loaded.pair)
-                        fresh_one.names = loaded.names
-                        fresh.append((i, fresh_one))
-                elif _stamp(loaded.pair) != loaded.stamp:
-                    fresh_one = self._load(loaded.pair)
-                    if i >= len(self._tls.certificates):
-                        fresh_one.names = loaded.names
-                    fresh.append((i, fresh_one))
+                    if not (os.path.exists(pair.cert) and os.path.exists(pair.key)):
+                        continue
+                elif _stamp(pair) == loaded.stamp:
+                    continue
+                domain = loaded.names[0] if loaded.managed else None
+                fresh.append((i, self._load(pair, domain)))
             except (OSError, CertificateError) as exc:
                 log.error(
                     "certificate %s not reloaded, keeping the current one: %s",

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from gateway.config import TlsCertificate
 
@@ -88,11 +89,13 @@ def _public(key: Any) -> bytes:
 
 
 def _info(cert: x509.Certificate) -> CertificateInfo:
+    """Its DNS names (subjectAltName entries, else the CN) and validity."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        names = tuple(name.lower() for name in san.value.get_values_for_type(x509.DNSName))
+        found = san.value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
-        names = ()
+        found = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    names = tuple(name.lower() for name in found)
     return CertificateInfo(
         names, cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number
     )
