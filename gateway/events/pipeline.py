@@ -213,12 +213,9 @@ class EventPipeline:
             raise Overloaded("event queue is full")
         done = asyncio.get_running_loop().create_future() if durable else None
         waiting = _Waiting(done, len(events)) if done is not None else None
-        queue, topics = self._queue, self._topics
         for event in events:
-            event_type = event.event_type
-            topic = topics.get(event_type) or self._topic(event_type)
-            record = SpoolRecord(topic, event.key, event.value, event.keyed)
-            queue.append(_Pending(record, event_type, waiting))
+            record = SpoolRecord(self._topic(event.event_type), event.key, event.value, event.keyed)
+            self._queue.append(_Pending(record, event.event_type, waiting))
         self._queued_bytes += size
         self._count(events, "accepted")
         self._wakeup.set()
