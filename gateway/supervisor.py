@@ -44,15 +44,6 @@ class _Slot:
     waiter: asyncio.Task[int] | None = field(default=None, repr=False)
 
 
-def restart_needed(running: Config, new: Config) -> str:
-    """The key whose change a reload cannot apply under a supervisor ('' if none)."""
-    if new.server.listeners != running.server.listeners:
-        return "server.listeners"
-    if new.server.worker_count != running.server.worker_count:
-        return "server.workers"
-    return ""
-
-
 class Supervisor:
     """Owns the listening sockets and the worker processes of one gateway."""
 
@@ -151,11 +142,13 @@ class Supervisor:
     def _on_reload_signal(self) -> None:
         try:
             config, raw = self._validate()
-            sockets_changed = restart_needed(self.config, config)
-            if sockets_changed:
+            from gateway.worker import sockets_changed  # imported by _bind already
+
+            changed = sockets_changed(self.config, config)
+            if changed:
                 # Workers pair inherited sockets with the listeners in order: a restarted
                 # one must never read listeners these sockets were not bound for.
-                issue = ConfigIssue(sockets_changed, "changed: restart the gateway to apply")
+                issue = ConfigIssue(changed, "changed: restart the gateway to apply")
                 raise ConfigError(self.config_path, [issue])
         except ConfigError as exc:
             self._metrics.config_reloads.labels("failure").inc()

@@ -43,11 +43,16 @@ from gateway.runtime import RuntimeHolder, Services
 
 log = logging.getLogger("gateway.worker")
 
+# What the inherited sockets were bound for: workers pair them with the listeners in
+# order, so under a supervisor a reload that changes these is refused outright.
+SOCKET_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
+    ("server.listeners", lambda c: c.server.listeners),
+    ("server.workers", lambda c: c.server.worker_count),
+)
 # Keys whose change a reload cannot apply to a running process (sockets, parser limits,
 # the log file); a reload still applies the rest and says what waits for a restart.
 RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
-    ("server.listeners", lambda c: c.server.listeners),
-    ("server.workers", lambda c: c.server.workers),
+    *SOCKET_KEYS,
     ("server.limits.max_header_bytes", lambda c: c.server.limits.max_header_bytes),
     ("server.limits.max_headers", lambda c: c.server.limits.max_headers),
     ("server.access_log.path", lambda c: c.server.access_log.path),
@@ -307,9 +312,7 @@ class Worker:
         except ConfigError as exc:
             self.metrics.config_reloads.labels("failure").inc()
             return 400, exc.issues
-        from gateway.supervisor import restart_needed
-
-        if changed := restart_needed(self.config, config):
+        if changed := sockets_changed(self.config, config):
             self.metrics.config_reloads.labels("failure").inc()
             return 400, [ConfigIssue(changed, "changed: restart the gateway to apply")]
         os.kill(self.supervisor_pid, signal.SIGHUP)
@@ -362,6 +365,11 @@ def bind_listener(listener: Listener, *, reuse_port: bool = False) -> socket.soc
         sock.close()
         raise
     return sock
+
+
+def sockets_changed(running: Config, new: Config) -> str:
+    """The first of SOCKET_KEYS that ``new`` changes ('' if none)."""
+    return next((key for key, get in SOCKET_KEYS if get(running) != get(new)), "")
 
 
 async def run_worker(
