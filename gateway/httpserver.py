@@ -40,6 +40,8 @@ class ServerHooks(Protocol):
         """A connection was refused at the connection cap."""
 
 
+BUSY_LINGER = 1.0  # seconds a refused connection is kept to read what the client sent
+
 # Sent, then the socket closed, when a worker is at its connection cap. A constant: no
 # request has been read, so there is nothing to parse or negotiate.
 _BUSY_RESPONSE = (
@@ -54,11 +56,27 @@ _BUSY_RESPONSE = (
 
 
 class _BusyProtocol(asyncio.Protocol):
+    """Answers 503 and hangs up. Closing a socket whose request is still unread makes
+    the kernel send a reset, which can destroy the answer before the client reads it:
+    so the write side is shut after the answer (FIN), what the client sends is read and
+    dropped, and the socket is closed when the client closes or after ``BUSY_LINGER``."""
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # cast, not isinstance: uvloop's transports do not subclass asyncio's classes.
-        writer = cast(asyncio.WriteTransport, transport)
+        self._transport = writer = cast(asyncio.WriteTransport, transport)
         writer.write(_BUSY_RESPONSE)
-        writer.close()
+        writer.write_eof()
+        self._linger = asyncio.get_running_loop().call_later(BUSY_LINGER, writer.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        self._transport.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._linger.cancel()
 
 
 def _is_oversized_head(exc: BaseException | None) -> bool:
