@@ -37,6 +37,7 @@ from gateway.hsts import request_factory
 from gateway.httpserver import GatewayServer
 from gateway.links.api import LinksApi
 from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
+from gateway.listen import AcceptSite
 from gateway.metrics import FLUSH_INTERVAL, Metrics
 from gateway.proxy.group import UpstreamRegistry
 from gateway.runtime import RuntimeHolder, Services
@@ -200,9 +201,8 @@ class Worker:
             runner = web.ServerRunner(http, shutdown_timeout=server.shutdown_timeout)
             await runner.setup()
             self._runners.append(runner)
-            # aiohttp's listen() again with its default backlog of 128 would undo ours.
             ssl_context = certificates.store.context if listener.tls and certificates else None
-            site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG, ssl_context=ssl_context)
+            site = AcceptSite(runner, sock, ssl_context=ssl_context)
             await site.start()
         if certificates is not None:
             # After the listeners: the CA's validation requests must find them accepting.

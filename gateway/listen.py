@@ -1,0 +1,105 @@
+"""Accepting connections: the listening socket's accept loop, in the gateway's hands.
+
+uvloop (libuv) accepts one connection per event-loop iteration. Under load an iteration
+takes milliseconds, so a burst of new clients (a load test opening 1000 connections, a
+reconnect storm after a deploy) waits in the kernel's accept queue for up to seconds:
+measured, 2 s client timeouts at 1000 connections while every accepted request was
+answered within 1 s. Here each readiness of the socket accepts everything queued (up to
+``ACCEPT_BATCH``), as asyncio's own loop does, and hands each socket to the loop as an
+accepted connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+
+from aiohttp import web
+
+log = logging.getLogger("gateway.listen")
+
+ACCEPT_BATCH = 512  # connections taken per readiness of the listening socket
+# Out of descriptors or kernel memory: accepting again at once would spin.
+_PAUSE_ON = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+PAUSE = 0.1  # seconds before accepting again after one of those
+
+
+class AcceptSite(web.BaseSite):
+    """An aiohttp site on an already bound and listening socket (like ``SockSite``)
+    whose accept loop is ours."""
+
+    __slots__ = ("_accepting", "_handshakes", "_name", "_sock")
+
+    def __init__(
+        self, runner: web.BaseRunner, sock: socket.socket, *, ssl_context: ssl.SSLContext | None
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self._sock = sock
+        host, port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        self._name = f"{'https' if ssl_context else 'http'}://{host}:{port}"
+        self._accepting = False
+        self._handshakes: set[asyncio.Task[object]] = set()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def start(self) -> None:
+        await super().start()
+        self._sock.setblocking(False)
+        self._resume()
+
+    async def stop(self) -> None:
+        # Closed, as uvloop's server closes its socket: this process takes no more. (Under
+        # the supervisor, which holds a copy, what queues meanwhile waits for the next
+        # worker of this slot.)
+        self._pause()
+        self._sock.close()
+        for task in self._handshakes:  # not yet a connection aiohttp will drain
+            task.cancel()
+        await asyncio.gather(*self._handshakes, return_exceptions=True)
+        await super().stop()
+
+    def _resume(self) -> None:
+        if not self._accepting:
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept)
+            self._accepting = True
+
+    def _pause(self) -> None:
+        if self._accepting:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._accepting = False
+
+    def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _PAUSE_ON:
+                    log.error("accept failed (%s); pausing %.1fs", exc.strerror, PAUSE)
+                    self._pause()
+                    loop.call_later(PAUSE, self._resume)
+                    return
+                continue  # that client is gone (ECONNABORTED and the like)
+            # A task per connection: short for plain TCP (the transport's start), the
+            # handshake for TLS. Kept so that stop() can cancel handshakes in progress.
+            task = loop.create_task(
+                loop.connect_accepted_socket(server, conn, ssl=self._ssl_context)
+            )
+            self._handshakes.add(task)
+            task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[object]) -> None:
+        self._handshakes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A failed TLS handshake or a client that hung up at once: theirs, not ours.
+            log.debug("connection not established: %r", task.exception())
