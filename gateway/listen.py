@@ -31,7 +31,7 @@ class AcceptSite(web.BaseSite):
     """An aiohttp site on an already bound and listening socket (like ``SockSite``)
     whose accept loop is ours."""
 
-    __slots__ = ("_accepting", "_handshakes", "_name", "_sock")
+    __slots__ = ("_accepting", "_handshakes", "_name", "_sock", "_starved")
 
     def __init__(
         self, runner: web.BaseRunner, sock: socket.socket, *, ssl_context: ssl.SSLContext | None
@@ -42,6 +42,7 @@ class AcceptSite(web.BaseSite):
         host = f"[{host}]" if ":" in host else host
         self._name = f"{'https' if ssl_context else 'http'}://{host}:{port}"
         self._accepting = False
+        self._starved = False  # out of descriptors since the last accept: logged once
         self._handshakes: set[asyncio.Task[object]] = set()
 
     @property
@@ -65,7 +66,7 @@ class AcceptSite(web.BaseSite):
         await super().stop()
 
     def _resume(self) -> None:
-        if not self._accepting:
+        if not self._accepting and self._sock.fileno() != -1:  # not once stopped
             asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept)
             self._accepting = True
 
@@ -85,11 +86,14 @@ class AcceptSite(web.BaseSite):
                 return
             except OSError as exc:
                 if exc.errno in _PAUSE_ON:
-                    log.error("accept failed (%s); pausing %.1fs", exc.strerror, PAUSE)
+                    if not self._starved:
+                        log.error("accept failed (%s); retrying every %.1fs", exc.strerror, PAUSE)
+                        self._starved = True
                     self._pause()
                     loop.call_later(PAUSE, self._resume)
                     return
                 continue  # that client is gone (ECONNABORTED and the like)
+            self._starved = False
             # A task per connection: short for plain TCP (the transport's start), the
             # handshake for TLS. Kept so that stop() can cancel handshakes in progress.
             task = loop.create_task(
