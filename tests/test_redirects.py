@@ -125,6 +125,15 @@ async def test_management_api_crud_pagination_and_errors(tmp_path: Path) -> None
         assert (page["total"], [link["slug"] for link in page["links"]]) == (3, ["s2"])
         status, _, patched = await call("PATCH", api(gw, "/s1"), {"status": 307})
         assert (status, patched["status"], patched["target"]) == (200, 307, "https://a.example/1")
+        assert (await call("GET", gw.url("/l/s3"), headers={}))[1]["Location"] == (
+            "https://a.example/3"
+        )
+        new_target = {"target": "https://b.example/new"}
+        assert (await call("PATCH", api(gw, "/s3"), new_target))[0] == 200
+        # A changed link sends its new Location, not the one its last click remembered.
+        assert (await call("GET", gw.url("/l/s3"), headers={}))[1]["Location"] == (
+            "https://b.example/new"
+        )
         assert (await call("DELETE", api(gw, "/s1")))[0] == 204
         assert (await call("GET", api(gw, "/s1")))[0] == 404
         assert (await call("GET", gw.url("/l/s1"), headers={}))[0] == 404

@@ -25,6 +25,8 @@ from gateway.links.store import LinkStore
 from gateway.request import INFO
 from gateway.tracking import Tracker
 
+LOCATION_CACHE = 65536  # links whose Location is remembered; cleared whole when full
+
 
 class RedirectHandler:
     """Resolves ``<prefix>/<slug>`` and ``<prefix>/r`` for one route."""
@@ -46,6 +48,7 @@ class RedirectHandler:
         self._static = static_links
         self._tracker = tracker
         self._count_miss = count_miss
+        self._locations: dict[str, tuple[Link, str]] = {}
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
@@ -57,10 +60,22 @@ class RedirectHandler:
         if link is None or not link.enabled or not SLUG.match(slug):
             self._count_miss()
             raise HTTPError(404, "no such link")
-        if link.expired(datetime.now(UTC)):
+        if link.expires_at is not None and link.expired(datetime.now(UTC)):
             raise HTTPError(410, "this link has expired")
         query = request.raw_path.partition("?")[2]
-        location = link.location(query)
+        if link.pass_query and query:
+            location = link.location(query)
+        else:
+            # Without the visitor's query a link always sends the same Location: built
+            # once per link object (a changed link is a new object), not per click.
+            cached = self._locations.get(slug)
+            if cached is not None and cached[0] is link:
+                location = cached[1]
+            else:
+                location = link.location("")
+                if len(self._locations) >= LOCATION_CACHE:  # deleted links' entries go too
+                    self._locations.clear()
+                self._locations[slug] = (link, location)
         self._record(request, slug, {
             "slug": slug, "target": link.target, "location": location,
             **link.campaign, "flagged": False,
@@ -88,9 +103,10 @@ class RedirectHandler:
         return self._answer(302, url)
 
     def _answer(self, status: int, location: str) -> web.Response:
-        response = web.Response(status=status, headers={"Location": location})
-        response.headers["Cache-Control"] = "no-store"  # every click must reach us
-        return response
+        # no-store: every click must reach us, not a cache.
+        return web.Response(
+            status=status, headers={"Location": location, "Cache-Control": "no-store"}
+        )
 
     def _record(self, request: web.BaseRequest, name: str, properties: dict[str, Any]) -> None:
         tracker = self._tracker
