@@ -94,6 +94,25 @@ async def test_minimum_tls_version_is_enforced(tmp_path: Path) -> None:
             await asyncio.open_connection("127.0.0.1", gw.ports["https"], ssl=context)
 
 
+async def test_plain_http_and_stalled_handshakes_on_the_tls_port(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    async with in_process_gateway(tls_config(tmp_path, ca), tmp_path) as gw:
+        port = gw.ports["https"]
+        # Clients that connect and never start a handshake.
+        stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        # Plain HTTP to the TLS port: no HTTP answer, the connection is closed.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        async with asyncio.timeout(5):
+            reply = await reader.read()
+        assert b"HTTP/1.1" not in reply
+        writer.close()
+        # Meanwhile, a real client is served.
+        assert await peer_names(port, "site.test", ca) == ["site.test", "www.site.test"]
+        for _, stalled_writer in stalled:
+            stalled_writer.close()
+
+
 async def test_replaced_certificate_is_served_without_dropping_connections(tmp_path: Path) -> None:
     ca = trustme.CA()
     config = tls_config(tmp_path, ca, reload_interval=0.1)
