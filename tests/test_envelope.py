@@ -6,7 +6,9 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from gateway.events.envelope import iso_utc, uuid7
+import orjson
+
+from gateway.events.envelope import RequestFacts, SegmentFields, build_event, iso_utc, uuid7
 
 
 def test_uuid7_is_an_rfc_9562_version_7_id_with_the_current_time() -> None:
@@ -32,3 +34,57 @@ def test_iso_utc_matches_datetime_to_the_millisecond() -> None:
         expected = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
         assert iso_utc(stamp) == expected.replace("+00:00", "Z")
         assert iso_utc(stamp) == iso_utc(stamp)  # the remembered one
+
+
+ENVELOPE_ORDER = [
+    "event_id", "event_time", "event_type", "event_name",
+    "anonymous_id", "user_id", "session_id",
+    "properties", "traits", "context", "group_id", "previous_id",
+    "ip", "method", "host", "path", "query", "user_agent", "referer", "status", "duration_ms",
+    "received_at", "sent_at", "timestamp", "original_timestamp", "message_id",
+    "gateway",
+]  # fmt: skip
+
+
+def test_the_envelope_has_the_documented_members_in_order() -> None:
+    # Values a client controls, with what JSON must escape.
+    facts = RequestFacts(
+        ip="2001:db8::1", method="POST", host='h"ost\\', path="/v1/batch\u2028",
+        query="a=%22&b=\x01", user_agent="UA \u00e9\U0001f600", referer="",
+    )  # fmt: skip
+    segment = SegmentFields(
+        traits={"name": "x"}, context={"ip": "1.2.3.4"}, group_id=None, previous_id=None,
+        sent_at="2026-11-25T18:00:01.000Z", timestamp="2026-11-25T18:00:00.500Z",
+        original_timestamp="2026-11-25T18:00:00.000Z", message_id="m-1",
+    )  # fmt: skip
+    events = [
+        build_event(
+            event_type="track",
+            event_name=f"Viewed {i}",
+            anonymous_id=None,
+            session_id=None,
+            user_id=f"user-{i}",
+            request=facts,
+            node='node-"1"',
+            version="0.1.0",
+            properties={"i": i, "nested": {"x": [1, None, "y"]}},
+            status=201,
+            duration_ms=1.5,
+            received_at=1764093600.25,
+            segment=segment,
+        )
+        for i in range(3)  # three calls of one batch share the request facts
+    ]
+    for i, event in enumerate(events):
+        parsed = orjson.loads(event.value)
+        assert list(parsed) == ENVELOPE_ORDER
+        assert event.value == orjson.dumps(parsed)  # compact, as orjson writes it
+        assert parsed["host"] == 'h"ost\\' and parsed["query"] == "a=%22&b=\x01"
+        assert parsed["user_agent"] == "UA \u00e9\U0001f600"
+        assert (parsed["user_id"], parsed["properties"]["i"], parsed["status"]) == (
+            f"user-{i}",
+            i,
+            201,
+        )
+        assert parsed["gateway"] == {"node": 'node-"1"', "version": "0.1.0", "schema": 1}
+        assert (parsed["event_id"], parsed["message_id"]) == (event.event_id, "m-1")
