@@ -16,6 +16,7 @@ import errno
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -31,13 +32,24 @@ class AcceptSite(web.BaseSite):
     """An aiohttp site on an already bound and listening socket (like ``SockSite``)
     whose accept loop is ours."""
 
-    __slots__ = ("_accepting", "_handshakes", "_name", "_sock", "_starved")
+    __slots__ = (
+        "_accepting", "_handshake_timeout", "_handshakes", "_name", "_sock", "_starved",
+    )  # fmt: skip
 
     def __init__(
-        self, runner: web.BaseRunner, sock: socket.socket, *, ssl_context: ssl.SSLContext | None
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        handshake_timeout: Callable[[], float],
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context)
         self._sock = sock
+        # Read per connection (a reload applies to new ones). Like Go's net/http, the
+        # TLS handshake counts against the time a client has for its first request head:
+        # uvloop's default of 60 s would let a silent client hold a handshake that long.
+        self._handshake_timeout = handshake_timeout
         host, port = sock.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
         self._name = f"{'https' if ssl_context else 'http'}://{host}:{port}"
@@ -96,9 +108,16 @@ class AcceptSite(web.BaseSite):
             self._starved = False
             # A task per connection: short for plain TCP (the transport's start), the
             # handshake for TLS. Kept so that stop() can cancel handshakes in progress.
-            task = loop.create_task(
-                loop.connect_accepted_socket(server, conn, ssl=self._ssl_context)
-            )
+            if self._ssl_context is None:
+                connecting = loop.connect_accepted_socket(server, conn)
+            else:
+                connecting = loop.connect_accepted_socket(
+                    server,
+                    conn,
+                    ssl=self._ssl_context,
+                    ssl_handshake_timeout=self._handshake_timeout(),
+                )
+            task = loop.create_task(connecting)
             self._handshakes.add(task)
             task.add_done_callback(self._connected)
 

@@ -202,7 +202,12 @@ class Worker:
             await runner.setup()
             self._runners.append(runner)
             ssl_context = certificates.store.context if listener.tls and certificates else None
-            site = AcceptSite(runner, sock, ssl_context=ssl_context)
+            site = AcceptSite(
+                runner,
+                sock,
+                ssl_context=ssl_context,
+                handshake_timeout=lambda: self.holder.current.config.server.timeouts.read_header,
+            )
             await site.start()
         if certificates is not None:
             # After the listeners: the CA's validation requests must find them accepting.

@@ -24,6 +24,10 @@ async def _hello(request: web.BaseRequest) -> web.Response:
     return web.Response(text="hi")
 
 
+def _plain_site(runner: web.BaseRunner, listening: socket.socket) -> AcceptSite:
+    return AcceptSite(runner, listening, ssl_context=None, handshake_timeout=lambda: 10.0)
+
+
 @asynccontextmanager
 async def _site() -> AsyncIterator[tuple[web.Server, int]]:
     listening = socket.create_server(("127.0.0.1", 0), backlog=4096)
@@ -31,7 +35,9 @@ async def _site() -> AsyncIterator[tuple[web.Server, int]]:
     runner = web.ServerRunner(server)
     await runner.setup()
     try:
-        await AcceptSite(runner, listening, ssl_context=None).start()
+        await AcceptSite(
+            runner, listening, ssl_context=None, handshake_timeout=lambda: 10.0
+        ).start()
         yield server, listening.getsockname()[1]
     finally:
         await runner.cleanup()
@@ -101,7 +107,7 @@ async def test_a_stopped_site_accepts_no_more() -> None:
     server = web.Server(_hello)
     runner = web.ServerRunner(server)
     await runner.setup()
-    site = AcceptSite(runner, listening, ssl_context=None)
+    site = _plain_site(runner, listening)
     port = listening.getsockname()[1]
     await site.start()
     await site.stop()

@@ -113,6 +113,35 @@ async def test_plain_http_and_stalled_handshakes_on_the_tls_port(tmp_path: Path)
             stalled_writer.close()
 
 
+async def test_a_client_that_never_finishes_its_handshake_is_cut_at_read_header(
+    tmp_path: Path,
+) -> None:
+    ca = trustme.CA()
+    config = tls_config(tmp_path, ca)
+    config["server"]["timeouts"] = {"read_header": 0.5}
+    async with in_process_gateway(config, tmp_path) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["https"])
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(5):  # uvloop's own default would be 60 s
+            assert await reader.read() == b""
+        assert asyncio.get_running_loop().time() - started >= 0.4
+        writer.close()
+
+
+async def test_a_stopping_worker_closes_connections_still_in_their_handshake(
+    tmp_path: Path,
+) -> None:
+    ca = trustme.CA()
+    loop = asyncio.get_running_loop()
+    async with in_process_gateway(tls_config(tmp_path, ca), tmp_path) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["https"])
+        await asyncio.sleep(0.2)  # accepted; the handshake waits for a ClientHello
+        stopping = loop.time()
+    assert loop.time() - stopping < 2  # not read_header's 10 s
+    assert await reader.read() == b""
+    writer.close()
+
+
 async def test_replaced_certificate_is_served_without_dropping_connections(tmp_path: Path) -> None:
     ca = trustme.CA()
     config = tls_config(tmp_path, ca, reload_interval=0.1)
