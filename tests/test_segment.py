@@ -136,6 +136,10 @@ async def test_validation_rules_and_dead_letter(tmp_path: Path, kafka_broker: Br
          "batch[1]: type must be one of track, identify, page, screen, group, alias"),
         ("/v1/track", {"userId": "u", "event": "E", "properties": {"p": "x" * 33_000}},
          "message is larger than 32 KB"),
+        # Skew correction would put it 10,000 years from now: not a 500.
+        ("/v1/track", {"userId": "u", "event": "E", "timestamp": "9999-12-31T23:59:59Z",
+                       "sentAt": "0001-01-01T00:00:00Z"},
+         "timestamp corrected by sentAt is outside the years 1 to 9999"),
     ]  # fmt: skip
     async with in_process_gateway(config, tmp_path) as gw:
         for path, body, reason in cases:

@@ -116,6 +116,12 @@ def validate(
     timestamp = parse_time(msg.get("timestamp"), "timestamp")
     sent_raw = msg.get("sentAt", batch_sent_at)
     sent_at = parse_time(sent_raw, "sentAt")
+    corrected = None  # the envelope then uses received_at
+    if timestamp is not None:
+        try:
+            corrected = iso_utc(corrected_timestamp(received_at, timestamp, sent_at))
+        except ValueError:  # e.g. a timestamp in year 9999 sent at year 1
+            raise Invalid("timestamp corrected by sentAt is outside the years 1 to 9999") from None
     return Message(
         event_type=call,
         event_name=name,
@@ -128,9 +134,7 @@ def validate(
             group_id=group_id,
             previous_id=previous_id,
             sent_at=sent_raw if sent_at is not None else None,
-            timestamp=None
-            if timestamp is None  # the envelope then uses received_at
-            else iso_utc(corrected_timestamp(received_at, timestamp, sent_at)),
+            timestamp=corrected,
             original_timestamp=msg.get("timestamp") if timestamp is not None else None,
             message_id=_text(msg, "messageId"),
         ),
