@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 
-from gateway.events.envelope import RequestFacts, SegmentFields, build_event, iso_utc, uuid7
+from gateway.events.envelope import (
+    MAX_TIMESTAMP,
+    MIN_TIMESTAMP,
+    RequestFacts,
+    SegmentFields,
+    build_event,
+    iso_utc,
+    uuid7,
+)
 
 
 def test_uuid7_is_an_rfc_9562_version_7_id_with_the_current_time() -> None:
@@ -34,6 +44,20 @@ def test_iso_utc_matches_datetime_to_the_millisecond() -> None:
         expected = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
         assert iso_utc(stamp) == expected.replace("+00:00", "Z")
         assert iso_utc(stamp) == iso_utc(stamp)  # the remembered one
+
+
+def test_iso_utc_matches_datetime_from_year_1_to_9999_and_refuses_beyond() -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    rng = random.Random(2026)
+    stamps = [rng.uniform(MIN_TIMESTAMP, MAX_TIMESTAMP - 1) for _ in range(20_000)]
+    stamps += [MIN_TIMESTAMP, MAX_TIMESTAMP - 0.001, -0.001, -1.5, 951782400.0]  # 2000-02-29
+    for stamp in stamps:
+        exact = epoch + timedelta(milliseconds=int(stamp * 1000))
+        expected = exact.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert iso_utc(stamp) == expected, stamp
+    for stamp in (MIN_TIMESTAMP - 1, MAX_TIMESTAMP):
+        with pytest.raises(ValueError, match="outside the years 1 to 9999"):
+            iso_utc(stamp)
 
 
 ENVELOPE_ORDER = [
