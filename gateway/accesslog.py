@@ -15,6 +15,8 @@ from typing import IO, Any
 
 import orjson
 
+from gateway.jsonbytes import dumps_kept
+
 REDACTED = "REDACTED"
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 
@@ -71,7 +73,8 @@ def format_record(record: AccessRecord, now: float) -> bytes:
         entry["headers"] = record.headers
     if record.rate_limited is not None:
         entry["rate_limited"] = record.rate_limited
-    return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+    # Kept until the next flush (see jsonbytes).
+    return dumps_kept(entry, option=orjson.OPT_APPEND_NEWLINE)
 
 
 MAX_PENDING = 8 << 20  # bytes of lines waiting; past it lines are dropped and counted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,21 @@ def test_lines_past_the_pending_bound_are_dropped_and_counted(
     log.close()
     assert log.dropped == 3
     assert len((tmp_path / "a.log").read_text().splitlines()) == 2
+
+
+def test_pending_lines_take_about_their_own_size_in_memory(tmp_path: Path) -> None:
+    # The pending bound counts bytes of lines; what they hold in memory must match it
+    # (orjson's own bytes would hold 4 KiB each).
+    log = AccessLog(str(tmp_path / "a.log"))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2000):
+            log.write(record(n))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    pending = len(log.take())
+    log.close()
+    assert pending > 2000 * 200
+    assert held < 1.5 * pending

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -112,3 +113,25 @@ def test_the_envelope_has_the_documented_members_in_order() -> None:
         )
         assert parsed["gateway"] == {"node": 'node-"1"', "version": "0.1.0", "schema": 1}
         assert (parsed["event_id"], parsed["message_id"]) == (event.event_id, "m-1")
+
+
+def test_event_values_take_about_their_own_size_in_memory() -> None:
+    # Queued events are bounded by tracking.queue_bytes, a sum of value lengths; the
+    # memory they hold must match it (orjson's own bytes would hold 4 KiB or more each).
+    facts = RequestFacts("203.0.113.9", "GET", "example.com", "/img/v1/a/b", "", "UA", "")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        values = [
+            build_event(
+                event_type="pixel", event_name="open", anonymous_id=uuid7(), session_id=None,
+                request=facts, node="n", version="1", properties={"i": i, "x": "y" * 200},
+            ).value
+            for i in range(2000)
+        ]  # fmt: skip
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    total = sum(len(value) for value in values)
+    assert total > 2000 * 500
+    assert held < 1.5 * total

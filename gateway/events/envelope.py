@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from gateway.jsonbytes import dumps_kept
 
 _bits = random.getrandbits
 SCHEMA_VERSION = 1
@@ -56,7 +56,7 @@ def dead_letter(
         "body": body[:MAX_DEAD_LETTER_BODY].decode(errors="replace"),
         "truncated": len(body) > MAX_DEAD_LETTER_BODY,
     }
-    return Event(event_id, "dead_letter", event_id.encode(), orjson.dumps(value), keyed=False)
+    return Event(event_id, "dead_letter", event_id.encode(), dumps_kept(value), keyed=False)
 
 
 def iso_utc(timestamp: float) -> str:
@@ -193,4 +193,5 @@ def build_event(
     }
     owner = anonymous_id or user_id
     key = (owner or event_id).encode()
-    return Event(event_id, event_type, key, orjson.dumps(envelope), keyed=owner is not None)
+    # Kept: queued until Kafka has it (see jsonbytes).
+    return Event(event_id, event_type, key, dumps_kept(envelope), keyed=owner is not None)
