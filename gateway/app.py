@@ -7,7 +7,6 @@ and, after the response is written, the metrics and access log read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -22,7 +21,6 @@ from gateway.builtin import Builtins
 from gateway.certs.storage import TOKEN, Storage
 from gateway.config import Listener
 from gateway.errors import REQUEST_ID_HEADER, HTTPError, error_response
-from gateway.events.pipeline import Overloaded
 from gateway.metrics import Metrics
 from gateway.ratelimit import KeyContext, Refusal
 from gateway.request import INFO, RequestInfo
@@ -205,8 +203,7 @@ class Gateway:
             request, info.client_ip, tracker.identify(request, mint=False),
             event_type="request", status=response.status, duration_ms=round(elapsed * 1000, 3),
         )  # fmt: skip
-        with contextlib.suppress(Overloaded):  # counted as dropped by the pipeline
-            tracker.pipeline.submit(event, durable=False)
+        tracker.pipeline.offer(event)  # a loss is counted by the pipeline
 
 
 def rate_limit_headers(refusal: Refusal) -> dict[str, str]:

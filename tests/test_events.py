@@ -11,6 +11,7 @@ import aiohttp
 import jsonschema
 import pytest
 
+from gateway.events.spool import read_all
 from gateway.handlers.collect import PIXEL
 from tests.conftest import Broker
 from tests.events_support import SCHEMA, consume, tracking_config, values
@@ -256,3 +257,17 @@ async def test_event_too_large_for_kafka_is_413(tmp_path: Path, kafka_broker: Br
             b"413 Request Entity Too Large: an event is larger than 15360 bytes\n",
         )
         assert (await request("POST", gw.url("/tr/v1"), json={"pad": "x"}))[0] == 204
+
+
+async def test_fast_tracker_refuses_what_a_full_spool_cannot_keep(tmp_path: Path) -> None:
+    config = tracking_config(tmp_path, None, delivery="fast")  # spool only: nothing drains it
+    config["spool"]["max_bytes"] = 4096
+    async with in_process_gateway(config, tmp_path) as gw:
+        answers = [await request("POST", gw.url("/tr/v1"), json={"n": i}) for i in range(20)]
+    statuses = [status for status, _, _ in answers]
+    kept = len([record for _, record in read_all(tmp_path / "spool")])
+    assert 0 < kept == statuses.count(204) < 20
+    for status, resp, body in answers[kept:]:
+        assert (status, resp.headers["Retry-After"], body) == (
+            503, "1", b"503 Service Unavailable: events cannot be stored right now\n"
+        )  # fmt: skip

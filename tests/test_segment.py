@@ -14,8 +14,10 @@ import aiohttp
 import jsonschema
 from segment.analytics.client import Client
 
+from gateway.events.spool import read_all
 from tests.conftest import Broker
 from tests.events_support import SCHEMA, consume, tracking_config, values
+from tests.ports import free_port
 from tests.support import in_process_gateway, with_routes
 
 KEY = "wk_test_123"
@@ -226,9 +228,11 @@ async def test_batch_is_all_or_nothing_when_the_queue_is_short(tmp_path: Path) -
     config["tracking"]["queue_size"] = 5
     batch = {"batch": [{"type": "track", "userId": "u", "event": "E"} for _ in range(6)]}
     async with in_process_gateway(config, tmp_path) as gw:
-        assert await post(gw.url("/v1/batch"), batch) == (
-            503, {"code": "overloaded", "message": "event queue is full; retry later"}
-        )  # fmt: skip
+        async with aiohttp.ClientSession() as session:
+            async with session.post(gw.url("/v1/batch"), json=batch, headers=AUTH) as resp:
+                assert (resp.status, resp.headers["Retry-After"], await resp.json()) == (
+                    503, "1", {"code": "overloaded", "message": "event queue is full; retry later"}
+                )  # fmt: skip
         assert gw.worker.pipeline is not None and gw.worker.pipeline.queued == 0
         batch["batch"] = batch["batch"][:5]
         assert (await post(gw.url("/v1/batch"), batch))[0] == 200
@@ -250,3 +254,37 @@ async def test_turned_off_segment_route_answers_404_after_a_reload(tmp_path: Pat
                 assert (await resp.text()).startswith(
                     "404 Not Found: no route for this host and path"
                 )
+
+
+async def test_fast_mode_refuses_what_a_full_spool_cannot_keep(tmp_path: Path) -> None:
+    # Fault run F1: Kafka unreachable, spool full, fast mode. Every 200 must be an event
+    # kept on disk; once the spool cannot take more, the answer is 503 with Retry-After.
+    config = segment_config(tmp_path, f"127.0.0.1:{free_port()}")
+    config["tracking"]["delivery"] = "fast"
+    config["spool"]["max_bytes"] = 8192
+    batch = {"batch": [{"type": "track", "userId": "u", "event": "E"} for _ in range(4)]}
+    answers = []
+    async with in_process_gateway(config, tmp_path) as gw:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(12):
+                async with session.post(gw.url("/v1/batch"), json=batch, headers=AUTH) as resp:
+                    answers.append(
+                        (resp.status, resp.headers.get("Retry-After"), await resp.json())
+                    )
+            async with session.get(gw.url("/_gateway/metrics", listener="admin")) as resp:
+                metrics = await resp.text()
+            async with session.get(gw.url("/_gateway/ready")) as resp:
+                ready = await resp.json()
+    accepted = [a for a in answers if a[0] == 200]
+    refused = answers[len(accepted) :]
+    assert accepted and refused, answers
+    assert all(a == (200, None, {"success": True}) for a in accepted)
+    assert all(
+        a == (503, "1", {"code": "unavailable", "message": "events cannot be stored right now"})
+        for a in refused
+    ), answers
+    assert ready["checks"]["events"] == {"ok": False, "detail": "spool full: events cannot be kept"}
+    assert 'outcome="dropped"' not in metrics
+    assert f'gateway_events_total{{outcome="refused",type="track"}} {len(refused) * 4}.0' in metrics
+    kept = [json.loads(record.value) for _, record in read_all(tmp_path / "spool")]
+    assert len(kept) == len(accepted) * 4

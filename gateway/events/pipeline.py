@@ -1,8 +1,16 @@
 """The event pipeline of one worker: a bounded queue, a sender, and a replayer.
 
-``submit`` is all the request path does: enqueue and, for a durable event, get a future
-that resolves once the event is safe (acknowledged by Kafka, or fsynced to the spool
-when Kafka is slow or down). The sender drains the queue in batches:
+The request path only enqueues, in one of two ways:
+
+- ``submit``/``submit_all`` for ingestion (tracker, Segment): the events are taken only
+  if they can be kept, so a client told 2xx never loses them to a full queue or a full
+  spool; a ``durable`` submission also gets a future that resolves once they are safe
+  (acknowledged by Kafka, or fsynced to the spool when Kafka is slow or down);
+- ``offer`` for events that ride along with an answer that goes out regardless (pixels,
+  redirects, tracked requests, dead letters): never refused to the caller, counted as
+  ``dropped`` when they cannot be kept.
+
+The sender drains the queue in batches:
 
 - **direct**: batches go to Kafka; a batch Kafka does not acknowledge within
   ``kafka.ack_timeout`` is written to the spool instead, and the pipeline turns to
@@ -35,6 +43,7 @@ from gateway.config import Spool as SpoolConfig
 from gateway.events.envelope import Event
 from gateway.events.kafka import KafkaWriter
 from gateway.events.spool import (
+    FRAMING,
     MAX_RECORD,
     Spool,
     SpoolError,
@@ -59,6 +68,10 @@ class Overloaded(Exception):
 
 class EventTooLarge(Overloaded):
     """An event Kafka would refuse forever (past the producer's batch size): not taken."""
+
+
+class CannotKeep(Overloaded):
+    """Kafka is not taking events and the spool has no room for these: not taken."""
 
 
 class Mode(enum.Enum):
@@ -91,6 +104,7 @@ class _Pending:
     record: SpoolRecord
     event_type: str
     waiting: _Waiting | None
+    stored: int  # bytes the record takes in the spool, framing included
 
 
 class EventPipeline:
@@ -122,6 +136,9 @@ class EventPipeline:
         # Larger records would be refused by Kafka on every retry and block replay.
         self._max_event = min(kafka.batch_bytes if kafka else MAX_RECORD, MAX_RECORD) - 1024
         self._queued_bytes = 0
+        # Spool bytes the queued and in-flight events would take: while spooling, what the
+        # spool must still find room for before another event may be accepted.
+        self._unspooled = 0
         self._metrics = metrics
         self._mode = Mode.SPOOLING
         self._wakeup = asyncio.Event()
@@ -173,11 +190,11 @@ class EventPipeline:
         if self._kafka is not None:
             self._tasks.append(asyncio.ensure_future(self._run_replayer()))
 
-    def submit(self, event: Event, *, durable: bool) -> asyncio.Future[None] | None:
-        """Take an event; see :meth:`submit_all`."""
-        if durable:
-            return self.submit_all((event,), durable=True)
-        # The pixel and redirect path, once per request: the same checks, unrolled.
+    def offer(self, event: Event) -> bool:
+        """Take an event whose answer goes out whatever happens to it (pixel, redirect,
+        tracked request, dead letter); False, counted as dropped, when it cannot be."""
+        # Once per such request: the checks of submit_all, unrolled, minus the spool's
+        # room (a loss is counted either way, now or when the spool refuses the batch).
         size = len(event.value)
         if (
             size > self._max_event
@@ -185,41 +202,71 @@ class EventPipeline:
             or len(self._queue) >= self._queue_size
             or self._queued_bytes + size > self._queue_bytes
         ):
-            return self.submit_all((event,), durable=False)  # raises, counted there
-        record = SpoolRecord(self._topic(event.event_type), event.key, event.value, event.keyed)
-        self._queue.append(_Pending(record, event.event_type, None))
+            self._metrics.observe_event(event.event_type, "dropped")
+            return False
+        topic = self._topic(event.event_type)
+        stored = FRAMING + len(topic) + len(event.key) + size
+        record = SpoolRecord(topic, event.key, event.value, event.keyed)
+        self._queue.append(_Pending(record, event.event_type, None, stored))
         self._queued_bytes += size
+        self._unspooled += stored
         self._metrics.observe_event(event.event_type, "accepted")
         self._wakeup.set()
-        return None
+        return True
+
+    def submit(self, event: Event, *, durable: bool) -> asyncio.Future[None] | None:
+        """Take one ingested event; see :meth:`submit_all`."""
+        return self.submit_all((event,), durable=durable)
 
     def submit_all(self, events: Sequence[Event], *, durable: bool) -> asyncio.Future[None] | None:
-        """Take all the events or none (a batch is never half accepted). For ``durable``,
-        one future that resolves once every one of them is safe, or fails with
-        :class:`SpoolFull`. Raises :class:`Overloaded` when the queue cannot take them."""
+        """Take all the events or none (a batch is never half accepted), and only if they
+        can be kept: in the queue's bounds and, while Kafka is not taking events, in the
+        spool's room. For ``durable``, one future that resolves once every one of them is
+        safe, or fails with :class:`SpoolFull`. Raises :class:`Overloaded` (one of its
+        kinds saying why) when they are not taken; the caller answers 503 or 413."""
         size = 0
+        stored = 0
         for event in events:
             length = len(event.value)
             if length > self._max_event:
-                self._count(events, "dropped")
+                self._count(events, "refused")
                 raise EventTooLarge(f"an event is larger than {self._max_event} bytes")
             size += length
+            stored += FRAMING + len(self._topic(event.event_type)) + len(event.key) + length
         if (
             self._closing
             or len(self._queue) + len(events) > self._queue_size
             or self._queued_bytes + size > self._queue_bytes
         ):
-            self._count(events, "dropped")
+            self._count(events, "refused")
             raise Overloaded("event queue is full")
+        if self._mode is Mode.SPOOLING and not self._has_room(stored):
+            self._count(events, "refused")
+            raise CannotKeep("events cannot be stored right now")
         done = asyncio.get_running_loop().create_future() if durable else None
         waiting = _Waiting(done, len(events)) if done is not None else None
         for event in events:
-            record = SpoolRecord(self._topic(event.event_type), event.key, event.value, event.keyed)
-            self._queue.append(_Pending(record, event.event_type, waiting))
+            topic = self._topic(event.event_type)
+            record = SpoolRecord(topic, event.key, event.value, event.keyed)
+            framed = FRAMING + len(topic) + len(event.key) + len(event.value)
+            self._queue.append(_Pending(record, event.event_type, waiting, framed))
         self._queued_bytes += size
+        self._unspooled += stored
         self._count(events, "accepted")
         self._wakeup.set()
         return done
+
+    def _has_room(self, stored: int) -> bool:
+        """Whether the spool can take ``stored`` more bytes after everything queued and in
+        flight (all of which goes to the spool while Kafka is not taking events)."""
+        spool = self._spool
+        if spool.total_bytes + self._unspooled + stored <= spool.max_bytes:
+            self.spool_full = False
+            return True
+        if not self.spool_full:
+            log.error("spool is full (%d bytes): refusing ingestion", spool.max_bytes)
+            self.spool_full = True
+        return False
 
     def _count(self, events: Sequence[Event], outcome: str) -> None:
         if len(events) == 1:
@@ -283,8 +330,10 @@ class EventPipeline:
             while self._queue:
                 count = min(len(self._queue), MAX_BATCH)
                 self._in_flight = [self._queue.popleft() for _ in range(count)]
-                self._queued_bytes -= sum(len(p.record.value) for p in self._in_flight)
-                await self._deliver(self._in_flight)
+                batch = self._in_flight
+                self._queued_bytes -= sum(len(p.record.value) for p in batch)
+                await self._deliver(batch)  # never raises but for cancellation (close)
+                self._unspooled -= sum(p.stored for p in batch)
                 self._in_flight = []
                 self._metrics.event_queue_depth.set(len(self._queue))
 
@@ -322,7 +371,6 @@ class EventPipeline:
             raise
         finally:
             self._spool_writes -= 1
-        self.spool_full = False
         self._report_spool()
         self._settle(batch, "spooled")
 
@@ -369,6 +417,7 @@ class EventPipeline:
                     async with asyncio.timeout(self._kafka.config.ack_timeout):
                         await self._kafka.send(records[start : start + MAX_BATCH])
                 await self._on_disk(self._spool.delete, segment)
+                self.spool_full = False  # room again: the next submission measures it
                 for record in records:
                     self._metrics.observe_event(self._event_type(record), "replayed")
                 self._report_spool()

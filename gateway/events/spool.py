@@ -24,6 +24,7 @@ from pathlib import Path
 _FRAME = struct.Struct(">II")
 _FIELDS = struct.Struct(">HH")
 MAX_RECORD = 16 << 20  # a length past this is corruption, not a record
+FRAMING = _FRAME.size + _FIELDS.size  # bytes a record takes beside topic, key and value
 
 
 class SpoolError(Exception):

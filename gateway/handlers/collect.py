@@ -113,10 +113,9 @@ class CollectHandler:
                 request, request[INFO].client_ip, identity,
                 event_type="pixel", event_name=str(name), properties=properties,
             )  # fmt: skip
-            pipeline = self._pipeline()
-            pipeline.submit(event, durable=False)
-        except (HTTPError, Overloaded):
-            pass  # counted as dropped by the pipeline, or a malformed path: the GIF goes out
+            self._pipeline().offer(event)  # a loss is counted by the pipeline
+        except HTTPError:
+            pass  # a malformed path, or no pipeline: the GIF goes out all the same
         response = web.Response(body=PIXEL, headers=PIXEL_HEADERS)
         self._tracker.set_cookies(response, identity)
         return response
@@ -132,8 +131,8 @@ class CollectHandler:
             done = self._pipeline().submit(event, durable=durable)
         except EventTooLarge as exc:
             raise HTTPError(413, str(exc)) from None
-        except Overloaded:
-            raise HTTPError(503, "event queue is full", _BUSY) from None
+        except Overloaded as exc:  # the queue, or the spool with Kafka down, is full
+            raise HTTPError(503, str(exc), _BUSY) from None
         if done is not None:
             try:
                 await done

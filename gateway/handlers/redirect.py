@@ -9,7 +9,6 @@ answer never waits for it.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +17,6 @@ from aiohttp import web
 
 from gateway.config import Redirects
 from gateway.errors import HTTPError
-from gateway.events.pipeline import Overloaded
 from gateway.links.model import SLUG, Link
 from gateway.links.safety import UnsafeTarget, check_target, host_allowed, signature_valid
 from gateway.links.store import LinkStore
@@ -116,5 +114,4 @@ class RedirectHandler:
             request, request[INFO].client_ip, tracker.identify(request, mint=False),
             event_type="redirect", event_name=name, properties=properties,
         )  # fmt: skip
-        with contextlib.suppress(Overloaded):  # the redirect never fails for the event
-            tracker.pipeline.submit(event, durable=False)
+        tracker.pipeline.offer(event)  # the redirect never fails for the event

@@ -10,7 +10,6 @@ the reason.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import time
 from typing import Any
@@ -20,7 +19,7 @@ from aiohttp import web
 
 from gateway.errors import REQUEST_ID_HEADER, HTTPError
 from gateway.events.envelope import dead_letter
-from gateway.events.pipeline import Overloaded
+from gateway.events.pipeline import CannotKeep, EventTooLarge, Overloaded
 from gateway.events.segment import CALLS, MAX_BATCH, SHORT, Invalid, batch_calls, validate
 from gateway.events.spool import SpoolError
 from gateway.handlers import read_body
@@ -28,11 +27,16 @@ from gateway.httpauth import basic_user
 from gateway.request import INFO
 from gateway.tracking import Tracker
 
+_BUSY = {"Retry-After": "1"}
+
 
 class SegmentError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
 class SegmentHandler:
@@ -60,7 +64,7 @@ class SegmentHandler:
                 status=exc.status,
                 body=orjson.dumps({"code": exc.code, "message": exc.message}),
                 content_type="application/json",
-                headers={REQUEST_ID_HEADER: request[INFO].request_id},
+                headers={REQUEST_ID_HEADER: request[INFO].request_id, **exc.headers},
             )
         cors.decorate(request, response)
         return response
@@ -127,16 +131,26 @@ class SegmentHandler:
     async def _submit(self, events: list[Any]) -> None:
         pipeline = self._tracker.pipeline
         if pipeline is None:
-            raise SegmentError(503, "unavailable", "event pipeline is not running")
+            raise SegmentError(503, "unavailable", "event pipeline is not running", _BUSY)
         try:
             done = pipeline.submit_all(events, durable=self._durable)
+        except EventTooLarge as exc:
+            raise SegmentError(400, "too_large", str(exc)) from None
+        except CannotKeep:
+            raise SegmentError(
+                503, "unavailable", "events cannot be stored right now", _BUSY
+            ) from None
         except Overloaded:
-            raise SegmentError(503, "overloaded", "event queue is full; retry later") from None
+            raise SegmentError(
+                503, "overloaded", "event queue is full; retry later", _BUSY
+            ) from None
         try:
             if done is not None:
                 await done
         except SpoolError:
-            raise SegmentError(503, "unavailable", "events cannot be stored right now") from None
+            raise SegmentError(
+                503, "unavailable", "events cannot be stored right now", _BUSY
+            ) from None
 
     def _dead_letter(self, request: web.BaseRequest, reason: str, body: bytes, at: float) -> None:
         pipeline = self._tracker.pipeline
@@ -145,5 +159,4 @@ class SegmentHandler:
         event = dead_letter(
             reason, path=request.path, ip=request[INFO].client_ip, body=body, received_at=at
         )
-        with contextlib.suppress(Overloaded):  # counted as dropped by the pipeline
-            pipeline.submit(event, durable=False)
+        pipeline.offer(event)  # a loss is counted by the pipeline
