@@ -21,6 +21,7 @@ from gateway.builtin import Builtins
 from gateway.certs.storage import TOKEN, Storage
 from gateway.config import Listener
 from gateway.errors import REQUEST_ID_HEADER, HTTPError, error_response
+from gateway.hsts import REFUSED
 from gateway.metrics import Metrics
 from gateway.ratelimit import KeyContext, Refusal
 from gateway.request import INFO, RequestInfo
@@ -87,6 +88,11 @@ class Gateway:
         request[INFO] = info
         path = request.path
         try:
+            if REFUSED in request:
+                refusal = request[REFUSED]
+                response = error_response(refusal.status, refusal.reason, info.request_id)
+                response.force_close()
+                return response
             if path.startswith(server.builtin_prefix):
                 info.route = BUILTIN_ROUTE
                 return await self._builtins.handle(

@@ -24,12 +24,15 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.config import Hsts
+from gateway.requesthead import Refusal, settle
 from gateway.router import normalize_host
 
 HEADER = "Strict-Transport-Security"
 SERVER = "edge-gateway"
 # Set on a response relayed from an upstream that sent no Content-Type.
 UNTYPED = web.ResponseKey("gateway.untyped", bool)
+# Set on a request whose head the request path must not see (see gateway.requesthead).
+REFUSED = web.RequestKey("gateway.refused", Refusal)
 
 
 class HstsPolicy:
@@ -60,9 +63,12 @@ RequestFactory = Callable[
 ]
 
 
-def request_factory(policy: Callable[[], HstsPolicy | None] | None) -> RequestFactory:
-    """Requests of a listener; with ``policy`` (HTTPS listeners), their responses get
-    its header (read per response, so a reload applies at once)."""
+def request_factory(
+    policy: Callable[[], HstsPolicy | None] | None, *, max_line: int
+) -> RequestFactory:
+    """Requests of a listener, their heads settled (``gateway.requesthead``); with
+    ``policy`` (HTTPS listeners), their responses get its header (read per response, so
+    a reload applies at once)."""
     loop = asyncio.get_running_loop()
 
     class GatewayRequest(web.BaseRequest):
@@ -85,6 +91,10 @@ def request_factory(policy: Callable[[], HstsPolicy | None] | None) -> RequestFa
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
-        return GatewayRequest(message, payload, protocol, writer, task, loop)
+        message, refusal = settle(message, max_line)
+        request = GatewayRequest(message, payload, protocol, writer, task, loop)
+        if refusal is not None:
+            request[REFUSED] = refusal
+        return request
 
     return make

@@ -195,7 +195,8 @@ class Worker:
                 # its concurrency slot comes back at once.
                 handler_cancellation=True,
                 request_factory=request_factory(
-                    (lambda: self.holder.current.hsts) if listener.tls else None
+                    (lambda: self.holder.current.hsts) if listener.tls else None,
+                    max_line=server.limits.max_header_bytes,
                 ),
             )
             runner = web.ServerRunner(http, shutdown_timeout=server.shutdown_timeout)

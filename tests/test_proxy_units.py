@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -147,3 +148,18 @@ def test_trusted_proxy_headers_are_extended_and_host_overridden() -> None:
     )
     assert out["Via"] == "1.1 cdn, 1.1 edge-gateway"
     assert out["Host"] == "backend.internal"
+
+
+def test_upstream_always_gets_a_host() -> None:
+    # Fault run F7: "Connection: host" dropped the client's Host and sent none upstream.
+    named = CIMultiDictProxy(CIMultiDict([("Host", "shop.example"), ("Connection", "host")]))
+    none = CIMultiDictProxy(CIMultiDict([("Accept", "*/*")]))
+    common: dict[str, Any] = {
+        "peer": "203.0.113.5", "peer_trusted": False, "scheme": "http",
+        "forwarded": False, "via": None, "target_host": "10.0.0.7:8080",
+    }  # fmt: skip
+    assert upstream_request_headers(named, host_override=None, **common)["Host"] == "shop.example"
+    assert upstream_request_headers(none, host_override=None, **common)["Host"] == "10.0.0.7:8080"
+    assert upstream_request_headers(none, host_override="b.internal", **common)["Host"] == (
+        "b.internal"
+    )

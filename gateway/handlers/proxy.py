@@ -99,7 +99,7 @@ class ProxyHandler:
             raise HTTPError(504, f"upstream timed out: {last}")
         raise HTTPError(502, f"bad gateway: {last}")
 
-    def _upstream_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
+    def _upstream_headers(self, request: web.BaseRequest, target: Target) -> CIMultiDict[str]:
         peer = request.remote or ""
         peer_ip = parse_ip(peer)
         config = self.config
@@ -111,6 +111,7 @@ class ProxyHandler:
             host_override=config.host_header,
             forwarded=config.forwarded,
             via="1.1 edge-gateway" if config.via else None,
+            target_host=target.authority,
         )
 
     def _hash_key(self, request: web.BaseRequest) -> str | None:
@@ -129,7 +130,7 @@ class ProxyHandler:
         target.in_flight += 1
         completed = False
         try:
-            headers = self._upstream_headers(request)
+            headers = self._upstream_headers(request, target)
             length = request.content_length
             chunked = request.body_exists and length is None
             if length is not None:
@@ -227,7 +228,7 @@ class ProxyHandler:
         ]
         # The same end-to-end and forwarding headers as plain requests (cookies, auth,
         # origin, X-Forwarded-*); the handshake's own fields are the client library's.
-        headers = self._upstream_headers(request)
+        headers = self._upstream_headers(request, target)
         for name in list(headers):
             if name.lower().startswith("sec-websocket-"):
                 del headers[name]

@@ -26,6 +26,7 @@ class Target:
     probe_healthy: bool = True  # from active checks; True when none are configured
     down_until: float = 0.0  # passive: marked down until this monotonic time
     failures: deque[float] = field(default_factory=deque)
+    authority: str = field(init=False)
 
     def available(self, now: float) -> bool:
         return self.probe_healthy and now >= self.down_until
@@ -43,6 +44,10 @@ class Target:
 
     def record_success(self) -> None:
         self.failures.clear()
+
+    def __post_init__(self) -> None:
+        # host[:port] of the URL: the Host an upstream gets when the client sent none.
+        self.authority = self.url.split("://", 1)[-1].split("/", 1)[0]
 
 
 def _weight(key: bytes, target: Target) -> int:

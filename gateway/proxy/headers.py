@@ -78,13 +78,15 @@ def upstream_request_headers(
     host_override: str | None,
     forwarded: bool,
     via: str | None,
+    target_host: str = "",
 ) -> CIMultiDict[str]:
     """What the upstream sees: end-to-end headers plus X-Forwarded-*, optionally
-    Forwarded and Via. ``Expect`` is answered by the gateway itself, so not forwarded."""
+    Forwarded and Via. ``Expect`` is answered by the gateway itself, so not forwarded.
+    There is always a ``Host`` (RFC 9112 §3.2): the override, else the client's (even
+    when its ``Connection`` names it), else ``target_host``, the upstream's own."""
     headers = end_to_end(incoming, drop=_REQUEST_DROP)
     host = incoming.get("Host", "")
-    if host_override is not None:
-        headers["Host"] = host_override
+    headers["Host"] = host_override or host or target_host
 
     def prior(name: str) -> str:
         return ", ".join(incoming.getall(name, ())) if peer_trusted else ""
