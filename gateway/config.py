@@ -204,6 +204,7 @@ class Timeouts(_Model):
 
     read_header: Annotated[float, Field(gt=0, le=3600)] = 10.0
     keepalive: Annotated[float, Field(gt=0, le=3600)] = 75.0
+    read_body: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 
 class Limits(_Model):
@@ -214,6 +215,7 @@ class Limits(_Model):
     max_body_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 1 << 20
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     max_concurrent_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    min_body_rate: Annotated[int, Field(ge=0, le=1 << 30)] = 240
 
 
 class AccessLog(_Model):

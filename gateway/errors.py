@@ -20,6 +20,14 @@ class HTTPError(Exception):
         self.headers = headers or {}
 
 
+class BodyTimeout(HTTPError):
+    """Set on a request body that stalled (``server.timeouts.read_body``): its reader
+    raises it, so every handler that reads a body answers 408, the proxy included."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(408, detail)
+
+
 def error_response(
     status: int, detail: str, request_id: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:
@@ -32,8 +40,8 @@ def error_response(
         headers=headers,
     )
     response.headers[REQUEST_ID_HEADER] = request_id
-    if status == 413:
-        # The refused body may still be on its way; reading it to keep the connection
-        # alive would be the very work the limit exists to avoid.
+    if status in (408, 413):
+        # The refused or stalled body may still be on its way; reading it to keep the
+        # connection alive would be the very work the limit exists to avoid.
         response.force_close()
     return response

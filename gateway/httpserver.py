@@ -1,9 +1,10 @@
 """aiohttp's low-level HTTP server, with the edge limits it lacks.
 
 aiohttp parses HTTP; this module only adds what an edge needs around it: a cap on open
-connections per worker, a deadline for the first request head (slow-loris), 431 for
-oversized heads instead of a generic 400, quiet logging of malformed requests, and a
-hook that sees every answered request (metrics, access log).
+connections per worker, a deadline for the first request head (slow-loris), a watch on
+request bodies that stall or trickle (408), 431 for oversized heads instead of a generic
+400, quiet logging of malformed requests, and a hook that sees every answered request
+(metrics, access log).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any, Protocol, cast
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.config import Server as ServerConfig
+from gateway.errors import BodyTimeout
 
 log = logging.getLogger("gateway.http")
 
@@ -88,14 +91,69 @@ def _is_oversized_head(exc: BaseException | None) -> bool:
 class GatewayProtocol(RequestHandler):
     """One client connection."""
 
-    __slots__ = ("_head_deadline", "_read_header_timeout")
+    __slots__ = (
+        "_body",
+        "_body_check",
+        "_body_seen",
+        "_head_deadline",
+        "_min_body_rate",
+        "_read_body_timeout",
+        "_read_header_timeout",
+    )
 
     def __init__(
-        self, manager: GatewayServer, *, read_header_timeout: float, **kwargs: Any
+        self,
+        manager: GatewayServer,
+        *,
+        read_header_timeout: float,
+        read_body_timeout: float = 10.0,
+        min_body_rate: int = 0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._read_header_timeout = read_header_timeout
+        self._read_body_timeout = read_body_timeout
+        self._min_body_rate = min_body_rate
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._body: StreamReader | None = None
+        self._body_seen = 0
+        self._body_check: asyncio.TimerHandle | None = None
+
+    def watch_body(self, body: StreamReader) -> None:
+        """While a handler runs: every ``read_body`` seconds the body must have brought at
+        least one byte, and ``min_body_rate`` bytes a second, or its reader raises
+        :class:`BodyTimeout` (fault run F4: a byte every 5 s held a request slot
+        forever). A window in which the gateway itself paused reading (its consumer, say
+        an upstream, is slower than the client) does not count against the client."""
+        if body.is_eof():
+            return
+        self._body, self._body_seen = body, body.total_bytes
+        self._body_check = self._loop.call_later(self._read_body_timeout, self._check_body)
+
+    def unwatch_body(self) -> None:
+        self._body = None
+        if self._body_check is not None:
+            self._body_check.cancel()
+            self._body_check = None
+
+    def _check_body(self) -> None:
+        self._body_check = None
+        body = self._body
+        if body is None or body.is_eof():
+            return
+        window = self._read_body_timeout
+        arrived = body.total_bytes - self._body_seen
+        if self._reading_paused or arrived >= max(1, self._min_body_rate * window):
+            self._body_seen = body.total_bytes
+            self._body_check = self._loop.call_later(window, self._check_body)
+            return
+        self._body = None
+        detail = (
+            f"request body stalled: no byte in {window:g} s"
+            if not arrived
+            else f"request body slower than {self._min_body_rate} bytes/s"
+        )
+        body.set_exception(BodyTimeout(detail))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -145,6 +203,7 @@ class GatewayProtocol(RequestHandler):
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
+        self.unwatch_body()
         super().connection_lost(exc)
 
     def handle_error(
@@ -177,7 +236,9 @@ class GatewayServer(web.Server):
         hooks: ServerHooks,
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, access_log_class=_observer_class(hooks.observe), **kwargs)
+        super().__init__(
+            _watching_bodies(handler), access_log_class=_observer_class(hooks.observe), **kwargs
+        )
         self._settings = settings
         self._hooks = hooks
         self.open_connections = 0
@@ -193,6 +254,8 @@ class GatewayServer(web.Server):
             loop=self._loop,
             keepalive_timeout=settings.timeouts.keepalive,
             read_header_timeout=settings.timeouts.read_header,
+            read_body_timeout=settings.timeouts.read_body,
+            min_body_rate=settings.limits.min_body_rate,
             **self._kwargs,
         )
 
@@ -205,6 +268,24 @@ class GatewayServer(web.Server):
         super().connection_lost(handler, exc)
         self.open_connections -= 1
         self._hooks.opened(-1)
+
+
+def _watching_bodies(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """The handler with its request body watched while it runs (see ``watch_body``)."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if not request.body_exists:
+            return await handler(request)
+        protocol = cast(GatewayProtocol, request.protocol)
+        protocol.watch_body(request.content)
+        try:
+            return await handler(request)
+        finally:
+            protocol.unwatch_body()
+
+    return handle
 
 
 def _observer_class(observer: Observer) -> type[AbstractAccessLogger]:

@@ -75,7 +75,9 @@ class SegmentHandler:
         received_at = time.time()
         try:
             body = await read_body(request, MAX_BATCH)
-        except HTTPError:
+        except HTTPError as exc:
+            if exc.status != 413:
+                raise  # a stalled body: 408 like every other handler
             raise SegmentError(400, "too_large", "request is larger than 500 KB") from None
         try:
             parsed = orjson.loads(body)
