@@ -6,6 +6,8 @@ them as well as the ones built whole):
 - a relayed answer that had no ``Content-Type`` keeps none: aiohttp would add
   ``application/octet-stream``, which forbids the client's sniffing the upstream chose
   to allow (RFC 9110 §8.3);
+- ``Connection: close`` once the worker is draining, so a client does not send another
+  request on a connection about to close;
 - ``Server`` names the product, not the Python and aiohttp versions aiohttp would
   advertise to anyone fingerprinting the edge (an upstream's own is relayed, unless it
   is that very string).
@@ -24,6 +26,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.config import Hsts
+from gateway.httpserver import GatewayProtocol
 from gateway.requesthead import Refusal, settle
 from gateway.router import normalize_host
 
@@ -78,6 +81,11 @@ def request_factory(
                 headers["Server"] = SERVER
             if response.get(UNTYPED):
                 headers.popall("Content-Type", None)
+            protocol = self._protocol
+            if isinstance(protocol, GatewayProtocol) and protocol.draining:
+                # The hook runs after aiohttp chose the Connection header: set both.
+                response.force_close()
+                headers["Connection"] = "close"
             current = policy() if policy is not None else None
             if current is not None:
                 header = current.header_for(normalize_host(self.host))

@@ -96,6 +96,7 @@ class GatewayProtocol(RequestHandler):
         "_body_check",
         "_body_seen",
         "_head_deadline",
+        "draining",
         "_min_body_rate",
         "_read_body_timeout",
         "_read_header_timeout",
@@ -118,6 +119,7 @@ class GatewayProtocol(RequestHandler):
         self._body: StreamReader | None = None
         self._body_seen = 0
         self._body_check: asyncio.TimerHandle | None = None
+        self.draining = False  # the worker is stopping: answers say Connection: close
 
     def watch_body(self, body: StreamReader) -> None:
         """While a handler runs: every ``read_body`` seconds the body must have brought at
@@ -183,6 +185,7 @@ class GatewayProtocol(RequestHandler):
         # aiohttp's shutdown force-closes first, which stops reading a request body that
         # is still arriving, then waits for a handler that can no longer finish. Wait for
         # the in-flight request with the connection still readable, then let aiohttp close.
+        self.draining = True
         if self._request_in_progress and timeout:
             loop = self._loop
             started = loop.time()

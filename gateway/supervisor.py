@@ -122,6 +122,12 @@ class Supervisor:
         else:
             log.info("stopping: draining workers (up to %ss)", self.config.server.shutdown_timeout)
             self._stopping.set()
+            # Our copies of the listening sockets go now, the workers' as they start to
+            # drain: new connections are refused at once instead of waiting in a queue
+            # nobody accepts from until the drain ends and the kernel resets them (F3).
+            for slot in self._slots:
+                for sock in slot.sockets:
+                    sock.close()
         self._changed.set()
 
     def _validate(self) -> tuple[Config, bytes]:

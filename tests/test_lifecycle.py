@@ -161,6 +161,43 @@ async def test_sigterm_drains_an_in_flight_request(tmp_path: Path) -> None:
         await stop_process(gw)
 
 
+async def test_a_draining_gateway_refuses_new_connections_at_once(tmp_path: Path) -> None:
+    # Fault run F3: connections opened during a drain were accepted by the kernel, never
+    # answered, then reset when the drain ended; a load balancer saw timeouts.
+    config = with_routes(
+        base_config(tmp_path, workers=2, shutdown_timeout=10), {"name": "t", "collect": {}}
+    )
+    gw = await start_process(write_config(tmp_path, config), workers=2)
+    try:
+        # The tracker answers once the body is in: this answer is written during the drain.
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+        writer.write(b'POST /tr/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\n{"a')
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        gw.signal(signal.SIGTERM)
+        await gw.wait_for("stopping: draining workers")
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(5):
+            try:
+                async with asyncio.timeout(2):
+                    await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+            except ConnectionRefusedError:
+                continue
+            raise AssertionError("a connection opened during the drain was accepted")
+        assert loop.time() - started < 1.0
+        writer.write(b'":1}')  # the request in flight still completes, and says it is the last
+        async with asyncio.timeout(5):
+            reply = await reader.read()
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 204 No Content\r\n")
+        assert b"\r\nConnection: close\r\n" in reply
+        assert await gw.wait() == 0
+    finally:
+        await stop_process(gw)
+
+
 async def test_second_sigint_forces_exit(tmp_path: Path) -> None:
     config = base_config(tmp_path, shutdown_timeout=30)
     gw = await start_process(write_config(tmp_path, config), workers=1)
