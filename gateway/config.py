@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_paths import ca_file_issue, directory_issue, writable_file_issue
+
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 token
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -291,6 +293,13 @@ class Respond(_Model):
     content_type: str = "text/plain; charset=utf-8"
     headers: Mapping[str, str] = Field(default_factory=dict)
 
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str) -> str:
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("must not contain CR, LF or NUL")
+        return value
+
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: Mapping[str, str]) -> Mapping[str, str]:
@@ -316,6 +325,7 @@ EVENT_TYPES = (
 _UPSTREAM = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?$")
 _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 _KEY_PARTS = ("client_ip", "route", "write_key", "header:<Name>")
+_HOST_AND_PORT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
 
 
 class RateLimitRule(_Model):
@@ -368,6 +378,15 @@ class Kafka(_Model):
     ack_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
     dead_letter_topic: str = "events-dead-letter"
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, server in enumerate(value):
+            match = _HOST_AND_PORT.match(server)
+            if match is None or not 0 < int(match.group(1)) < 65536:
+                raise ValueError(f"[{i}] {server!r} is not host:port")
+        return value
+
     @field_validator("topics")
     @classmethod
     def _topics(cls, value: Mapping[str, str]) -> Mapping[str, str]:
@@ -393,6 +412,13 @@ class Spool(_Model):
 class Cookie(_Model):
     name: str
     max_age: Annotated[int, Field(ge=1, le=10 * 365 * 86400)]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TOKEN.match(value):  # RFC 6265 §4.1.1: cookie-name is a token
+            raise ValueError(f"{value!r} is not a cookie name (letters, digits, !#$%&'*+-.^_`|~)")
+        return value
 
 
 class Cookies(_Model):
@@ -643,7 +669,7 @@ def parse_config(raw: bytes, *, source: str = "<config>", env: Mapping[str, str]
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("", "must be a JSON object")])
 
-    issues: list[ConfigIssue] = []
+    issues: list[ConfigIssue] = list(_duplicate_keys(raw))
     data = _substitute_env(data, "", env, issues)
     try:
         # Validate from JSON text, not Python objects: strict JSON mode keeps arrays valid
@@ -656,6 +682,39 @@ def parse_config(raw: bytes, *, source: str = "<config>", env: Mapping[str, str]
     if issues:
         raise ConfigError(source, issues)
     return config
+
+
+_DUPLICATES = "\0duplicates"  # where the parse below notes an object's repeated keys
+
+
+def _note_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    repeated: list[str] = []
+    for key, item in pairs:
+        if key in value and key not in repeated:
+            repeated.append(key)
+        value[key] = item
+    if repeated:
+        value[_DUPLICATES] = repeated
+    return value
+
+
+def _duplicate_keys(raw: bytes) -> Iterator[ConfigIssue]:
+    """A key given twice in one object: JSON parsers keep the last silently, which hides
+    an edit that did not take. (orjson cannot report them; this parse runs once.)"""
+    import json
+
+    def walk(value: Any, path: str) -> Iterator[ConfigIssue]:
+        if isinstance(value, dict):
+            for key in value.pop(_DUPLICATES, ()):
+                yield ConfigIssue(_join(path, key), "given more than once (the last would win)")
+            for key, item in value.items():
+                yield from walk(item, _join(path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from walk(item, f"{path}[{i}]")
+
+    yield from walk(json.loads(raw, object_pairs_hook=_note_duplicates), "")
 
 
 def _substitute_env(
@@ -735,6 +794,12 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
         if listener.admin and not listener.is_loopback:
             yield ConfigIssue(f"{path}.host", "an admin listener must bind a loopback address")
 
+    access_log = config.server.access_log.path
+    if access_log != "-" and (problem := writable_file_issue(access_log)):
+        yield ConfigIssue("server.access_log.path", problem)
+    if problem := directory_issue(config.spool.dir):
+        yield ConfigIssue("spool.dir", problem)
+
     if config.tls is not None:
         from gateway.tls import CertificateError, context_for, names_of
 
@@ -772,6 +837,9 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
 
     if config.redirects is not None:
         from gateway.links.model import Link
+
+        if config.kafka is None and (problem := writable_file_issue(config.redirects.file)):
+            yield ConfigIssue("redirects.file", problem)
 
         for i, raw in enumerate(config.redirects.links):
             try:
@@ -812,6 +880,8 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
         if route.static is not None and not os.path.isdir(route.static.root):
             yield ConfigIssue(f"{path}.static.root", f"{route.static.root!r} is not a directory")
         proxy = route.proxy
+        if proxy is not None and proxy.ca_file and (problem := ca_file_issue(proxy.ca_file)):
+            yield ConfigIssue(f"{path}.proxy.ca_file", problem)
         if proxy is not None and proxy.policy == "header_hash" and not proxy.hash_header:
             yield ConfigIssue(f"{path}.proxy.hash_header", "is required by policy header_hash")
         if route.segment is not None and route.segment.enabled and not config.tracking.write_keys:

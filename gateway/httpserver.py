@@ -96,10 +96,10 @@ class GatewayProtocol(RequestHandler):
         "_body_check",
         "_body_seen",
         "_head_deadline",
-        "draining",
         "_min_body_rate",
         "_read_body_timeout",
         "_read_header_timeout",
+        "draining",
     )
 
     def __init__(

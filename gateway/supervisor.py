@@ -27,6 +27,8 @@ from typing import Any
 
 from gateway.config import Config, ConfigError, ConfigIssue, parse_config
 
+EXIT_CANNOT_START = 78  # gateway.worker's, not imported: workers' modules load lazily here
+
 log = logging.getLogger("gateway.supervisor")
 
 RESTART_BACKOFF_MAX = 10.0
@@ -42,6 +44,7 @@ class _Slot:
     started: float = 0.0
     backoff: float = 0.0
     waiter: asyncio.Task[int] | None = field(default=None, repr=False)
+    cannot_start: bool = False  # its last process exited before it could serve
 
 
 class Supervisor:
@@ -58,6 +61,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> int:
+        """Serve until stopped: 0, or 2 when no worker can start with this config."""
         metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         # Must be set before prometheus-client is first imported, here and in the workers.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -79,8 +83,7 @@ class Supervisor:
             self._install_signals()
             for slot in self._slots:
                 await self._spawn(slot)
-            await self._supervise()
-            return 0
+            return await self._supervise()
         finally:
             for slot in self._slots:
                 for sock in slot.sockets:
@@ -184,21 +187,29 @@ class Supervisor:
         slot.waiter.add_done_callback(lambda _: self._changed.set())
         log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
 
-    async def _supervise(self) -> None:
+    async def _supervise(self) -> int:
         while True:
             await self._changed.wait()
             self._changed.clear()
             if self._stopping.is_set():
                 await self._stop_all()
-                return
+                return 0
             for slot in self._slots:
                 if slot.waiter is not None and slot.waiter.done():
                     self._on_worker_exit(slot)
+            if all(slot.cannot_start for slot in self._slots):
+                # The same config fails the same way in every slot: restarting in a loop
+                # with the ports open would only hide it behind connections nobody answers.
+                log.error("no worker can start with this config (see above); exiting")
+                self._stopping.set()
+                await self._stop_all()
+                return 2
 
     def _on_worker_exit(self, slot: _Slot) -> None:
         assert slot.process is not None and slot.waiter is not None
         pid, code = slot.process.pid, slot.waiter.result()
         slot.waiter = None
+        slot.cannot_start = code == EXIT_CANNOT_START
         self._mark_dead(pid)
         uptime = time.monotonic() - slot.started
         slot.backoff = (

@@ -32,6 +32,7 @@ from gateway.certs.manager import Certificates
 from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
 from gateway.errors import HTTPError
 from gateway.events.pipeline import EventPipeline
+from gateway.events.spool import SpoolError
 from gateway.health import Readiness, State
 from gateway.hsts import request_factory
 from gateway.httpserver import GatewayServer
@@ -71,6 +72,10 @@ ACCESS_LOG_FLUSH_INTERVAL = 1.0
 LISTEN_BACKLOG = 4096  # a burst of new connections waits here rather than being dropped
 LINKS_FIRST_TRY = 10.0  # seconds the link store gets before the worker serves without it
 PARENT_CHECK_INTERVAL = 1.0
+# A worker that could not start (its config cannot be served here: a file, a port, a
+# certificate) exits with this, sysexits' EX_CONFIG, so the supervisor can tell it
+# from a crash while serving.
+EXIT_CANNOT_START = 78
 GC_THRESHOLDS = (50_000, 20, 20)  # young collections every 50k allocations, not 700
 
 
@@ -407,7 +412,18 @@ async def run_worker(
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    async with worker:
+    try:
+        await worker.start()
+    except Exception as exc:
+        # What the environment refused (a file, a port) is said in a line; a bug in full.
+        expected = isinstance(exc, OSError | ConfigError | SpoolError)
+        log.error(
+            "worker %d cannot start: %s", os.getpid(), exc, exc_info=None if expected else exc
+        )
+        with contextlib.suppress(Exception):
+            await worker.stop()
+        return EXIT_CANNOT_START
+    try:
         # What start-up built lives as long as the process: out of the collector's way.
         # Events queue by the thousand before Kafka takes them, and with the default
         # thresholds (700, 10, 10) the collector took ~20% of a Segment batch load, with
@@ -418,5 +434,7 @@ async def run_worker(
         await worker.stop_requested.wait()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*reloads)
+    finally:
+        await worker.stop()
     log.info("worker %d stopped", os.getpid())
     return 0

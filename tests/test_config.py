@@ -175,3 +175,80 @@ def test_only_a_segment_route_that_is_on_needs_write_keys() -> None:
     assert [str(issue) for issue in caught.value.issues] == [
         "routes[0].segment: needs tracking.write_keys to check callers"
     ]
+
+
+def _route(**handler: Any) -> dict[str, Any]:
+    return {"name": "r", **handler}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda c, tmp: c.update(
+                routes=[
+                    _route(
+                        proxy={
+                            "upstreams": ["https://b.example"],
+                            "ca_file": str(tmp / "missing.pem"),
+                        }
+                    )
+                ]
+            ),
+            "routes[0].proxy.ca_file: {tmp}/missing.pem: no such file",
+        ),
+        (
+            lambda c, tmp: c["server"].update(access_log={"path": str(tmp / "no" / "a.log")}),
+            "server.access_log.path: {tmp}/no/a.log: directory '{tmp}/no' does not exist",
+        ),
+        (
+            lambda c, tmp: c.update(spool={"dir": str(tmp / "file" / "spool")}),
+            "spool.dir: {tmp}/file/spool: '{tmp}/file' is a file, not a directory",
+        ),
+        (
+            lambda c, tmp: c.update(
+                tracking={"cookies": {"visitor": {"name": "my id", "max_age": 60}}}
+            ),
+            "tracking.cookies.visitor.name: 'my id' is not a cookie name "
+            "(letters, digits, !#$%&'*+-.^_`|~)",
+        ),
+        (
+            lambda c, tmp: c.update(
+                tracking={"cookies": {"session": {"name": "a;b", "max_age": 60}}}
+            ),
+            "tracking.cookies.session.name: 'a;b' is not a cookie name "
+            "(letters, digits, !#$%&'*+-.^_`|~)",
+        ),
+        (
+            lambda c, tmp: c.update(
+                routes=[_route(respond={"content_type": "text/plain\r\nX-Injected: 1"})]
+            ),
+            "routes[0].respond.content_type: must not contain CR, LF or NUL",
+        ),
+        (
+            lambda c, tmp: c.update(kafka={"bootstrap_servers": ["b1:9092", "localhost"]}),
+            "kafka.bootstrap_servers[1]: 'localhost' is not host:port",
+        ),
+        (
+            lambda c, tmp: c.update(kafka={"bootstrap_servers": ["b1:99999"]}),
+            "kafka.bootstrap_servers[0]: 'b1:99999' is not host:port",
+        ),
+    ],
+)
+def test_configs_that_would_crash_a_worker_are_refused(
+    tmp_path: Path, change: Any, expected: str
+) -> None:
+    # Fault run F5: each of these passed `check`, then every worker exited at start-up.
+    (tmp_path / "file").write_text("not a directory")
+    config = minimal()
+    change(config, tmp_path)
+    assert issues_of(config) == [expected.format(tmp=tmp_path)]
+
+
+def test_a_key_given_twice_is_refused_with_its_path() -> None:
+    raw = b'{"server": {"listeners": [{"name": "a", "port": 1, "port": 2}]}, "routes": []}'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, env={})
+    assert [str(issue) for issue in caught.value.issues] == [
+        "server.listeners[0].port: given more than once (the last would win)"
+    ]

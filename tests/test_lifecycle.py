@@ -133,6 +133,33 @@ def test_run_with_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert "server.listeners[0].port: Input should be a valid integer" in result.stderr
 
 
+async def test_run_exits_2_when_no_worker_can_start(tmp_path: Path) -> None:
+    # Fault run F5: workers that fail at start-up were restarted forever, ports open.
+    # Here the spool is held by another process (a second gateway on the same dir).
+    config = base_config(tmp_path, workers=2)
+    held = []
+    for slot in range(2):
+        spool = Spool(tmp_path / "spool" / f"worker-{slot}", 1 << 20, 1 << 30)
+        spool.open()
+        held.append(spool)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "run", "--config", str(write_config(tmp_path, config)),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(20):
+            _, stderr = await process.communicate()
+    finally:
+        for spool in held:
+            spool.close()
+    log = stderr.decode()
+    assert process.returncode == 2, log
+    assert log.count("cannot start: ") >= 2
+    assert "is in use by another process" in log
+    assert "no worker can start with this config (see above); exiting" in log
+    assert "Traceback" not in log
+
+
 def test_run_with_missing_config_file(tmp_path: Path) -> None:
     result = gateway_cli("run", "--config", str(tmp_path / "nope.json"))
     assert result.returncode == 2
