@@ -72,8 +72,13 @@ class LocalLimiter:
         burst: int,
         max_keys: int,
         on_size: Callable[[int, bool], None] = lambda size, evicted: None,
+        *,
+        shares: int = 1,
     ) -> None:
         self.burst = burst
+        # This bucket is one of ``shares`` equal ones (one per worker): the RateLimit-*
+        # figures describe the whole gateway, what a client spreading over them can expect.
+        self._shares = shares
         # A bucket of ``burst`` that drains ``rate`` per ``period`` empties in this time.
         self._drain_period = burst * period / rate
         self._per_second = rate / period
@@ -100,8 +105,8 @@ class LocalLimiter:
             return None
         level = bucket.level()
         return Refusal(
-            limit=self.burst,
-            remaining=max(0, math.floor(self.burst - level)),
+            limit=self.burst * self._shares,
+            remaining=max(0, math.floor((self.burst - level) * self._shares)),
             reset=math.ceil(level / self._per_second),
             retry_after=max(1, math.ceil((level + 1 - self.burst) / self._per_second)),
         )
@@ -234,10 +239,14 @@ def local_limiter_for(
     config: RateLimitRule, workers: int, on_size: Callable[[int, bool], None]
 ) -> LocalLimiter:
     """This worker's share of a rule: rate and burst divided by the worker count."""
+    share = max(1, math.floor(config.effective_burst / workers))
     return LocalLimiter(
         rate=config.rate / workers,
         period=config.period,
-        burst=max(1, math.floor(config.effective_burst / workers)),
+        burst=share,
         max_keys=config.max_keys,
         on_size=on_size,
+        # Reported as the configured burst when it divides evenly (10 over 2 workers: 10,
+        # not 5); otherwise as what the shares really add up to.
+        shares=workers,
     )

@@ -167,3 +167,15 @@ async def test_route_limits_exempt_dry_run_and_longest_wait(clock: FakeClock) ->
         ("fast", "limited"), ("slow", "limited"), ("dry", "dry_run_limited"),
     ]  # fmt: skip
     assert records[-1] == ("dry", "exempt")
+
+
+async def test_headers_report_the_whole_gateways_limit_not_one_workers_share(
+    clock: FakeClock,
+) -> None:
+    # Fault run: with 2 workers a burst of 10 was reported as RateLimit-Limit 5.
+    rule = RateLimitRule(name="r", rate=10, period=1, burst=10)
+    limiter = local_limiter_for(rule, 2, lambda size, evicted: None)
+    assert await allowed(limiter, n=5) == [True] * 5
+    refusal = await limiter.check("k")
+    assert refusal is not None
+    assert (refusal.limit, refusal.remaining, refusal.reset, refusal.retry_after) == (10, 0, 1, 1)
