@@ -512,6 +512,7 @@ class Proxy(_Model):
     via: bool = False
     verify_tls: bool = True
     ca_file: str | None = None
+    strict_paths: bool = True
     max_connections_per_target: Annotated[int, Field(ge=1, le=100_000)] = 256
     try_duration: Annotated[float, Field(ge=0, le=600)] = 5.0
     max_tries: Annotated[int, Field(ge=1, le=20)] = 3

@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.proxy.balancer import Balancer, Target
 from gateway.proxy.headers import end_to_end, upstream_request_headers
+from gateway.proxy.paths import ambiguous_path
 
 
 def targets(n: int) -> list[Target]:
@@ -163,3 +165,24 @@ def test_upstream_always_gets_a_host() -> None:
     assert upstream_request_headers(none, host_override="b.internal", **common)["Host"] == (
         "b.internal"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "reason"),
+    [
+        ("/app/..;/admin", "dot segment with parameters in path"),
+        ("/app/.;x=1/admin", "dot segment with parameters in path"),
+        ("/app/%2e%2e;/admin", "dot segment with parameters in path"),
+        ("/app/..\\admin", "backslash in path"),
+        ("/app/..%5cadmin", "%5c in path"),
+        ("/app/%c0%ae%c0%ae/admin", "%c0 in path"),
+        ("/app/%252e%252e/admin", "%252e in path"),
+        ("/app/file%00.txt", "%00 in path"),
+        ("/app/a%25%32%65", None),  # an encoded "%" then "2e" spelled out: no double decode
+        ("/app/a;jsessionid=1/b", None),
+        ("/app/100%25?x=..;/", None),  # the query is the upstream's own business
+        ("/app/caf%C3%A9", None),
+    ],
+)
+def test_paths_an_upstream_could_read_as_traversal(raw_path: str, reason: str | None) -> None:
+    assert ambiguous_path(raw_path) == reason

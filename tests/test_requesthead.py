@@ -153,3 +153,28 @@ async def test_header_line_limit_counts_the_whole_line(tmp_path: Path) -> None:
     assert over.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert over.endswith(b"a header line is longer than 2048 bytes\n")
     assert line_over.startswith(b"HTTP/1.1 414 Request-URI Too Long\r\n"), line_over[:80]
+
+
+async def test_proxy_refuses_paths_a_backend_could_read_as_traversal(tmp_path: Path) -> None:
+    async with backends("a") as (backend,):
+        config = with_routes(
+            base_config(tmp_path),
+            {"name": "strict", "match": {"path_prefix": "/app"},
+             "proxy": {"upstreams": [backend.url]}},
+            {"name": "lenient", "match": {"path_prefix": "/legacy"},
+             "proxy": {"upstreams": [backend.url], "strict_paths": False}},
+        )  # fmt: skip
+        async with in_process_gateway(config, tmp_path) as gw:
+            port = gw.ports["public"]
+            refused = await exchange(
+                port, b"GET /app/..;/admin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+            )
+            assert backend.hits == 0
+            passed = await exchange(
+                port, b"GET /legacy/..;/admin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+            )
+    assert refused.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert refused.endswith(
+        b"dot segment with parameters in path: the upstream could read it as another path\n"
+    )
+    assert echoed(passed)["path"] == "/legacy/..;/admin"

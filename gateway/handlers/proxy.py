@@ -24,6 +24,7 @@ from gateway.hsts import UNTYPED
 from gateway.proxy.balancer import Target
 from gateway.proxy.group import UpstreamGroup
 from gateway.proxy.headers import end_to_end, upstream_request_headers
+from gateway.proxy.paths import ambiguous_path
 from gateway.proxy.upstream import UpstreamError
 from gateway.request import INFO
 
@@ -73,6 +74,8 @@ class ProxyHandler:
         return raw_path
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
+        if self.config.strict_paths and (reason := ambiguous_path(request.raw_path)):
+            raise HTTPError(400, f"{reason}: the upstream could read it as another path")
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request)
         attempt = _Attempt()
