@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.config import Hsts
@@ -100,6 +100,8 @@ def request_factory(
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
         message, refusal = settle(message, max_line)
+        if payload is not EMPTY_PAYLOAD and isinstance(protocol, GatewayProtocol):
+            protocol.watch_body(payload)
         request = GatewayRequest(message, payload, protocol, writer, task, loop)
         if refusal is not None:
             request[REFUSED] = refusal

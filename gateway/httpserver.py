@@ -122,11 +122,12 @@ class GatewayProtocol(RequestHandler):
         self.draining = False  # the worker is stopping: answers say Connection: close
 
     def watch_body(self, body: StreamReader) -> None:
-        """While a handler runs: every ``read_body`` seconds the body must have brought at
-        least one byte, and ``min_body_rate`` bytes a second, or its reader raises
-        :class:`BodyTimeout` (fault run F4: a byte every 5 s held a request slot
-        forever). A window in which the gateway itself paused reading (its consumer, say
-        an upstream, is slower than the client) does not count against the client."""
+        """From its head on, until it is all in: every ``read_body`` seconds the body must
+        have brought at least one byte, and ``min_body_rate`` bytes a second, or its
+        reader raises :class:`BodyTimeout` (fault run F4: a byte every 5 s held a request
+        slot forever). A window in which the gateway itself paused reading (its consumer,
+        say an upstream, is slower than the client) does not count against the client."""
+        self.unwatch_body()  # a pipelined request's body follows the one before
         if body.is_eof():
             return
         self._body, self._body_seen = body, body.total_bytes
@@ -239,9 +240,7 @@ class GatewayServer(web.Server):
         hooks: ServerHooks,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            _watching_bodies(handler), access_log_class=_observer_class(hooks.observe), **kwargs
-        )
+        super().__init__(handler, access_log_class=_observer_class(hooks.observe), **kwargs)
         self._settings = settings
         self._hooks = hooks
         self.open_connections = 0
@@ -271,24 +270,6 @@ class GatewayServer(web.Server):
         super().connection_lost(handler, exc)
         self.open_connections -= 1
         self._hooks.opened(-1)
-
-
-def _watching_bodies(
-    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
-) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
-    """The handler with its request body watched while it runs (see ``watch_body``)."""
-
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        if not request.body_exists:
-            return await handler(request)
-        protocol = cast(GatewayProtocol, request.protocol)
-        protocol.watch_body(request.content)
-        try:
-            return await handler(request)
-        finally:
-            protocol.unwatch_body()
-
-    return handle
 
 
 def _observer_class(observer: Observer) -> type[AbstractAccessLogger]:
