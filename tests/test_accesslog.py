@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import gateway.accesslog as accesslog
-from gateway.accesslog import AccessLog, AccessRecord
+import gateway.observability.accesslog as accesslog
+from gateway.observability.accesslog import AccessLog, AccessRecord
 
 
 def record(n: int) -> AccessRecord:

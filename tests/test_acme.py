@@ -22,11 +22,11 @@ import pytest
 import yarl
 from cryptography import x509
 
-from gateway.certs.renewal import Outcome, Renewer, backoff, renew_at
-from gateway.certs.storage import CertificateInfo, RenewalState, Storage
-from gateway.config import Acme, parse_config
-from gateway.metrics import Metrics
-from gateway.worker import Worker, bind_listener
+from gateway.config.models import Acme, parse_config
+from gateway.observability.metrics import Metrics
+from gateway.process.worker import Worker, bind_listener
+from gateway.tls.renewal import Outcome, Renewer, backoff, renew_at
+from gateway.tls.storage import CertificateInfo, RenewalState, Storage
 from tests.acme_support import Pebble
 from tests.support import HELLO, base_config
 
@@ -94,7 +94,7 @@ def acme_config(
 
 
 def bind_ports() -> tuple[list[Any], dict[str, int]]:
-    from gateway.config import Listener
+    from gateway.config.models import Listener
 
     sockets = []
     for name, tls, admin in (
@@ -423,7 +423,7 @@ async def test_published_challenge_answer_is_served_exactly(
 
 
 def _stored_certificate(storage: Storage, domain: str, days: int) -> CertificateInfo:
-    from gateway.certs.issuer import self_signed
+    from gateway.tls.issuer import self_signed
 
     pem = self_signed(domain, datetime.timedelta(days=days))
     key, cert = pem.split(b"-----BEGIN CERTIFICATE-----")

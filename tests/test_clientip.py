@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from gateway.clientip import ClientIPResolver, parse_ip
+from gateway.request.clientip import ClientIPResolver, parse_ip
 
 
 def xff(*values: str) -> CIMultiDict[str]:

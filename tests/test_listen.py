@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import pytest
 from aiohttp import web
 
-from gateway.listen import PAUSE, AcceptSite
+from gateway.http.listen import PAUSE, AcceptSite
 
 HELLO = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -78,7 +78,7 @@ async def test_a_burst_of_connections_is_accepted_in_a_few_loop_iterations() -> 
 async def test_out_of_descriptors_pauses_accepting_then_takes_the_rest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, "gateway.listen")
+    caplog.set_level(logging.ERROR, "gateway.http.listen")
     async with _site() as (server, port):
         clients = _connect(port, 20)
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from gateway.metrics import _LATENCY_BUCKETS, Metrics
+from gateway.observability.metrics import _LATENCY_BUCKETS, Metrics
 
 SECONDS = (0.0005, 0.0007, 0.001, 0.0249, 3.0, 20.0, 0.0)  # bucket bounds included
 

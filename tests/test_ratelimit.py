@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from multidict import CIMultiDict
 
-from gateway.config import RateLimitRule
-from gateway.ratelimit import (
+from gateway.config.models import RateLimitRule
+from gateway.limits.ratelimit import (
     KeyContext,
     LocalLimiter,
     Refusal,

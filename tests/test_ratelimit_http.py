@@ -137,8 +137,8 @@ async def test_reload_keeps_buckets_of_unchanged_rules(tmp_path: Path) -> None:
 
 
 async def slow_route(gw: Any, handler: Any) -> None:
-    from gateway.router import HostMatcher, Router, RouteRule
-    from gateway.runtime import ActiveRoute
+    from gateway.request.router import HostMatcher, Router, RouteRule
+    from gateway.request.runtime import ActiveRoute
 
     runtime = gw.worker.holder.current
     rule = RouteRule(HostMatcher.of([]), "/", ActiveRoute("slow", 10, handler))
@@ -185,7 +185,7 @@ async def test_concurrency_cap_answers_503_and_releases_on_every_path(tmp_path: 
 
 
 async def test_config_rejects_unknown_rule_reference(tmp_path: Path) -> None:
-    from gateway.config import ConfigError, parse_config
+    from gateway.config.models import ConfigError, parse_config
 
     config = limited_config(tmp_path)
     config["routes"][0]["rate_limits"] = ["hourly", "nope"]

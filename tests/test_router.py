@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.router import HostMatcher, Router, RouteRule, normalize_host, path_matches
+from gateway.request.router import HostMatcher, Router, RouteRule, normalize_host, path_matches
 
 
 @pytest.mark.parametrize(

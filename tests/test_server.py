@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.health import CheckResult
-from gateway.router import HostMatcher, Router, RouteRule
-from gateway.runtime import ActiveRoute
+from gateway.observability.health import CheckResult
+from gateway.request.router import HostMatcher, Router, RouteRule
+from gateway.request.runtime import ActiveRoute
 from tests.support import HELLO, base_config, in_process_gateway, with_routes
 
 

@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.config import EVENT_TYPES, Kafka
-from gateway.config import Spool as SpoolConfig
+from gateway.config.models import EVENT_TYPES, Kafka
+from gateway.config.models import Spool as SpoolConfig
 from gateway.events.envelope import Event
 from gateway.events.kafka import KafkaWriter
 from gateway.events.spool import (
@@ -51,8 +51,8 @@ from gateway.events.spool import (
     SpoolRecord,
     adopt_orphans,
 )
-from gateway.health import CheckResult
-from gateway.metrics import Metrics
+from gateway.observability.health import CheckResult
+from gateway.observability.metrics import Metrics
 
 log = logging.getLogger("gateway.events")
 

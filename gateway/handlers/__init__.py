@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from gateway.errors import HTTPError
+from gateway.request.errors import HTTPError
 
 
 class Handler(Protocol):

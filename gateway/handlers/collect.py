@@ -19,13 +19,13 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from gateway.config import Collect
-from gateway.errors import HTTPError
+from gateway.config.models import Collect
 from gateway.events.pipeline import EventPipeline, EventTooLarge, Overloaded
 from gateway.events.spool import SpoolError
+from gateway.events.tracker import Tracker
 from gateway.handlers import read_json_object
-from gateway.request import INFO
-from gateway.tracking import Tracker
+from gateway.request.errors import HTTPError
+from gateway.request.info import INFO
 
 # The smallest transparent GIF89a: 1x1, one transparent palette entry.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")

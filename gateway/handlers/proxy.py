@@ -17,16 +17,16 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.clientip import ClientIPResolver, parse_ip
-from gateway.config import Proxy
-from gateway.errors import HTTPError
-from gateway.hsts import UNTYPED
+from gateway.config.models import Proxy
+from gateway.http.h1request import UNTYPED
 from gateway.proxy.balancer import Target
 from gateway.proxy.group import UpstreamGroup
 from gateway.proxy.headers import end_to_end, upstream_request_headers
 from gateway.proxy.paths import ambiguous_path
 from gateway.proxy.upstream import UpstreamError
-from gateway.request import INFO
+from gateway.request.clientip import ClientIPResolver, parse_ip
+from gateway.request.errors import HTTPError
+from gateway.request.info import INFO
 
 CHUNK = 64 * 1024
 _BUSY = {"Retry-After": "1"}

@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.config import Redirects
-from gateway.errors import HTTPError
+from gateway.config.models import Redirects
+from gateway.events.tracker import Tracker
 from gateway.links.model import SLUG, Link
 from gateway.links.safety import UnsafeTarget, check_target, host_allowed, signature_valid
 from gateway.links.store import LinkStore
-from gateway.request import INFO
-from gateway.tracking import Tracker
+from gateway.request.errors import HTTPError
+from gateway.request.info import INFO
 
 LOCATION_CACHE = 65536  # links whose Location is remembered; cleared whole when full
 

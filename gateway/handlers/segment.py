@@ -17,15 +17,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.errors import REQUEST_ID_HEADER, HTTPError
 from gateway.events.envelope import dead_letter
 from gateway.events.pipeline import CannotKeep, EventTooLarge, Overloaded
 from gateway.events.segment import CALLS, MAX_BATCH, SHORT, Invalid, batch_calls, validate
 from gateway.events.spool import SpoolError
+from gateway.events.tracker import Tracker
 from gateway.handlers import read_body
-from gateway.httpauth import basic_user
-from gateway.request import INFO
-from gateway.tracking import Tracker
+from gateway.request.auth import basic_user
+from gateway.request.errors import REQUEST_ID_HEADER, HTTPError
+from gateway.request.info import INFO
 
 _BUSY = {"Retry-After": "1"}
 

@@ -19,11 +19,11 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.config import Redirects
-from gateway.errors import HTTPError
+from gateway.config.models import Redirects
 from gateway.handlers import read_json_object
 from gateway.links.model import Link
 from gateway.links.store import LinkStore
+from gateway.request.errors import HTTPError
 
 _ALPHABET = string.ascii_letters + string.digits
 MAX_LIMIT = 500

@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import ValidationError
 
-from gateway.config import Kafka
-from gateway.health import CheckResult
+from gateway.config.models import Kafka
 from gateway.links.model import Link
+from gateway.observability.health import CheckResult
 
 log = logging.getLogger("gateway.links")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from gateway.errors import HTTPError
+from gateway.request.errors import HTTPError
 
 MAX_PATH = 4096
 # Only unreserved characters and slashes, no segment starting with a dot.

@@ -25,25 +25,25 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.accesslog import AccessLog
-from gateway.app import Gateway
-from gateway.builtin import Builtins
-from gateway.certs.manager import Certificates
-from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
-from gateway.errors import HTTPError
+from gateway.config.models import Config, ConfigError, ConfigIssue, Listener, load_config
 from gateway.events.pipeline import EventPipeline
 from gateway.events.spool import SpoolError
-from gateway.health import Readiness, State
-from gateway.hsts import request_factory
-from gateway.httpserver import GatewayServer
+from gateway.handlers.builtin import Builtins
+from gateway.http.h1 import GatewayServer
+from gateway.http.h1request import request_factory
+from gateway.http.listen import AcceptSite
 from gateway.links.api import LinksApi
 from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
-from gateway.listen import AcceptSite
-from gateway.metrics import FLUSH_INTERVAL, Metrics
+from gateway.observability.accesslog import AccessLog
+from gateway.observability.health import Readiness, State
+from gateway.observability.metrics import FLUSH_INTERVAL, Metrics
 from gateway.proxy.group import UpstreamRegistry
-from gateway.runtime import RuntimeHolder, Services
+from gateway.request.errors import HTTPError
+from gateway.request.path import Gateway
+from gateway.request.runtime import RuntimeHolder, Services
+from gateway.tls.manager import Certificates
 
-log = logging.getLogger("gateway.worker")
+log = logging.getLogger("gateway.process.worker")
 
 # What the inherited sockets were bound for: workers pair them with the listeners in
 # order, so under a supervisor a reload that changes these is refused outright.

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-log = logging.getLogger("gateway.listen")
+log = logging.getLogger("gateway.http.listen")
 
 ACCEPT_BATCH = 512  # connections taken per readiness of the listening socket
 # Out of descriptors or kernel memory: accepting again at once would spin.

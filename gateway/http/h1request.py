@@ -25,16 +25,16 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.config import Hsts
-from gateway.httpserver import GatewayProtocol
-from gateway.requesthead import Refusal, settle
-from gateway.router import normalize_host
+from gateway.config.models import Hsts
+from gateway.http.h1 import GatewayProtocol
+from gateway.http.head import Refusal, settle
+from gateway.request.router import normalize_host
 
 HEADER = "Strict-Transport-Security"
 SERVER = "edge-gateway"
 # Set on a response relayed from an upstream that sent no Content-Type.
 UNTYPED = web.ResponseKey("gateway.untyped", bool)
-# Set on a request whose head the request path must not see (see gateway.requesthead).
+# Set on a request whose head the request path must not see (see gateway.http.head).
 REFUSED = web.RequestKey("gateway.refused", Refusal)
 
 
@@ -69,7 +69,7 @@ RequestFactory = Callable[
 def request_factory(
     policy: Callable[[], HstsPolicy | None] | None, *, max_line: int
 ) -> RequestFactory:
-    """Requests of a listener, their heads settled (``gateway.requesthead``); with
+    """Requests of a listener, their heads settled (``gateway.http.head``); with
     ``policy`` (HTTPS listeners), their responses get its header (read per response, so
     a reload applies at once)."""
     loop = asyncio.get_running_loop()

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.certs.issuer import ACME_TLS_ALPN, self_signed
-from gateway.certs.storage import CertificateInfo, Storage, certificate_info
-from gateway.config import Tls, TlsCertificate
+from gateway.config.models import Tls, TlsCertificate
+from gateway.tls.issuer import ACME_TLS_ALPN, self_signed
+from gateway.tls.storage import CertificateInfo, Storage, certificate_info
 
-log = logging.getLogger("gateway.tls")
+log = logging.getLogger("gateway.tls.store")
 
 ALPN = ["http/1.1"]
 # TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 suites are fixed by OpenSSL.

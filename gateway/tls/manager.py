@@ -11,12 +11,12 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from gateway.certs.renewal import Outcome, Renewer
-from gateway.certs.storage import Storage
-from gateway.config import Tls
-from gateway.health import CheckResult
-from gateway.metrics import Metrics
-from gateway.tls import CertificateStore
+from gateway.config.models import Tls
+from gateway.observability.health import CheckResult
+from gateway.observability.metrics import Metrics
+from gateway.tls.renewal import Outcome, Renewer
+from gateway.tls.storage import Storage
+from gateway.tls.store import CertificateStore
 
 log = logging.getLogger("gateway.acme")
 _T = TypeVar("_T")

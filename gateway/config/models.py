@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.config_paths import ca_file_issue, directory_issue, writable_file_issue
+from gateway.config.paths import ca_file_issue, directory_issue, writable_file_issue
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 token
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -802,7 +802,7 @@ def _cross_checks(config: Config) -> Iterator[ConfigIssue]:
         yield ConfigIssue("spool.dir", problem)
 
     if config.tls is not None:
-        from gateway.tls import CertificateError, context_for, names_of
+        from gateway.tls.store import CertificateError, context_for, names_of
 
         acme = config.tls.acme
         if not config.tls.certificates and acme is None:

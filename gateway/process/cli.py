@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, Route, load_config
+from gateway.config.models import Config, ConfigError, Route, load_config
 
 EXIT_CONFIG = 2
 
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         import uvloop
 
-        from gateway.worker import run_worker
+        from gateway.process.worker import run_worker
 
         fds = [int(fd) for fd in args.fds.split(",")]
         return uvloop.run(
@@ -207,6 +207,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "links":
         return _links(args, config)
 
-    from gateway.supervisor import Supervisor
+    from gateway.process.supervisor import Supervisor
 
     return asyncio.run(Supervisor(args.config, config).run())

@@ -23,10 +23,10 @@ from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
-from gateway.config import RateLimitRule
-from gateway.httpauth import basic_user
+from gateway.config.models import RateLimitRule
+from gateway.request.auth import basic_user
 
-log = logging.getLogger("gateway.ratelimit")
+log = logging.getLogger("gateway.limits.ratelimit")
 
 MAX_KEY_PART = 256  # longer header values are not keys: a client must not grow our memory
 MISSING = "-"

@@ -16,17 +16,17 @@ from time import perf_counter
 
 from aiohttp import web
 
-from gateway.accesslog import AccessLog, AccessRecord, redact
-from gateway.builtin import Builtins
-from gateway.certs.storage import TOKEN, Storage
-from gateway.config import Listener
-from gateway.errors import REQUEST_ID_HEADER, HTTPError, error_response
-from gateway.hsts import REFUSED
-from gateway.metrics import Metrics
-from gateway.ratelimit import KeyContext, Refusal
-from gateway.request import INFO, RequestInfo
-from gateway.router import normalize_host
-from gateway.runtime import Runtime, RuntimeHolder
+from gateway.config.models import Listener
+from gateway.handlers.builtin import Builtins
+from gateway.http.h1request import REFUSED
+from gateway.limits.ratelimit import KeyContext, Refusal
+from gateway.observability.accesslog import AccessLog, AccessRecord, redact
+from gateway.observability.metrics import Metrics
+from gateway.request.errors import REQUEST_ID_HEADER, HTTPError, error_response
+from gateway.request.info import INFO, RequestInfo
+from gateway.request.router import normalize_host
+from gateway.request.runtime import Runtime, RuntimeHolder
+from gateway.tls.storage import TOKEN, Storage
 
 log = logging.getLogger("gateway")
 

@@ -2,7 +2,7 @@
 worker task that orders (one process at a time, through the storage lock).
 
 Every worker runs a :class:`Renewer`. Whichever takes the lock orders what is due and
-writes the files; every worker's :class:`~gateway.tls.CertificateStore` then loads them
+writes the files; every worker's :class:`~gateway.tls.store.CertificateStore` then loads them
 (the one that ordered at once, the others at their next file check).
 """
 
@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.certs.issuer import AcmeIssuer, describe
-from gateway.certs.storage import CertificateInfo, LockBusy, RenewalState, Storage
-from gateway.config import Acme
-from gateway.metrics import Metrics
+from gateway.config.models import Acme
+from gateway.observability.metrics import Metrics
+from gateway.tls.issuer import AcmeIssuer, describe
+from gateway.tls.storage import CertificateInfo, LockBusy, RenewalState, Storage
 
 log = logging.getLogger("gateway.acme")
 

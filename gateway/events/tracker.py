@@ -18,11 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.config import Cookie, Cookies, Tracking
-from gateway.cors import Cors
+from gateway.config.models import Cookie, Cookies, Tracking
 from gateway.events.envelope import Event, RequestFacts, build_event, uuid7
 from gateway.events.pipeline import EventPipeline
 from gateway.events.segment import Message
+from gateway.request.cors import Cors
 
 # An id cookie that does not look like one of ours is replaced, never echoed back.
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")

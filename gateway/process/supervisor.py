@@ -4,7 +4,7 @@ Each worker slot gets its own SO_REUSEPORT socket per listener, so the kernel sp
 connections evenly; the supervisor keeps every socket open, so connections queued for a
 worker that dies wait for its replacement instead of being refused.
 
-Signals: SIGTERM/SIGINT drain every worker (each follows ``gateway.worker``'s shutdown
+Signals: SIGTERM/SIGINT drain every worker (each follows ``gateway.process.worker``'s shutdown
 order) and a second one kills them at once; SIGHUP validates the config file and, when
 it is good, tells every worker to reload.
 """
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, ConfigError, ConfigIssue, parse_config
+from gateway.config.models import Config, ConfigError, ConfigIssue, parse_config
 
-EXIT_CANNOT_START = 78  # gateway.worker's, not imported: workers' modules load lazily here
+EXIT_CANNOT_START = 78  # gateway.process.worker's, not imported: workers' modules load lazily here
 
-log = logging.getLogger("gateway.supervisor")
+log = logging.getLogger("gateway.process.supervisor")
 
 RESTART_BACKOFF_MAX = 10.0
 HEALTHY_UPTIME = 5.0  # a worker that lived this long restarts at once, not after backoff
@@ -74,7 +74,7 @@ class Supervisor:
             log.error("config changed before the workers started:\n%s", exc)
             shutil.rmtree(metrics_dir, ignore_errors=True)
             return 2
-        from gateway.metrics import Metrics, mark_process_dead
+        from gateway.observability.metrics import Metrics, mark_process_dead
 
         self._metrics = Metrics()
         self._mark_dead = mark_process_dead
@@ -91,7 +91,7 @@ class Supervisor:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
     def _bind(self) -> None:
-        from gateway.worker import bind_listener
+        from gateway.process.worker import bind_listener
 
         listeners = list(self.config.server.listeners)
         for index in range(self.config.server.worker_count):
@@ -151,7 +151,7 @@ class Supervisor:
     def _on_reload_signal(self) -> None:
         try:
             config, raw = self._validate()
-            from gateway.worker import sockets_changed  # imported by _bind already
+            from gateway.process.worker import sockets_changed  # imported by _bind already
 
             changed = sockets_changed(self.config, config)
             if changed:

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from gateway.certs.storage import Storage
-from gateway.clientip import ClientIPResolver
-from gateway.config import Config, Route
-from gateway.errors import HTTPError
+from gateway.config.models import Config, Route
 from gateway.events.pipeline import EventPipeline
+from gateway.events.tracker import Tracker
 from gateway.handlers import Handler
 from gateway.handlers.collect import CollectHandler
 from gateway.handlers.proxy import ProxyHandler
@@ -27,14 +25,16 @@ from gateway.handlers.redirect import RedirectHandler
 from gateway.handlers.respond import RespondHandler
 from gateway.handlers.segment import SegmentHandler
 from gateway.handlers.static import StaticHandler
-from gateway.hsts import HstsPolicy
+from gateway.http.h1request import HstsPolicy
+from gateway.limits.ratelimit import RouteLimits, Rule, local_limiter_for
 from gateway.links.model import Link
 from gateway.links.store import LinkStore
-from gateway.metrics import Metrics
+from gateway.observability.metrics import Metrics
 from gateway.proxy.group import UpstreamGroup, UpstreamRegistry
-from gateway.ratelimit import RouteLimits, Rule, local_limiter_for
-from gateway.router import HostMatcher, Router, RouteRule
-from gateway.tracking import Tracker
+from gateway.request.clientip import ClientIPResolver
+from gateway.request.errors import HTTPError
+from gateway.request.router import HostMatcher, Router, RouteRule
+from gateway.tls.storage import Storage
 
 
 @dataclass(frozen=True, slots=True)

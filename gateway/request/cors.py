@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.config import Cors as CorsConfig
-from gateway.errors import HTTPError
+from gateway.config.models import Cors as CorsConfig
+from gateway.request.errors import HTTPError
 
 ALLOWED_METHODS = ("GET", "POST", "OPTIONS")
 ALLOWED_HEADERS = frozenset({"content-type", "authorization", "content-encoding"})

@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from gateway.certs.manager import Certificates
-from gateway.config import ConfigIssue
-from gateway.errors import HTTPError
-from gateway.health import Readiness
+from gateway.config.models import ConfigIssue
 from gateway.links.api import LinksApi
-from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.observability.health import Readiness
+from gateway.observability.metrics import CONTENT_TYPE, Metrics
+from gateway.request.errors import HTTPError
+from gateway.tls.manager import Certificates
 
 Reload = Callable[[], Awaitable[tuple[int, list[ConfigIssue]]]]
 

@@ -22,8 +22,8 @@ from josepy.jwa import ES256
 from josepy.jwk import JWK
 
 from gateway import __version__
-from gateway.certs.storage import Storage, write_atomic
-from gateway.config import Acme
+from gateway.config.models import Acme
+from gateway.tls.storage import Storage, write_atomic
 
 log = logging.getLogger("gateway.acme")
 

@@ -20,4 +20,4 @@ class RequestInfo:
     track: bool = False  # copy the request to the event pipeline after the response
 
 
-INFO = web.RequestKey("gateway.request", RequestInfo)
+INFO = web.RequestKey("gateway.request.info", RequestInfo)

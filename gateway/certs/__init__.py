@@ -1,1 +1,0 @@
-"""Certificates obtained and renewed over ACME, and the worker's view of its TLS."""

@@ -1,0 +1,1 @@
+"""The config: typed, frozen models per capability, their checks, and loading."""

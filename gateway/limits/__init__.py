@@ -1,0 +1,1 @@
+"""Rate limits: rules, bucket keys and the limiter behind them."""

@@ -1,0 +1,1 @@
+"""Metrics, the access log and health/readiness: what the gateway says about itself."""

@@ -1,0 +1,1 @@
+"""TLS: the SNI certificate store, ACME issuance, its storage and renewal."""
