@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config.models import parse_config
+from gateway.config import parse_config
 from gateway.process.worker import Worker, bind_listener
 
 HELLO = "Hello from the gateway\n"

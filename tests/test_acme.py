@@ -22,7 +22,7 @@ import pytest
 import yarl
 from cryptography import x509
 
-from gateway.config.models import Acme, parse_config
+from gateway.config import Acme, parse_config
 from gateway.observability.metrics import Metrics
 from gateway.process.worker import Worker, bind_listener
 from gateway.tls.renewal import Outcome, Renewer, backoff, renew_at
@@ -94,7 +94,7 @@ def acme_config(
 
 
 def bind_ports() -> tuple[list[Any], dict[str, int]]:
-    from gateway.config.models import Listener
+    from gateway.config import Listener
 
     sockets = []
     for name, tls, admin in (

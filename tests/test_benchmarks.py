@@ -66,7 +66,7 @@ from benchmarks.report import events_section, render
 from benchmarks.scenarios import BY_NAME, REDIRECT_TARGET, SCENARIOS, basic_auth
 from benchmarks.settings import Settings, capacity
 from benchmarks.targets import TargetRow, evaluate
-from gateway.config.models import parse_config
+from gateway.config import parse_config
 from gateway.handlers.collect import PIXEL
 
 ROOT = Path(__file__).resolve().parent.parent

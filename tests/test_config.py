@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from gateway.config.models import Config, ConfigError, load_config, parse_config
+from gateway.config import Config, ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

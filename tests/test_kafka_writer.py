@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2 as reference_murmur2
 
-from gateway.config.models import Kafka
+from gateway.config import Kafka
 from gateway.events.kafka import KafkaWriter, murmur2
 from gateway.events.spool import SpoolRecord
 from tests.conftest import Broker

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from multidict import CIMultiDict
 
-from gateway.config.models import RateLimitRule
+from gateway.config import RateLimitRule
 from gateway.limits.ratelimit import (
     KeyContext,
     LocalLimiter,

@@ -185,7 +185,7 @@ async def test_concurrency_cap_answers_503_and_releases_on_every_path(tmp_path: 
 
 
 async def test_config_rejects_unknown_rule_reference(tmp_path: Path) -> None:
-    from gateway.config.models import ConfigError, parse_config
+    from gateway.config import ConfigError, parse_config
 
     config = limited_config(tmp_path)
     config["routes"][0]["rate_limits"] = ["hourly", "nope"]

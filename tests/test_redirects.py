@@ -277,7 +277,7 @@ async def test_open_redirect_corpus_never_leaves_allowed_hosts(tmp_path: Path) -
     ],
 )  # fmt: skip
 def test_redirect_config_errors(tmp_path: Path, redirects: dict[str, Any], issue: str) -> None:
-    from gateway.config.models import ConfigError, parse_config
+    from gateway.config import ConfigError, parse_config
 
     config = links_config(tmp_path, **redirects)
     with pytest.raises(ConfigError) as caught:

@@ -316,7 +316,7 @@ async def test_concurrent_requests_during_rewrites_see_whole_versions(tmp_path: 
 
 @pytest.mark.parametrize("root", ["/definitely/not/here"])
 def test_missing_root_is_a_config_error(tmp_path: Path, root: str) -> None:
-    from gateway.config.models import ConfigError, parse_config
+    from gateway.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as caught:
         parse_config(json.dumps(static_config(tmp_path, Path(root))).encode(), env={})

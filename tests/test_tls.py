@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import trustme
 
-from gateway.config.models import ConfigError, parse_config
+from gateway.config import ConfigError, parse_config
 from tests.support import base_config, in_process_gateway
 
 

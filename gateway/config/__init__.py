@@ -1,1 +1,63 @@
-"""The config: typed, frozen models per capability, their checks, and loading."""
+"""The config: typed, frozen models per capability, their checks, and loading.
+
+Loading validates everything up front and reports every problem with its key path
+(``routes[1].match.path_prefix: must start with "/"``), so ``gateway check`` can explain a
+broken file in one go. Nothing mutates a loaded :class:`Config`; a reload builds a new one
+and swaps it whole. Each capability's models sit in a module of their own, with the checks
+that span keys beside them (``checks``); ``root`` holds the whole document."""
+
+from __future__ import annotations
+
+from gateway.config.base import ConfigError, ConfigIssue, Name
+from gateway.config.events import EVENT_TYPES, Cookie, Cookies, Cors, Kafka, Spool, Tracking
+from gateway.config.limits import RateLimitRule, RateLimits
+from gateway.config.links import RedirectRoute, Redirects
+from gateway.config.load import load_config, parse_config
+from gateway.config.proxy import ActiveHealth, PassiveHealth, Proxy, ProxyTimeouts
+from gateway.config.root import Config
+from gateway.config.routes import Collect, Match, Respond, Route, Segment
+from gateway.config.server import AccessLog, Limits, Listener, Server, Timeouts
+from gateway.config.static import CacheControlRule, Static, StaticCache
+from gateway.config.tls import Acme, AcmeEab, Hsts, Tls, TlsCertificate
+
+__all__ = [
+    "EVENT_TYPES",
+    "AccessLog",
+    "Acme",
+    "AcmeEab",
+    "ActiveHealth",
+    "CacheControlRule",
+    "Collect",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "Cookie",
+    "Cookies",
+    "Cors",
+    "Hsts",
+    "Kafka",
+    "Limits",
+    "Listener",
+    "Match",
+    "Name",
+    "PassiveHealth",
+    "Proxy",
+    "ProxyTimeouts",
+    "RateLimitRule",
+    "RateLimits",
+    "RedirectRoute",
+    "Redirects",
+    "Respond",
+    "Route",
+    "Segment",
+    "Server",
+    "Spool",
+    "Static",
+    "StaticCache",
+    "Timeouts",
+    "Tls",
+    "TlsCertificate",
+    "Tracking",
+    "load_config",
+    "parse_config",
+]

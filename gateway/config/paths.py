@@ -11,6 +11,8 @@ import os
 import ssl
 from pathlib import Path
 
+from cryptography import x509
+
 
 def ca_file_issue(path: str) -> str | None:
     """Why ``path`` cannot serve as a bundle of trusted CA certificates, if it cannot."""
@@ -47,4 +49,19 @@ def directory_issue(path: str) -> str | None:
             if not os.access(part, os.W_OK | os.X_OK):
                 return f"{path}: {part} not writable"
             return None
+    return None
+
+
+def certificate_pair_issue(cert: str, key: str) -> str | None:
+    """Why ``cert`` and ``key`` cannot serve TLS together, if they cannot: the certificate
+    must be PEM and the key its own (what the TLS store loads at start)."""
+    try:
+        with open(cert, "rb") as handle:
+            x509.load_pem_x509_certificate(handle.read())
+    except (OSError, ValueError) as exc:
+        return f"{cert}: not a readable PEM certificate ({exc})"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        return f"{cert} / {key}: {exc}"
     return None

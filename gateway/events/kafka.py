@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from gateway.config.models import Kafka
+from gateway.config import Kafka
 from gateway.events.spool import SpoolRecord
 
 PARTITION_CACHE = 65536  # keys whose partition is remembered; cleared whole when full

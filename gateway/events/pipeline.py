@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.config.models import EVENT_TYPES, Kafka
-from gateway.config.models import Spool as SpoolConfig
+from gateway.config import EVENT_TYPES, Kafka
+from gateway.config import Spool as SpoolConfig
 from gateway.events.envelope import Event
 from gateway.events.kafka import KafkaWriter
 from gateway.events.spool import (

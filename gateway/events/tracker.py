@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.config.models import Cookie, Cookies, Tracking
+from gateway.config import Cookie, Cookies, Tracking
 from gateway.events.envelope import Event, RequestFacts, build_event, uuid7
 from gateway.events.pipeline import EventPipeline
 from gateway.events.segment import Message

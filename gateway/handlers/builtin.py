@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from gateway.config.models import ConfigIssue
+from gateway.config import ConfigIssue
 from gateway.links.api import LinksApi
 from gateway.observability.health import Readiness
 from gateway.observability.metrics import CONTENT_TYPE, Metrics

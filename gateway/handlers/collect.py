@@ -19,7 +19,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from gateway.config.models import Collect
+from gateway.config import Collect
 from gateway.events.pipeline import EventPipeline, EventTooLarge, Overloaded
 from gateway.events.spool import SpoolError
 from gateway.events.tracker import Tracker

@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.config.models import Proxy
+from gateway.config import Proxy
 from gateway.http.h1request import UNTYPED
 from gateway.proxy.balancer import Target
 from gateway.proxy.group import UpstreamGroup

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.config.models import Redirects
+from gateway.config import Redirects
 from gateway.events.tracker import Tracker
 from gateway.links.model import SLUG, Link
 from gateway.links.safety import UnsafeTarget, check_target, host_allowed, signature_valid

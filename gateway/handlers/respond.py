@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.config.models import Respond
+from gateway.config import Respond
 from gateway.handlers import read_body
 
 

@@ -23,7 +23,7 @@ import cramjam
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from gateway.config.models import Static
+from gateway.config import Static
 from gateway.request.errors import HTTPError
 from gateway.static.cache import Entry, FileCache, Located, Root
 from gateway.static.http import (

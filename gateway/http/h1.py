@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.config.models import Server as ServerConfig
+from gateway.config import Server as ServerConfig
 from gateway.request.errors import BodyTimeout
 
 log = logging.getLogger("gateway.http")

@@ -25,7 +25,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.config.models import Hsts
+from gateway.config import Hsts
 from gateway.http.h1 import GatewayProtocol
 from gateway.http.head import Refusal, settle
 from gateway.request.router import normalize_host

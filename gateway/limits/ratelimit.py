@@ -23,7 +23,7 @@ from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
-from gateway.config.models import RateLimitRule
+from gateway.config import RateLimitRule
 from gateway.request.auth import basic_user
 
 log = logging.getLogger("gateway.limits.ratelimit")

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.config.models import Redirects
+from gateway.config import Redirects
 from gateway.handlers import read_json_object
 from gateway.links.model import Link
 from gateway.links.store import LinkStore

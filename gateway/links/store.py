@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import ValidationError
 
-from gateway.config.models import Kafka
+from gateway.config import Kafka
 from gateway.links.model import Link
 from gateway.observability.health import CheckResult
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.config.models import Config, ConfigError, Route, load_config
+from gateway.config import Config, ConfigError, Route, load_config
 
 EXIT_CONFIG = 2
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config.models import Config, ConfigError, ConfigIssue, parse_config
+from gateway.config import Config, ConfigError, ConfigIssue, parse_config
 
 EXIT_CANNOT_START = 78  # gateway.process.worker's, not imported: workers' modules load lazily here
 

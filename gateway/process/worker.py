@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.config.models import Config, ConfigError, ConfigIssue, Listener, load_config
+from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
 from gateway.events.pipeline import EventPipeline
 from gateway.events.spool import SpoolError
 from gateway.handlers.builtin import Builtins

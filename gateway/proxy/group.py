@@ -13,7 +13,7 @@ import logging
 
 import aiohttp
 
-from gateway.config.models import Proxy
+from gateway.config import Proxy
 from gateway.proxy.balancer import Balancer, Target
 from gateway.proxy.upstream import Pool
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.config.models import Cors as CorsConfig
+from gateway.config import Cors as CorsConfig
 from gateway.request.errors import HTTPError
 
 ALLOWED_METHODS = ("GET", "POST", "OPTIONS")

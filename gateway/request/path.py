@@ -16,7 +16,7 @@ from time import perf_counter
 
 from aiohttp import web
 
-from gateway.config.models import Listener
+from gateway.config import Listener
 from gateway.handlers.builtin import Builtins
 from gateway.http.h1request import REFUSED
 from gateway.limits.ratelimit import KeyContext, Refusal

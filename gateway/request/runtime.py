@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from gateway.config.models import Config, Route
+from gateway.config import Config, Route
 from gateway.events.pipeline import EventPipeline
 from gateway.events.tracker import Tracker
 from gateway.handlers import Handler

@@ -22,7 +22,7 @@ from josepy.jwa import ES256
 from josepy.jwk import JWK
 
 from gateway import __version__
-from gateway.config.models import Acme
+from gateway.config import Acme
 from gateway.tls.storage import Storage, write_atomic
 
 log = logging.getLogger("gateway.acme")

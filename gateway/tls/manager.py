@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from gateway.config.models import Tls
+from gateway.config import Tls
 from gateway.observability.health import CheckResult
 from gateway.observability.metrics import Metrics
 from gateway.tls.renewal import Outcome, Renewer

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.config.models import Acme
+from gateway.config import Acme
 from gateway.observability.metrics import Metrics
 from gateway.tls.issuer import AcmeIssuer, describe
 from gateway.tls.storage import CertificateInfo, LockBusy, RenewalState, Storage

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from gateway.config.models import TlsCertificate
+from gateway.config import TlsCertificate
 
 # RFC 8555 §8.3: tokens are base64url; anything else is not ours to look up.
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")

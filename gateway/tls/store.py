@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.config.models import Tls, TlsCertificate
+from gateway.config import Tls, TlsCertificate
 from gateway.tls.issuer import ACME_TLS_ALPN, self_signed
 from gateway.tls.storage import CertificateInfo, Storage, certificate_info
 

@@ -1,0 +1,144 @@
+"""``kafka``, ``spool`` and ``tracking``: where events go and how visitors are told apart."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+)
+
+from gateway.config.base import (
+    _TOKEN,
+    ConfigIssue,
+    _Model,
+)
+from gateway.config.paths import directory_issue
+
+if TYPE_CHECKING:
+    from gateway.config.root import Config
+
+
+EVENT_TYPES = (
+    "track",
+    "identify",
+    "page",
+    "screen",
+    "group",
+    "alias",
+    "pixel",
+    "redirect",
+    "request",
+)
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
+_HOST_AND_PORT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
+
+
+class Kafka(_Model):
+    """The Kafka producer of each worker (aiokafka), tuned for throughput."""
+
+    bootstrap_servers: Annotated[tuple[str, ...], Field(min_length=1)]
+    topic: str = "events"
+    topics: Mapping[str, str] = Field(default_factory=dict)
+    client_id: str = "edge-gateway"
+    acks: Literal["all", 1, 0] = "all"
+    compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
+    # The gateway hands aiokafka whole batches; lingering would only delay them.
+    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 0
+    batch_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 1 << 20
+    enable_idempotence: bool = False
+    ack_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+    dead_letter_topic: str = "events-dead-letter"
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, server in enumerate(value):
+            match = _HOST_AND_PORT.match(server)
+            if match is None or not 0 < int(match.group(1)) < 65536:
+                raise ValueError(f"[{i}] {server!r} is not host:port")
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        for event_type in value:
+            if event_type not in EVENT_TYPES:
+                raise ValueError(f"{event_type!r} is not an event type ({', '.join(EVENT_TYPES)})")
+        return value
+
+    def topic_for(self, event_type: str) -> str:
+        if event_type == "dead_letter":
+            return self.dead_letter_topic
+        return self.topics.get(event_type, self.topic)
+
+
+class Spool(_Model):
+    """The local, checksummed, segment-rotated log under the Kafka producer."""
+
+    dir: str = "spool"
+    segment_bytes: Annotated[int, Field(ge=4096, le=1 << 30)] = 16 << 20
+    max_bytes: Annotated[int, Field(ge=4096, le=1 << 40)] = 1 << 30
+
+
+class Cookie(_Model):
+    name: str
+    max_age: Annotated[int, Field(ge=1, le=10 * 365 * 86400)]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TOKEN.match(value):  # RFC 6265 §4.1.1: cookie-name is a token
+            raise ValueError(f"{value!r} is not a cookie name (letters, digits, !#$%&'*+-.^_`|~)")
+        return value
+
+
+class Cookies(_Model):
+    """First-party visitor (long-lived) and session (sliding) cookies."""
+
+    enabled: bool = True
+    visitor: Cookie = Cookie(name="vid", max_age=2 * 365 * 86400)
+    session: Cookie = Cookie(name="sid", max_age=30 * 60)
+    domain: str | None = None
+    path: str = "/"
+    same_site: Literal["Lax", "Strict", "None"] = "Lax"
+    secure: bool = False
+    http_only: bool = True
+
+
+class Cors(_Model):
+    """Which browser origins may call the tracking endpoints (with cookies)."""
+
+    allowed_origins: tuple[str, ...] = ()
+    max_age: Annotated[int, Field(ge=0, le=86400)] = 600
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, origin in enumerate(value):
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"[{i}] {origin!r} is not an origin like https://app.example.com")
+        return value
+
+
+class Tracking(_Model):
+    """How events are built and delivered."""
+
+    delivery: Literal["durable", "fast"] = "durable"
+    write_keys: tuple[str, ...] = ()
+    cors: Cors = Cors()
+    queue_size: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    queue_bytes: Annotated[int, Field(ge=1024, le=1 << 40)] = 64 << 20
+    cookies: Cookies = Cookies()
+    honor_dnt: bool = False
+    truncate_ip: bool = False
+    node: str | None = None
+
+
+def checks(config: Config) -> Iterator[ConfigIssue]:
+    """The spool's directory can be used."""
+    if problem := directory_issue(config.spool.dir):
+        yield ConfigIssue("spool.dir", problem)

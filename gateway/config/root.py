@@ -1,0 +1,38 @@
+"""The whole config document, and the checks that span its sections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gateway.config.base import (
+    ConfigIssue,
+    _Model,
+)
+from gateway.config.events import Kafka, Spool, Tracking
+from gateway.config.limits import RateLimits
+from gateway.config.links import Redirects
+from gateway.config.routes import Route
+from gateway.config.server import Server
+from gateway.config.tls import Tls
+
+
+class Config(_Model):
+    """The whole gateway configuration."""
+
+    server: Server
+    routes: tuple[Route, ...] = ()
+    # Capabilities that later versions add; present in a file they are an error, never ignored.
+    kafka: Kafka | None = None
+    spool: Spool = Spool()
+    tracking: Tracking = Tracking()
+    tls: Tls | None = None
+    rate_limits: RateLimits = RateLimits()
+    redirects: Redirects | None = None
+
+
+def cross_checks(config: Config) -> Iterator[ConfigIssue]:
+    """Checks that span several keys, each reported at the key that must change."""
+    from gateway.config import events, limits, links, routes, server, tls
+
+    for section in (server, events, tls, links, limits, routes):
+        yield from section.checks(config)

@@ -1,0 +1,153 @@
+"""``routes``: what a request matches and which handler answers it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+)
+
+from gateway.config.base import (
+    _HOST_PATTERN,
+    _TOKEN,
+    ConfigIssue,
+    Name,
+    _Model,
+)
+from gateway.config.links import RedirectRoute
+from gateway.config.paths import ca_file_issue
+from gateway.config.proxy import Proxy
+from gateway.config.static import Static
+
+if TYPE_CHECKING:
+    from gateway.config.root import Config
+
+
+class Match(_Model):
+    """Which requests a route takes: any of ``hosts`` (empty: any) and a path prefix."""
+
+    hosts: tuple[str, ...] = ()
+    path_prefix: str = "/"
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, host in enumerate(value):
+            if not _HOST_PATTERN.match(host):
+                raise ValueError(
+                    f"[{i}] {host!r} is not a lowercase host name or '*.domain' wildcard"
+                )
+        return value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _path_prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError('must start with "/"')
+        if any(c in value for c in "?#\\") or any(ord(c) < 0x21 for c in value):
+            raise ValueError("must be a plain path: no query, fragment, space or control character")
+        return value
+
+
+class Respond(_Model):
+    """A fixed response from memory: health pages, maintenance pages, hello world."""
+
+    status: Annotated[int, Field(ge=200, le=599)] = 200
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Mapping[str, str] = Field(default_factory=dict)
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str) -> str:
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("must not contain CR, LF or NUL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        for name, header_value in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if any(c in header_value for c in "\r\n\0"):
+                raise ValueError(f"{name!r} value must not contain CR, LF or NUL")
+        return value
+
+
+class Collect(_Model):
+    """The tracker endpoints under the route's prefix: tr/v1, str/v1 and img/v1."""
+
+    endpoints: tuple[Literal["tr", "str", "img"], ...] = ("tr", "str", "img")
+
+
+class Segment(_Model):
+    """The Segment HTTP API under the route's prefix: /v1/track, /v1/batch, ..."""
+
+    enabled: bool = True
+
+
+class Route(_Model):
+    """One entry of the ordered route table: a match and exactly one handler."""
+
+    name: Name
+    match: Match = Match()
+    max_body_bytes: Annotated[int, Field(ge=0, le=1 << 40)] | None = None
+    rate_limits: tuple[str, ...] = ()
+    rate_limit_mode: Literal["reject", "flag"] = "reject"
+    track: bool = False
+    delivery: Literal["durable", "fast"] | None = None
+    respond: Respond | None = None
+    collect: Collect | None = None
+    segment: Segment | None = None
+    proxy: Proxy | None = None
+    static: Static | None = None
+    redirect: RedirectRoute | None = None
+
+
+def checks(config: Config) -> Iterator[ConfigIssue]:
+    """Route names, one handler each, and what each route needs from the rest."""
+    rule_names = {rule.name: i for i, rule in enumerate(config.rate_limits.rules)}
+    route_names: dict[str, int] = {}
+    for i, route in enumerate(config.routes):
+        path = f"routes[{i}]"
+        if route.name in route_names:
+            yield ConfigIssue(
+                f"{path}.name",
+                f"duplicate route name {route.name!r} (also routes[{route_names[route.name]}])",
+            )
+        route_names.setdefault(route.name, i)
+        kinds = ("respond", "collect", "segment", "proxy", "static", "redirect")
+        handlers = [h for h in kinds if getattr(route, h) is not None]
+        if len(handlers) != 1:
+            yield ConfigIssue(
+                path,
+                "needs exactly one handler: one of respond, collect, segment, proxy, static, "
+                "redirect",
+            )
+        if route.redirect is not None and config.redirects is None:
+            yield ConfigIssue(f"{path}.redirect", "needs a top-level redirects section")
+        if route.static is not None and not os.path.isdir(route.static.root):
+            yield ConfigIssue(f"{path}.static.root", f"{route.static.root!r} is not a directory")
+        proxy = route.proxy
+        if proxy is not None and proxy.ca_file and (problem := ca_file_issue(proxy.ca_file)):
+            yield ConfigIssue(f"{path}.proxy.ca_file", problem)
+        if proxy is not None and proxy.policy == "header_hash" and not proxy.hash_header:
+            yield ConfigIssue(f"{path}.proxy.hash_header", "is required by policy header_hash")
+        if route.segment is not None and route.segment.enabled and not config.tracking.write_keys:
+            yield ConfigIssue(f"{path}.segment", "needs tracking.write_keys to check callers")
+        for j, rule_name in enumerate(route.rate_limits):
+            if rule_name not in rule_names:
+                known = ", ".join(rule_names) or "none defined in rate_limits.rules"
+                yield ConfigIssue(
+                    f"{path}.rate_limits[{j}]", f"unknown rule {rule_name!r} (known: {known})"
+                )
+        if route.match.path_prefix.startswith(config.server.builtin_prefix):
+            yield ConfigIssue(
+                f"{path}.match.path_prefix",
+                f"is inside server.builtin_prefix {config.server.builtin_prefix!r}",
+            )

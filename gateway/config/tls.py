@@ -1,0 +1,154 @@
+"""``tls``: certificate files, ACME, HSTS."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from gateway.config.base import (
+    ConfigIssue,
+    _Model,
+)
+from gateway.config.paths import (
+    certificate_pair_issue,
+)
+
+if TYPE_CHECKING:
+    from gateway.config.root import Config
+
+
+class TlsCertificate(_Model):
+    """A PEM certificate chain and its private key."""
+
+    cert: str
+    key: str
+
+
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
+
+
+def _check_domains(value: tuple[str, ...]) -> tuple[str, ...]:
+    for i, name in enumerate(value):
+        if name.startswith("*."):
+            raise ValueError(f"[{i}] {name!r}: wildcard names need DNS-01, which is not offered")
+        if not _DNS_NAME.match(name) or "." not in name:
+            raise ValueError(f"[{i}] {name!r} is not a lowercase DNS name with a dot")
+    if len(set(value)) != len(value):
+        raise ValueError("names must not repeat")
+    return value
+
+
+class AcmeEab(_Model):
+    """External account binding (RFC 8555 §7.3.4), from the CA's account page."""
+
+    kid: Annotated[str, Field(min_length=1)]
+    hmac_key: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+=*$")]
+
+
+class Acme(_Model):
+    """Certificates obtained and renewed over ACME (RFC 8555), one per domain name."""
+
+    directory: Annotated[str, Field(pattern=r"^https?://")] = (
+        "https://acme-v02.api.letsencrypt.org/directory"
+    )
+    domains: Annotated[tuple[str, ...], Field(min_length=1), AfterValidator(_check_domains)]
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    agree_to_terms: bool = False
+    challenge: Literal["http-01", "tls-alpn-01"] = "http-01"
+    storage: str = "certs/acme"
+    ca_bundle: str | None = None
+    eab: AcmeEab | None = None
+    key_type: Literal["ec256", "rsa2048"] = "ec256"
+    renew_remaining: Annotated[float, Field(gt=0, lt=1)] = 1 / 3
+    check_interval: Annotated[float, Field(gt=0, le=86400)] = 3600.0
+    retry_min: Annotated[float, Field(gt=0)] = 60.0
+    retry_max: Annotated[float, Field(gt=0)] = 6 * 3600.0
+    order_timeout: Annotated[float, Field(gt=0, le=3600)] = 90.0
+
+
+class Hsts(_Model):
+    """Strict-Transport-Security (RFC 6797) on HTTPS answers for these hosts."""
+
+    hosts: Annotated[tuple[str, ...], Field(min_length=1)]
+    max_age: Annotated[int, Field(ge=0)] = 31536000
+    include_subdomains: bool = False
+    preload: bool = False
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, host in enumerate(value):
+            if not _DNS_NAME.match(host.removeprefix("*.")):
+                raise ValueError(f"[{i}] {host!r} is not a lowercase host name or *.domain")
+        return value
+
+    @model_validator(mode="after")
+    def _preload(self) -> Hsts:
+        # hstspreload.org's submission rules: browsers would ignore the request otherwise.
+        if self.preload and (not self.include_subdomains or self.max_age < 31536000):
+            raise ValueError("preload needs include_subdomains and max_age >= 31536000")
+        return self
+
+    @property
+    def header(self) -> str:
+        value = f"max-age={self.max_age}"
+        if self.include_subdomains:
+            value += "; includeSubDomains"
+        if self.preload:
+            value += "; preload"
+        return value
+
+
+class Tls(_Model):
+    """Certificates for the ``tls`` listeners: from files (the first is the default) and
+    over ACME."""
+
+    certificates: tuple[TlsCertificate, ...] = ()
+    acme: Acme | None = None
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    reload_interval: Annotated[float, Field(gt=0, le=86400)] = 5.0
+    hsts: tuple[Hsts, ...] = ()
+
+
+def checks(config: Config) -> Iterator[ConfigIssue]:
+    """Certificates that load, ACME settings that can work with the listeners."""
+    if config.tls is not None:
+        acme = config.tls.acme
+        if not config.tls.certificates and acme is None:
+            yield ConfigIssue("tls", "needs certificates, or acme to obtain them")
+        if acme is not None:
+            if not acme.agree_to_terms:
+                yield ConfigIssue(
+                    "tls.acme.agree_to_terms", "must be true: the CA's terms of service apply"
+                )
+            if acme.retry_max < acme.retry_min:
+                yield ConfigIssue("tls.acme.retry_max", "must be at least retry_min")
+            if acme.ca_bundle is not None and not os.path.isfile(acme.ca_bundle):
+                yield ConfigIssue("tls.acme.ca_bundle", f"{acme.ca_bundle}: no such file")
+            plain = [lst for lst in config.server.listeners if not lst.tls]
+            secure = [lst for lst in config.server.listeners if lst.tls]
+            if acme.challenge == "http-01" and not plain:
+                yield ConfigIssue(
+                    "tls.acme.challenge",
+                    "http-01 needs a plain-HTTP listener (on port 80 for a public CA)",
+                )
+            if acme.challenge == "tls-alpn-01" and not secure:
+                yield ConfigIssue(
+                    "tls.acme.challenge",
+                    "tls-alpn-01 needs a tls listener (on port 443 for a public CA)",
+                )
+
+        for i, pair in enumerate(config.tls.certificates):
+            if problem := certificate_pair_issue(pair.cert, pair.key):
+                yield ConfigIssue(f"tls.certificates[{i}]", problem)
