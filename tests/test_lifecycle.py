@@ -97,6 +97,33 @@ def test_check_describes_a_good_config(tmp_path: Path) -> None:
     ]
 
 
+def test_check_names_each_routes_own_kind(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    config = with_routes(
+        base_config(tmp_path),
+        {"name": "files", "match": {"path_prefix": "/f"},
+         "static": {"root": str(tmp_path / "site")}},
+        {"name": "go", "match": {"path_prefix": "/go"}, "redirect": {"adhoc": True}},
+        {"name": "app", "match": {"path_prefix": "/app"},
+         "proxy": {"upstreams": ["http://127.0.0.1:9"], "policy": "least_conn"}},
+        {"name": "sdk", "match": {"path_prefix": "/v1"}, "segment": {}},
+        {"name": "t", "match": {"path_prefix": "/t"}, "delivery": "fast",
+         "collect": {"endpoints": ["tr", "img"]}},
+    )  # fmt: skip
+    config["redirects"] = {"file": str(tmp_path / "links.jsonl"), "signing_keys": ["k" * 32]}
+    config["tracking"] = {"write_keys": ["wk"]}
+    result = gateway_cli("check", "--config", str(write_config(tmp_path, config)))
+    assert result.returncode == 0, result.stderr
+    routes = [line for line in result.stdout.splitlines() if " -> " in line]
+    assert routes == [
+        f"  files        host=* path=/f -> static {tmp_path / 'site'}",
+        "  go           host=* path=/go -> redirect links and signed ad-hoc /r",
+        "  app          host=* path=/app -> proxy http://127.0.0.1:9 (least_conn)",
+        "  sdk          host=* path=/v1 -> segment API (durable)",
+        "  t            host=* path=/t -> collect tr,img (fast)",
+    ]
+
+
 def test_spool_command_prints_held_events(tmp_path: Path) -> None:
     config = base_config(tmp_path)
     spool = Spool(tmp_path / "spool" / "worker-1", 1 << 20, 1 << 30)

@@ -15,13 +15,14 @@ from gateway.config.links import RedirectRoute, Redirects
 from gateway.config.load import load_config, parse_config
 from gateway.config.proxy import ActiveHealth, PassiveHealth, Proxy, ProxyTimeouts
 from gateway.config.root import Config
-from gateway.config.routes import Collect, Match, Respond, Route, Segment
+from gateway.config.routes import HANDLER_KINDS, Collect, Match, Respond, Route, Segment
 from gateway.config.server import AccessLog, Limits, Listener, Server, Timeouts
 from gateway.config.static import CacheControlRule, Static, StaticCache
 from gateway.config.tls import Acme, AcmeEab, Hsts, Tls, TlsCertificate
 
 __all__ = [
     "EVENT_TYPES",
+    "HANDLER_KINDS",
     "AccessLog",
     "Acme",
     "AcmeEab",

@@ -91,6 +91,11 @@ class Segment(_Model):
     enabled: bool = True
 
 
+# The keys that give a route its handler, one of which each route has: the registry of
+# handler kinds (gateway.handlers.kinds) builds and describes each.
+HANDLER_KINDS = ("respond", "collect", "segment", "proxy", "static", "redirect")
+
+
 class Route(_Model):
     """One entry of the ordered route table: a match and exactly one handler."""
 
@@ -121,8 +126,7 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
                 f"duplicate route name {route.name!r} (also routes[{route_names[route.name]}])",
             )
         route_names.setdefault(route.name, i)
-        kinds = ("respond", "collect", "segment", "proxy", "static", "redirect")
-        handlers = [h for h in kinds if getattr(route, h) is not None]
+        handlers = [h for h in HANDLER_KINDS if getattr(route, h) is not None]
         if len(handlers) != 1:
             yield ConfigIssue(
                 path,

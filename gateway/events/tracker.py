@@ -20,7 +20,6 @@ from aiohttp import web
 from gateway import __version__
 from gateway.config import Cookie, Cookies, Tracking
 from gateway.events.envelope import Event, RequestFacts, build_event, uuid7
-from gateway.events.pipeline import EventPipeline
 from gateway.events.segment import Message
 from gateway.request.cors import Cors
 
@@ -63,11 +62,10 @@ _PUBLIC = Identity(None, None, new_visitor=False, private=False)  # Segment call
 
 
 class Tracker:
-    """Builds events for requests and hands them to the pipeline."""
+    """Builds events for requests: visitor identity, cookies, request facts, envelope."""
 
-    def __init__(self, config: Tracking, pipeline: EventPipeline | None) -> None:
+    def __init__(self, config: Tracking) -> None:
         self.config = config
-        self.pipeline = pipeline
         self.node = config.node or socket.gethostname()
         self.cors = Cors(config.cors)
         cookies = config.cookies

@@ -20,8 +20,7 @@ import orjson
 from aiohttp import web
 
 from gateway.config import Collect
-from gateway.events.pipeline import EventPipeline, EventTooLarge, Overloaded
-from gateway.events.spool import SpoolError
+from gateway.events.sink import Sink
 from gateway.events.tracker import Tracker
 from gateway.handlers import read_json_object
 from gateway.request.errors import HTTPError
@@ -30,7 +29,6 @@ from gateway.request.info import INFO
 # The smallest transparent GIF89a: 1x1, one transparent palette entry.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 PIXEL_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, max-age=0"}
-_BUSY = {"Retry-After": "1"}
 
 
 def parse_tuplets(raw_path: str) -> dict[str, str]:
@@ -44,10 +42,13 @@ def parse_tuplets(raw_path: str) -> dict[str, str]:
 class CollectHandler:
     """Serves the enabled tracker endpoints below ``prefix``."""
 
-    def __init__(self, config: Collect, prefix: str, tracker: Tracker, durable: bool) -> None:
+    def __init__(
+        self, config: Collect, prefix: str, tracker: Tracker, sink: Sink, durable: bool
+    ) -> None:
         base = prefix.rstrip("/")
         self._endpoints = {f"{base}/{name}/v1": name for name in config.endpoints}
         self._tracker = tracker
+        self._sink = sink
         self._durable = durable
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
@@ -85,7 +86,7 @@ class CollectHandler:
             request, request[INFO].client_ip, identity,
             event_type="track", event_name=str(name), properties=properties,
         )  # fmt: skip
-        await self._submit(event, durable=self._durable)
+        await self._sink.put((event,), durable=self._durable)  # refusals: 413/503
         if with_id:
             response: web.StreamResponse = web.Response(
                 body=orjson.dumps({"event_id": event.event_id}), content_type="application/json"
@@ -113,28 +114,9 @@ class CollectHandler:
                 request, request[INFO].client_ip, identity,
                 event_type="pixel", event_name=str(name), properties=properties,
             )  # fmt: skip
-            self._pipeline().offer(event)  # a loss is counted by the pipeline
+            self._sink.offer(event)  # a loss is counted by the pipeline
         except HTTPError:
-            pass  # a malformed path, or no pipeline: the GIF goes out all the same
+            pass  # a malformed path: the GIF goes out all the same
         response = web.Response(body=PIXEL, headers=PIXEL_HEADERS)
         self._tracker.set_cookies(response, identity)
         return response
-
-    def _pipeline(self) -> EventPipeline:
-        pipeline = self._tracker.pipeline
-        if pipeline is None:
-            raise HTTPError(503, "event pipeline is not running")
-        return pipeline
-
-    async def _submit(self, event: Any, *, durable: bool) -> None:
-        try:
-            done = self._pipeline().submit(event, durable=durable)
-        except EventTooLarge as exc:
-            raise HTTPError(413, str(exc)) from None
-        except Overloaded as exc:  # the queue, or the spool with Kafka down, is full
-            raise HTTPError(503, str(exc), _BUSY) from None
-        if done is not None:
-            try:
-                await done
-            except SpoolError:
-                raise HTTPError(503, "events cannot be stored right now", _BUSY) from None

@@ -18,7 +18,6 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.config import Proxy
-from gateway.http.h1request import UNTYPED
 from gateway.proxy.balancer import Target
 from gateway.proxy.group import UpstreamGroup
 from gateway.proxy.headers import end_to_end, upstream_request_headers
@@ -27,6 +26,7 @@ from gateway.proxy.upstream import UpstreamError
 from gateway.request.clientip import ClientIPResolver, parse_ip
 from gateway.request.errors import HTTPError
 from gateway.request.info import INFO
+from gateway.request.response import UNTYPED
 
 CHUNK = 64 * 1024
 _BUSY = {"Retry-After": "1"}

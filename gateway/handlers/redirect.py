@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import Redirects
+from gateway.events.sink import Sink
 from gateway.events.tracker import Tracker
 from gateway.links.model import SLUG, Link
 from gateway.links.safety import UnsafeTarget, check_target, host_allowed, signature_valid
@@ -34,9 +35,10 @@ class RedirectHandler:
         config: Redirects,
         prefix: str,
         adhoc: bool,
-        store: LinkStore,
+        store: Callable[[], LinkStore | None],
         static_links: Mapping[str, Link],
         tracker: Tracker,
+        sink: Sink,
         count_miss: Callable[[], None],
     ) -> None:
         self._config = config
@@ -45,6 +47,7 @@ class RedirectHandler:
         self._store = store
         self._static = static_links
         self._tracker = tracker
+        self._sink = sink
         self._count_miss = count_miss
         self._locations: dict[str, tuple[Link, str]] = {}
 
@@ -54,7 +57,10 @@ class RedirectHandler:
         slug = request.path[len(self._base) :] if request.path.startswith(self._base) else ""
         if slug == "r" and self._adhoc:
             return self._adhoc_redirect(request)
-        link = self._static.get(slug) or self._store.links.get(slug)
+        store = self._store()
+        if store is None:  # the worker's link store has not loaded yet
+            raise HTTPError(503, "links are loading", {"Retry-After": "1"})
+        link = self._static.get(slug) or store.links.get(slug)
         if link is None or not link.enabled or not SLUG.match(slug):
             self._count_miss()
             raise HTTPError(404, "no such link")
@@ -108,10 +114,8 @@ class RedirectHandler:
 
     def _record(self, request: web.BaseRequest, name: str, properties: dict[str, Any]) -> None:
         tracker = self._tracker
-        if tracker.pipeline is None:
-            return
         event = tracker.event(
             request, request[INFO].client_ip, tracker.identify(request, mint=False),
             event_type="redirect", event_name=name, properties=properties,
         )  # fmt: skip
-        tracker.pipeline.offer(event)  # the redirect never fails for the event
+        self._sink.offer(event)  # the redirect never fails for the event

@@ -18,16 +18,15 @@ import orjson
 from aiohttp import web
 
 from gateway.events.envelope import dead_letter
-from gateway.events.pipeline import CannotKeep, EventTooLarge, Overloaded
 from gateway.events.segment import CALLS, MAX_BATCH, SHORT, Invalid, batch_calls, validate
-from gateway.events.spool import SpoolError
+from gateway.events.sink import RETRY_AFTER, EventsRefused, Sink
 from gateway.events.tracker import Tracker
 from gateway.handlers import read_body
 from gateway.request.auth import basic_user
 from gateway.request.errors import REQUEST_ID_HEADER, HTTPError
 from gateway.request.info import INFO
 
-_BUSY = {"Retry-After": "1"}
+RETRY = {"Retry-After": RETRY_AFTER}
 
 
 class SegmentError(Exception):
@@ -42,10 +41,11 @@ class SegmentError(Exception):
 class SegmentHandler:
     """Validates Segment calls and turns each into an event."""
 
-    def __init__(self, prefix: str, tracker: Tracker, *, durable: bool) -> None:
+    def __init__(self, prefix: str, tracker: Tracker, sink: Sink, *, durable: bool) -> None:
         # The route's prefix is the API root, e.g. "/v1": calls are the segment below it.
         self._base = prefix.rstrip("/") + "/"
         self._tracker = tracker
+        self._sink = sink
         self._durable = durable
         self._keys = tuple(key.encode() for key in tracker.config.write_keys)
 
@@ -131,34 +131,20 @@ class SegmentHandler:
             raise SegmentError(401, "unauthorized", "unknown write key")
 
     async def _submit(self, events: list[Any]) -> None:
-        pipeline = self._tracker.pipeline
-        if pipeline is None:
-            raise SegmentError(503, "unavailable", "event pipeline is not running", _BUSY)
         try:
-            done = pipeline.submit_all(events, durable=self._durable)
-        except EventTooLarge as exc:
-            raise SegmentError(400, "too_large", str(exc)) from None
-        except CannotKeep:
-            raise SegmentError(
-                503, "unavailable", "events cannot be stored right now", _BUSY
-            ) from None
-        except Overloaded:
-            raise SegmentError(
-                503, "overloaded", "event queue is full; retry later", _BUSY
-            ) from None
-        try:
-            if done is not None:
-                await done
-        except SpoolError:
-            raise SegmentError(
-                503, "unavailable", "events cannot be stored right now", _BUSY
-            ) from None
+            await self._sink.put(events, durable=self._durable)
+        except EventsRefused as exc:
+            if exc.kind == "too_large":
+                raise SegmentError(400, "too_large", exc.reason) from None
+            message = (
+                "event queue is full; retry later"
+                if exc.kind == "overloaded"
+                else ("events cannot be stored right now")
+            )
+            raise SegmentError(503, exc.kind, message, exc.headers) from None
 
     def _dead_letter(self, request: web.BaseRequest, reason: str, body: bytes, at: float) -> None:
-        pipeline = self._tracker.pipeline
-        if pipeline is None:
-            return
         event = dead_letter(
             reason, path=request.path, ip=request[INFO].client_ip, body=body, received_at=at
         )
-        pipeline.offer(event)  # a loss is counted by the pipeline
+        self._sink.offer(event)  # a loss is counted by the pipeline

@@ -1,16 +1,8 @@
-"""Last touches to every response head, as it is prepared (so streamed answers get
-them as well as the ones built whole):
-
-- HTTP Strict Transport Security (RFC 6797), opt-in per host, on HTTPS answers only
-  (§7.2: a plain-HTTP answer must not carry it);
-- a relayed answer that had no ``Content-Type`` keeps none: aiohttp would add
-  ``application/octet-stream``, which forbids the client's sniffing the upstream chose
-  to allow (RFC 9110 §8.3);
-- ``Connection: close`` once the worker is draining, so a client does not send another
-  request on a connection about to close;
-- ``Server`` names the product, not the Python and aiohttp versions aiohttp would
-  advertise to anyone fingerprinting the edge (an upstream's own is relayed, unless it
-  is that very string).
+"""The request objects of the HTTP/1.1 shell: each head settled (``gateway.http.head``)
+and its body watched as it is parsed, each response head finished by the request
+path's rules (``gateway.request.response``) plus the shell's own: ``Connection: close``
+once the worker is draining, so a client sends no further request on a connection
+about to close.
 """
 
 from __future__ import annotations
@@ -20,45 +12,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.config import Hsts
 from gateway.http.h1 import GatewayProtocol
-from gateway.http.head import Refusal, settle
-from gateway.request.router import normalize_host
-
-HEADER = "Strict-Transport-Security"
-SERVER = "edge-gateway"
-# Set on a response relayed from an upstream that sent no Content-Type.
-UNTYPED = web.ResponseKey("gateway.untyped", bool)
-# Set on a request whose head the request path must not see (see gateway.http.head).
-REFUSED = web.RequestKey("gateway.refused", Refusal)
-
-
-class HstsPolicy:
-    """Host → header value; exact names and one-label wildcards, like routes."""
-
-    __slots__ = ("_exact", "_parents")
-
-    def __init__(self, entries: tuple[Hsts, ...]) -> None:
-        self._exact: dict[str, str] = {}
-        self._parents: dict[str, str] = {}
-        for entry in entries:
-            for host in entry.hosts:
-                if host.startswith("*."):
-                    self._parents.setdefault(host[2:], entry.header)
-                else:
-                    self._exact.setdefault(host, entry.header)
-
-    def header_for(self, host: str) -> str | None:
-        found = self._exact.get(host)
-        if found is None and "." in host:
-            found = self._parents.get(host.split(".", 1)[1])
-        return found
-
+from gateway.http.head import settle
+from gateway.request.info import REFUSED
+from gateway.request.response import HstsPolicy, finish_head
 
 RequestFactory = Callable[
     [RawRequestMessage, StreamReader, RequestHandler, AbstractStreamWriter, "asyncio.Task[None]"],
@@ -76,21 +37,12 @@ def request_factory(
 
     class GatewayRequest(web.BaseRequest):
         async def _prepare_hook(self, response: web.StreamResponse) -> None:
-            headers = response.headers
-            if headers.get("Server") == SERVER_SOFTWARE:  # aiohttp's default, not relayed
-                headers["Server"] = SERVER
-            if response.get(UNTYPED):
-                headers.popall("Content-Type", None)
+            finish_head(response, self.host, policy() if policy is not None else None)
             protocol = self._protocol
             if isinstance(protocol, GatewayProtocol) and protocol.draining:
                 # The hook runs after aiohttp chose the Connection header: set both.
                 response.force_close()
-                headers["Connection"] = "close"
-            current = policy() if policy is not None else None
-            if current is not None:
-                header = current.header_for(normalize_host(self.host))
-                if header is not None:
-                    response.headers[HEADER] = header
+                response.headers["Connection"] = "close"
 
     def make(
         message: RawRequestMessage,

@@ -18,20 +18,12 @@ aiohttp parses the head; these rules make what it parsed mean one thing everywhe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aiohttp import HttpVersion10, HttpVersion11
 from aiohttp.http_parser import RawRequestMessage
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """The answer to a head the request path must not see; the connection closes after."""
-
-    status: int
-    reason: str
+from gateway.request.info import Refusal
 
 
 def settle(message: RawRequestMessage, max_line: int) -> tuple[RawRequestMessage, Refusal | None]:

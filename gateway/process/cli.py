@@ -92,17 +92,12 @@ def describe(config: Config) -> str:
 
 
 def _action(route: Route, config: Config) -> str:
-    delivery = route.delivery or config.tracking.delivery
-    if route.respond is not None:
-        action = f"respond {route.respond.status}"
-    elif route.collect is not None:
-        action = f"collect {','.join(route.collect.endpoints)} ({delivery})"
-    else:
-        action = f"segment API ({delivery})"
+    from gateway.handlers.kinds import kind_of
+
     extras = [f"rate_limits={','.join(route.rate_limits)}"] if route.rate_limits else []
     if route.track:
         extras.append("track")
-    return " ".join([action, *extras])
+    return " ".join([kind_of(route).describe(route, config), *extras])
 
 
 def _links(args: argparse.Namespace, config: Config) -> int:

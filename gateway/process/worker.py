@@ -1,12 +1,20 @@
 """One worker process: serves every listener on sockets it is handed, until told to stop.
 
-Shutdown order (``Worker.stop``), the same whether a signal or a test asks for it:
+Shutdown order (``Worker.stop``, the steps ``Worker._shutdown_steps`` lists), the same
+whether a signal or a test asks for it:
 
 1. ``ready`` turns 503 (draining);
-2. every listener stops accepting;
-3. idle keep-alive connections are closed;
-4. in-flight requests get up to ``server.shutdown_timeout`` seconds, then are cancelled;
-5. owned resources are flushed and closed in reverse order of opening (access log, ...).
+2. every listener stops accepting, idle keep-alive connections are closed, in-flight
+   requests get up to ``server.shutdown_timeout`` seconds, then are cancelled;
+3. background tasks (flushers, ACME renewal, the parent watch) are cancelled;
+4. upstream pools and their health probes are closed;
+5. the link store is closed;
+6. the event pipeline is flushed (to Kafka within ``shutdown_timeout``, else to the
+   spool) and closed;
+7. the access log is flushed and closed.
+
+Each step runs even if one before it failed (logged), so events are flushed whatever
+else went wrong.
 """
 
 from __future__ import annotations
@@ -18,8 +26,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +34,7 @@ from aiohttp import web
 
 from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
 from gateway.events.pipeline import EventPipeline
+from gateway.events.sink import Sink
 from gateway.events.spool import SpoolError
 from gateway.handlers.builtin import Builtins
 from gateway.http.h1 import GatewayServer
@@ -108,7 +116,18 @@ class Worker:
     ) -> None:
         self.metrics = Metrics()
         self.upstreams = UpstreamRegistry()
-        self.holder = RuntimeHolder(config, Services(self.metrics, self.upstreams))
+        # Made (not started) before the runtime, so handlers hold the sink from the start.
+        self.pipeline = EventPipeline(
+            config.kafka,
+            config.spool,
+            slot=slot,
+            workers=config.server.worker_count,
+            queue_size=config.tracking.queue_size,
+            queue_bytes=config.tracking.queue_bytes,
+            metrics=self.metrics,
+        )
+        self.services = Services(self.metrics, self.upstreams, Sink(self.pipeline))
+        self.holder = RuntimeHolder(config, self.services)
         self.readiness = Readiness()
         self.config_path = config_path
         # Under the supervisor: its copy of the last valid config, read at start and on
@@ -116,13 +135,13 @@ class Worker:
         self.snapshot = snapshot
         self.supervisor_pid = supervisor_pid
         self.slot = slot
-        self.pipeline: EventPipeline | None = None
         self.certificates: Certificates | None = None
         self._sockets = list(sockets)
         self._runners: list[web.ServerRunner] = []
-        self._resources = AsyncExitStack()
         self._tasks: set[asyncio.Task[None]] = set()
         self._access_log: AccessLog | None = None
+        self._pipeline_started = False
+        self._links: LinkStore | None = None
         self.stop_requested = asyncio.Event()  # whoever runs the worker should call stop()
         self.stopped = asyncio.Event()
 
@@ -134,41 +153,22 @@ class Worker:
         config = self.config
         server = config.server
         access_log = self._access_log = AccessLog(server.access_log.path)
-        self._resources.callback(access_log.close)
         self._spawn(self._flush_periodically(access_log))
         self._spawn(self._flush_metrics())
 
-        pipeline = EventPipeline(
-            config.kafka,
-            config.spool,
-            slot=self.slot,
-            workers=server.worker_count,
-            queue_size=config.tracking.queue_size,
-            queue_bytes=config.tracking.queue_bytes,
-            metrics=self.metrics,
-        )
-        await pipeline.start()
-        # Closed after the listeners drained: events of the last requests are flushed.
-        self._resources.push_async_callback(
-            lambda: pipeline.close(self.config.server.shutdown_timeout)
-        )
-        self.pipeline = pipeline
-        self.holder.services.pipeline = pipeline
+        await self.pipeline.start()
+        self._pipeline_started = True
+        self.readiness.add_check("events", self.pipeline.health)
         if config.redirects is not None:
-            links: LinkStore = (
+            links = self._links = (
                 KafkaLinkStore(config.kafka, config.redirects.topic)
                 if config.kafka is not None
                 else FileLinkStore(config.redirects.file)
             )
-            self._resources.push_async_callback(links.close)
             self.readiness.add_check("links", links.health)
             if not await self._start_links(links, LINKS_FIRST_TRY):
                 # Serve everything else meanwhile; redirect routes answer 503 until then.
                 self._spawn(self._keep_starting_links(links))
-        self.holder.rebuild()
-        # Closed first at shutdown (after the listeners drained): upstream pools, probes.
-        self._resources.push_async_callback(self.upstreams.close)
-        self.readiness.add_check("events", pipeline.health)
 
         certificates = None
         if config.tls is not None and any(listener.tls for listener, _ in self._sockets):
@@ -231,8 +231,7 @@ class Worker:
             log.warning("links not loaded yet (%r); redirect routes answer 503", exc)
             await links.close()
             return False
-        self.holder.services.links = links
-        self.holder.rebuild()
+        self.services.links = links  # redirect handlers read it per request
         return True
 
     async def _keep_starting_links(self, links: LinkStore) -> None:
@@ -263,18 +262,47 @@ class Worker:
             return
         self.readiness.state = State.DRAINING
         try:
-            # ServerRunner.cleanup: stop accepting, close idle keep-alives, wait for in-flight
-            # requests up to shutdown_timeout, cancel the rest. All listeners drain together.
-            await asyncio.gather(*(runner.cleanup() for runner in self._runners))
+            for name, step in self._shutdown_steps():
+                try:
+                    await step()
+                except Exception:
+                    log.exception("shutdown step %r failed; going on with the next", name)
         finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            try:
-                await self._resources.aclose()
-            finally:
-                self.metrics.flush()  # the last requests' and events' counts
-                self.stopped.set()
+            self.metrics.flush()  # the last requests' and events' counts
+            self.stopped.set()
+
+    def _shutdown_steps(self) -> tuple[tuple[str, Callable[[], Awaitable[None]]], ...]:
+        """The shutdown order, once: each step is safe whatever start-up got to."""
+        return (
+            ("drain listeners", self._drain_listeners),
+            ("cancel background tasks", self._cancel_tasks),
+            ("close upstream pools", self.upstreams.close),
+            ("close the link store", self._close_links),
+            ("flush and close the event pipeline", self._close_pipeline),
+            ("close the access log", self._close_access_log),
+        )
+
+    async def _drain_listeners(self) -> None:
+        # ServerRunner.cleanup: stop accepting, close idle keep-alives, wait for in-flight
+        # requests up to shutdown_timeout, cancel the rest. All listeners drain together.
+        await asyncio.gather(*(runner.cleanup() for runner in self._runners))
+
+    async def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _close_links(self) -> None:
+        if self._links is not None:
+            await self._links.close()
+
+    async def _close_pipeline(self) -> None:
+        if self._pipeline_started:
+            await self.pipeline.close(self.config.server.shutdown_timeout)
+
+    async def _close_access_log(self) -> None:
+        if self._access_log is not None:
+            self._access_log.close()
 
     async def __aenter__(self) -> Worker:
         await self.start()

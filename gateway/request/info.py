@@ -21,3 +21,16 @@ class RequestInfo:
 
 
 INFO = web.RequestKey("gateway.request.info", RequestInfo)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The answer to a head the request path must not see; the connection closes after."""
+
+    status: int
+    reason: str
+
+
+# Set by the protocol shell on a request whose head the request path must not see: the
+# path answers with it and closes the connection (see gateway.http.head).
+REFUSED = web.RequestKey("gateway.refused", Refusal)

@@ -17,13 +17,13 @@ from time import perf_counter
 from aiohttp import web
 
 from gateway.config import Listener
+from gateway.events.sink import EventsRefused
 from gateway.handlers.builtin import Builtins
-from gateway.http.h1request import REFUSED
 from gateway.limits.ratelimit import KeyContext, Refusal
 from gateway.observability.accesslog import AccessLog, AccessRecord, redact
 from gateway.observability.metrics import Metrics
 from gateway.request.errors import REQUEST_ID_HEADER, HTTPError, error_response
-from gateway.request.info import INFO, RequestInfo
+from gateway.request.info import INFO, REFUSED, RequestInfo
 from gateway.request.router import normalize_host
 from gateway.request.runtime import Runtime, RuntimeHolder
 from gateway.tls.storage import TOKEN, Storage
@@ -117,6 +117,8 @@ class Gateway:
                 self._in_flight -= 1
         except HTTPError as exc:
             return error_response(exc.status, exc.detail, info.request_id, exc.headers)
+        except EventsRefused as exc:  # every ingestion handler's refusals, answered here
+            return error_response(exc.status, exc.reason, info.request_id, exc.headers)
         except Exception:
             log.exception("internal error, request_id=%s route=%s", info.request_id, info.route)
             return error_response(
@@ -202,14 +204,13 @@ class Gateway:
         elapsed: float,
     ) -> None:
         """A ``request`` event for a ``track`` route, after the response went out."""
-        tracker = self.holder.current.tracker
-        if tracker.pipeline is None:
-            return
+        runtime = self.holder.current
+        tracker = runtime.tracker
         event = tracker.event(
             request, info.client_ip, tracker.identify(request, mint=False),
             event_type="request", status=response.status, duration_ms=round(elapsed * 1000, 3),
         )  # fmt: skip
-        tracker.pipeline.offer(event)  # a loss is counted by the pipeline
+        runtime.sink.offer(event)  # a loss is counted by the pipeline
 
 
 def rate_limit_headers(refusal: Refusal) -> dict[str, str]:

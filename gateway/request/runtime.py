@@ -8,31 +8,24 @@ over, so a reload does not hand every client a fresh burst.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
-from aiohttp import web
 
-from gateway.config import Config, Route
-from gateway.events.pipeline import EventPipeline
+from gateway.config import Config
+from gateway.events.sink import Sink
 from gateway.events.tracker import Tracker
 from gateway.handlers import Handler
-from gateway.handlers.collect import CollectHandler
-from gateway.handlers.proxy import ProxyHandler
-from gateway.handlers.redirect import RedirectHandler
-from gateway.handlers.respond import RespondHandler
-from gateway.handlers.segment import SegmentHandler
+from gateway.handlers.kinds import BuildContext, kind_of
 from gateway.handlers.static import StaticHandler
-from gateway.http.h1request import HstsPolicy
 from gateway.limits.ratelimit import RouteLimits, Rule, local_limiter_for
 from gateway.links.model import Link
 from gateway.links.store import LinkStore
 from gateway.observability.metrics import Metrics
 from gateway.proxy.group import UpstreamGroup, UpstreamRegistry
 from gateway.request.clientip import ClientIPResolver
-from gateway.request.errors import HTTPError
+from gateway.request.response import HstsPolicy
 from gateway.request.router import HostMatcher, Router, RouteRule
 from gateway.tls.storage import Storage
 
@@ -58,66 +51,12 @@ class Runtime:
     client_ip: ClientIPResolver
     rules: Mapping[str, Rule]
     tracker: Tracker
+    sink: Sink
     static_links: Mapping[str, Link]
     upstream_groups: frozenset[UpstreamGroup] = frozenset()
     hsts: HstsPolicy | None = None
     # Where the answers to ACME HTTP-01 challenges are published, when tls.acme is set.
     acme_storage: Storage | None = None
-
-
-def _handler_for(
-    route: Route,
-    config: Config,
-    tracker: Tracker,
-    services: Services,
-    resolver: ClientIPResolver,
-    static_links: Mapping[str, Link],
-) -> Handler:
-    delivery = route.delivery or config.tracking.delivery
-    if route.respond is not None:
-        return RespondHandler(route.respond)
-    if route.collect is not None:
-        return CollectHandler(
-            route.collect, route.match.path_prefix, tracker, durable=delivery == "durable"
-        )
-    if route.segment is not None and not route.segment.enabled:
-        return _Off()
-    if route.segment is not None:
-        return SegmentHandler(route.match.path_prefix, tracker, durable=delivery == "durable")
-    if route.static is not None:
-        return StaticHandler(
-            route.static, route.match.path_prefix, services.metrics.static_report()
-        )
-    if route.redirect is not None and services.links is None:
-        # Built before the worker's link store has started; rebuilt once it has.
-        return _Unavailable("links are loading")
-    if route.redirect is not None and config.redirects is not None and services.links is not None:
-        return RedirectHandler(
-            config.redirects, route.match.path_prefix, route.redirect.adhoc, services.links,
-            static_links, tracker, services.metrics.redirect_misses.inc,
-        )  # fmt: skip
-    if route.proxy is not None:
-        group = services.upstreams.get(route.proxy)
-        return ProxyHandler(route.proxy, route.match.path_prefix, group, resolver)
-    # parse_config rejects a route without a known handler; reaching here is a bug.
-    raise AssertionError(f"route {route.name!r} has no handler")
-
-
-class _Off:
-    """An ingestion endpoint its config turned off: 404, like a path nobody serves."""
-
-    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
-        raise HTTPError(404, "no route for this host and path")
-
-
-class _Unavailable:
-    """A handler whose service is not up yet: 503, never a wrong answer."""
-
-    def __init__(self, reason: str) -> None:
-        self._reason = reason
-
-    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
-        raise HTTPError(503, self._reason, {"Retry-After": "1"})
 
 
 def _rules(config: Config, metrics: Metrics, previous: Mapping[str, Rule]) -> dict[str, Rule]:
@@ -138,7 +77,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
     """The runtime for ``config``; ``previous`` lends the buckets of unchanged rules."""
     server = config.server
     metrics = services.metrics
-    tracker = Tracker(config.tracking, services.pipeline)
+    tracker = Tracker(config.tracking)
     resolver = ClientIPResolver(server.trusted_proxies, server.client_ip_header)
     rules = _rules(config, metrics, previous.rules if previous is not None else {})
     # Parsed once per config: the redirect handlers and the link API share them.
@@ -146,6 +85,10 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
         raw["slug"]: Link.model_validate_json(orjson.dumps(raw))
         for raw in (config.redirects.links if config.redirects else ())
     }
+    context = BuildContext(
+        config, tracker, services.sink, metrics, services.upstreams,
+        lambda: services.links, resolver, static_links,
+    )  # fmt: skip
     routes = []
     for route in config.routes:
         limits = None
@@ -159,7 +102,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
         target = ActiveRoute(
             name=route.name,
             max_body=max_body if max_body is not None else server.limits.max_body_bytes,
-            handler=_handler_for(route, config, tracker, services, resolver, static_links),
+            handler=kind_of(route).build(route, context),
             limits=limits,
             track=route.track,
         )
@@ -171,6 +114,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
         client_ip=resolver,
         rules=rules,
         tracker=tracker,
+        sink=services.sink,
         static_links=static_links,
         upstream_groups=frozenset(
             services.upstreams.get(route.proxy) for route in config.routes if route.proxy
@@ -186,8 +130,8 @@ class Services:
 
     metrics: Metrics
     upstreams: UpstreamRegistry
-    pipeline: EventPipeline | None = None
-    links: LinkStore | None = None
+    sink: Sink
+    links: LinkStore | None = None  # set once the worker's link store has loaded
 
 
 def _release(old: Runtime) -> None:
@@ -205,13 +149,6 @@ class RuntimeHolder:
     def __init__(self, config: Config, services: Services) -> None:
         self.services = services
         self.current = build_runtime(config, services)
-
-    def rebuild(self) -> None:
-        """The same config on the current services (once the pipeline has started)."""
-        old = self.current
-        rebuilt = build_runtime(old.config, self.services, old)
-        self.current = dataclasses.replace(rebuilt, generation=old.generation)
-        _release(old)
 
     async def swap(self, config: Config) -> Runtime:
         old = self.current

@@ -1,0 +1,146 @@
+"""The registry of handler kinds: for each key a route may carry (``respond``, ``proxy``,
+...), how to build its handler and how ``gateway check`` describes it. A new kind is
+its config model in ``gateway.config``, a handler module here, and one entry below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.config import HANDLER_KINDS, Config, Route
+from gateway.events.sink import Sink
+from gateway.events.tracker import Tracker
+from gateway.handlers import Handler
+from gateway.handlers.collect import CollectHandler
+from gateway.handlers.proxy import ProxyHandler
+from gateway.handlers.redirect import RedirectHandler
+from gateway.handlers.respond import RespondHandler
+from gateway.handlers.segment import SegmentHandler
+from gateway.handlers.static import StaticHandler
+from gateway.links.model import Link
+from gateway.links.store import LinkStore
+from gateway.observability.metrics import Metrics
+from gateway.proxy.group import UpstreamRegistry
+from gateway.request.clientip import ClientIPResolver
+from gateway.request.errors import HTTPError
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What handlers are built from, besides their route: one per runtime."""
+
+    config: Config
+    tracker: Tracker
+    sink: Sink
+    metrics: Metrics
+    upstreams: UpstreamRegistry
+    links: Callable[[], LinkStore | None]  # None until the worker's store has loaded
+    resolver: ClientIPResolver
+    static_links: Mapping[str, Link]
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    build: Callable[[Route, BuildContext], Handler]
+    describe: Callable[[Route, Config], str]
+
+
+def _durable(route: Route, config: Config) -> bool:
+    return (route.delivery or config.tracking.delivery) == "durable"
+
+
+def _delivery(route: Route, config: Config) -> str:
+    return route.delivery or config.tracking.delivery
+
+
+class _Off:
+    """An ingestion endpoint its config turned off: 404, like a path nobody serves."""
+
+    async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
+        raise HTTPError(404, "no route for this host and path")
+
+
+def _segment(route: Route, ctx: BuildContext) -> Handler:
+    assert route.segment is not None
+    if not route.segment.enabled:
+        return _Off()
+    durable = _durable(route, ctx.config)
+    return SegmentHandler(route.match.path_prefix, ctx.tracker, ctx.sink, durable=durable)
+
+
+def _redirect(route: Route, ctx: BuildContext) -> Handler:
+    assert route.redirect is not None and ctx.config.redirects is not None
+    return RedirectHandler(
+        ctx.config.redirects, route.match.path_prefix, route.redirect.adhoc, ctx.links,
+        ctx.static_links, ctx.tracker, ctx.sink, ctx.metrics.redirect_misses.inc,
+    )  # fmt: skip
+
+
+def _proxy(route: Route, ctx: BuildContext) -> Handler:
+    assert route.proxy is not None
+    group = ctx.upstreams.get(route.proxy)
+    return ProxyHandler(route.proxy, route.match.path_prefix, group, ctx.resolver)
+
+
+def _respond(route: Route, ctx: BuildContext) -> Handler:
+    assert route.respond is not None
+    return RespondHandler(route.respond)
+
+
+def _collect(route: Route, ctx: BuildContext) -> Handler:
+    assert route.collect is not None
+    durable = _durable(route, ctx.config)
+    return CollectHandler(route.collect, route.match.path_prefix, ctx.tracker, ctx.sink, durable)
+
+
+def _static(route: Route, ctx: BuildContext) -> Handler:
+    assert route.static is not None
+    return StaticHandler(route.static, route.match.path_prefix, ctx.metrics.static_report())
+
+
+# What ``gateway check`` prints for a route of each kind.
+def _respond_label(route: Route, config: Config) -> str:
+    return f"respond {route.respond.status}" if route.respond else ""
+
+
+def _collect_label(route: Route, config: Config) -> str:
+    endpoints = ",".join(route.collect.endpoints) if route.collect else ""
+    return f"collect {endpoints} ({_delivery(route, config)})"
+
+
+def _segment_label(route: Route, config: Config) -> str:
+    if route.segment is not None and not route.segment.enabled:
+        return "segment API (off: 404)"
+    return f"segment API ({_delivery(route, config)})"
+
+
+def _proxy_label(route: Route, config: Config) -> str:
+    return f"proxy {','.join(route.proxy.upstreams)} ({route.proxy.policy})" if route.proxy else ""
+
+
+def _static_label(route: Route, config: Config) -> str:
+    return f"static {route.static.root}" if route.static else ""
+
+
+def _redirect_label(route: Route, config: Config) -> str:
+    adhoc = route.redirect is not None and route.redirect.adhoc
+    return "redirect links" + (" and signed ad-hoc /r" if adhoc else "")
+
+
+KINDS: dict[str, Kind] = {
+    "respond": Kind(_respond, _respond_label),
+    "collect": Kind(_collect, _collect_label),
+    "segment": Kind(_segment, _segment_label),
+    "proxy": Kind(_proxy, _proxy_label),
+    "static": Kind(_static, _static_label),
+    "redirect": Kind(_redirect, _redirect_label),
+}
+assert tuple(KINDS) == HANDLER_KINDS, "every handler key of a route has exactly one kind"
+
+
+def kind_of(route: Route) -> Kind:
+    """The kind of a validated route (which has exactly one handler key set)."""
+    return next(KINDS[name] for name in HANDLER_KINDS if getattr(route, name) is not None)
