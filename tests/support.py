@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import parse_config
-from gateway.process.worker import Worker, bind_listener
+from gateway.process.sockets import bind_listener
+from gateway.process.worker import Worker
 
 HELLO = "Hello from the gateway\n"
 

@@ -24,7 +24,8 @@ from cryptography import x509
 
 from gateway.config import Acme, parse_config
 from gateway.observability.metrics import Metrics
-from gateway.process.worker import Worker, bind_listener
+from gateway.process.sockets import bind_listener
+from gateway.process.worker import Worker
 from gateway.tls.renewal import Outcome, Renewer, backoff, renew_at
 from gateway.tls.storage import CertificateInfo, RenewalState, Storage
 from tests.acme_support import Pebble

@@ -1,14 +1,9 @@
 """The event pipeline of one worker: a bounded queue, a sender, and a replayer.
 
-The request path only enqueues, in one of two ways:
-
-- ``submit``/``submit_all`` for ingestion (tracker, Segment): the events are taken only
-  if they can be kept, so a client told 2xx never loses them to a full queue or a full
-  spool; a ``durable`` submission also gets a future that resolves once they are safe
-  (acknowledged by Kafka, or fsynced to the spool when Kafka is slow or down);
-- ``offer`` for events that ride along with an answer that goes out regardless (pixels,
-  redirects, tracked requests, dead letters): never refused to the caller, counted as
-  ``dropped`` when they cannot be kept.
+Handlers reach it through ``gateway.events.sink``: ``submit_all`` takes ingested events
+only if they can be kept (a client told 2xx never loses them to a full queue or spool),
+with a future for durable ones; ``offer`` takes events whose answer goes out regardless
+and counts the ones it cannot keep as ``dropped``.
 
 The sender drains the queue in batches:
 
@@ -26,22 +21,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import logging
 from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
-from gateway.config import EVENT_TYPES, Kafka
+from gateway.config import Kafka
 from gateway.config import Spool as SpoolConfig
 from gateway.events.envelope import Event
 from gateway.events.kafka import KafkaWriter
+from gateway.events.pending import (
+    CannotKeep,
+    EventTooLarge,
+    Mode,
+    Overloaded,
+    _Pending,
+    _Waiting,
+    event_type_of,
+)
 from gateway.events.spool import (
     FRAMING,
     MAX_RECORD,
@@ -49,7 +48,7 @@ from gateway.events.spool import (
     SpoolError,
     SpoolFull,
     SpoolRecord,
-    adopt_orphans,
+    open_spool,
 )
 from gateway.observability.health import CheckResult
 from gateway.observability.metrics import Metrics
@@ -60,51 +59,6 @@ T = TypeVar("T")
 
 MAX_BATCH = 5000
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
-
-
-class Overloaded(Exception):
-    """The queue is full (or the pipeline is closing): the event was not taken."""
-
-
-class EventTooLarge(Overloaded):
-    """An event Kafka would refuse forever (past the producer's batch size): not taken."""
-
-
-class CannotKeep(Overloaded):
-    """Kafka is not taking events and the spool has no room for these: not taken."""
-
-
-class Mode(enum.Enum):
-    DIRECT = "direct"
-    SPOOLING = "spooling"
-
-
-class _Waiting:
-    """One durable submission: resolves when all of its events are safe, or on a failure."""
-
-    __slots__ = ("done", "left")
-
-    def __init__(self, done: asyncio.Future[None], count: int) -> None:
-        self.done = done
-        self.left = count
-
-    def settle(self, exc: Exception | None) -> None:
-        if self.done.done():
-            return
-        if exc is not None:
-            self.done.set_exception(exc)
-            return
-        self.left -= 1
-        if not self.left:
-            self.done.set_result(None)
-
-
-@dataclass(slots=True)
-class _Pending:
-    record: SpoolRecord
-    event_type: str
-    waiting: _Waiting | None
-    stored: int  # bytes the record takes in the spool, framing included
 
 
 class EventPipeline:
@@ -158,20 +112,9 @@ class EventPipeline:
         return len(self._queue)
 
     async def start(self) -> None:
-        recovery = await self._on_disk(self._spool.open)
-        if self._adopts:
-            adopted = await self._on_disk(
-                adopt_orphans, self._spool_root, self._workers, self._spool
-            )
-            if adopted:
-                log.warning("spool: took over %d event(s) from removed worker slots", adopted)
-                await self._on_disk(self._spool.rotate)
-                recovery = dataclasses.replace(recovery, records=recovery.records + adopted)
-        if recovery.records or recovery.corrupt_bytes:
-            log.warning(
-                "spool: %d event(s) in %d segment(s) to replay; %d corrupt byte(s) cut",
-                recovery.records, recovery.segments, recovery.corrupt_bytes,
-            )  # fmt: skip
+        recovery = await self._on_disk(
+            open_spool, self._spool, self._spool_root, self._workers if self._adopts else 0
+        )
         self._metrics.spool_corrupt_bytes.inc(recovery.corrupt_bytes)
         self._report_spool()
         self._set_mode(Mode.SPOOLING)
@@ -419,7 +362,7 @@ class EventPipeline:
                 await self._on_disk(self._spool.delete, segment)
                 self.spool_full = False  # room again: the next submission measures it
                 for record in records:
-                    self._metrics.observe_event(self._event_type(record), "replayed")
+                    self._metrics.observe_event(event_type_of(record), "replayed")
                 self._report_spool()
             if segments:
                 continue
@@ -439,18 +382,6 @@ class EventPipeline:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._kafka.config.ack_timeout):
                 await self._kafka.stop()
-
-    @staticmethod
-    def _event_type(record: SpoolRecord) -> str:
-        """The metrics label of a replayed record, read back from its envelope."""
-        try:
-            envelope = orjson.loads(record.value)
-        except orjson.JSONDecodeError:
-            return "unknown"
-        event_type = envelope.get("event_type") if isinstance(envelope, dict) else None
-        return (
-            event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown"
-        )
 
     def _set_mode(self, mode: Mode) -> None:
         self._mode = mode

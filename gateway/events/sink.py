@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.events.envelope import Event
-from gateway.events.pipeline import CannotKeep, EventPipeline, EventTooLarge, Overloaded
+from gateway.events.pending import CannotKeep, EventTooLarge, Overloaded
+from gateway.events.pipeline import EventPipeline
 from gateway.events.spool import SpoolError
 
 RETRY_AFTER = "1"  # seconds a refused client is asked to wait (queue and spool drain fast)

@@ -13,7 +13,9 @@ Blocking file I/O: callers run these methods on one dedicated thread, never the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import logging
 import os
 import struct
 import zlib
@@ -25,6 +27,9 @@ _FRAME = struct.Struct(">II")
 _FIELDS = struct.Struct(">HH")
 MAX_RECORD = 16 << 20  # a length past this is corruption, not a record
 FRAMING = _FRAME.size + _FIELDS.size  # bytes a record takes beside topic, key and value
+
+
+log = logging.getLogger("gateway.events")
 
 
 class SpoolError(Exception):
@@ -230,3 +235,21 @@ def read_all(root: Path) -> Iterator[tuple[Path, SpoolRecord]]:
             records, _ = decode_all(segment.read_bytes())
             for record in records:
                 yield segment, record
+
+
+def open_spool(spool: Spool, root: Path, adopt_from: int) -> Recovery:
+    """Open ``spool`` and, with ``adopt_from`` (the worker count; 0: not this worker's
+    job), take over the spools of worker slots past it; log what is left to replay."""
+    recovery = spool.open()
+    if adopt_from:
+        adopted = adopt_orphans(root, adopt_from, spool)
+        if adopted:
+            log.warning("spool: took over %d event(s) from removed worker slots", adopted)
+            spool.rotate()
+            recovery = dataclasses.replace(recovery, records=recovery.records + adopted)
+    if recovery.records or recovery.corrupt_bytes:
+        log.warning(
+            "spool: %d event(s) in %d segment(s) to replay; %d corrupt byte(s) cut",
+            recovery.records, recovery.segments, recovery.corrupt_bytes,
+        )  # fmt: skip
+    return recovery

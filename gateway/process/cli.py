@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         import uvloop
 
-        from gateway.process.worker import run_worker
+        from gateway.process.run import run_worker
 
         fds = [int(fd) for fd in args.fds.split(",")]
         return uvloop.run(

@@ -27,7 +27,7 @@ from typing import Any
 
 from gateway.config import Config, ConfigError, ConfigIssue, parse_config
 
-EXIT_CANNOT_START = 78  # gateway.process.worker's, not imported: workers' modules load lazily here
+EXIT_CANNOT_START = 78  # gateway.process.run's; not imported, as workers' modules load lazily
 
 log = logging.getLogger("gateway.process.supervisor")
 
@@ -91,7 +91,7 @@ class Supervisor:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
     def _bind(self) -> None:
-        from gateway.process.worker import bind_listener
+        from gateway.process.sockets import bind_listener
 
         listeners = list(self.config.server.listeners)
         for index in range(self.config.server.worker_count):
@@ -151,7 +151,7 @@ class Supervisor:
     def _on_reload_signal(self) -> None:
         try:
             config, raw = self._validate()
-            from gateway.process.worker import sockets_changed  # imported by _bind already
+            from gateway.process.sockets import sockets_changed  # imported by _bind already
 
             changed = sockets_changed(self.config, config)
             if changed:

@@ -20,8 +20,6 @@ else went wrong.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import os
 import signal
@@ -35,7 +33,6 @@ from aiohttp import web
 from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
 from gateway.events.pipeline import EventPipeline
 from gateway.events.sink import Sink
-from gateway.events.spool import SpoolError
 from gateway.handlers.builtin import Builtins
 from gateway.http.h1 import GatewayServer
 from gateway.http.h1request import request_factory
@@ -45,6 +42,7 @@ from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.health import Readiness, State
 from gateway.observability.metrics import FLUSH_INTERVAL, Metrics
+from gateway.process.sockets import RESTART_KEYS, sockets_changed
 from gateway.proxy.group import UpstreamRegistry
 from gateway.request.errors import HTTPError
 from gateway.request.path import Gateway
@@ -53,38 +51,9 @@ from gateway.tls.manager import Certificates
 
 log = logging.getLogger("gateway.process.worker")
 
-# What the inherited sockets were bound for: workers pair them with the listeners in
-# order, so under a supervisor a reload that changes these is refused outright.
-SOCKET_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
-    ("server.listeners", lambda c: c.server.listeners),
-    ("server.workers", lambda c: c.server.worker_count),
-)
-# Keys whose change a reload cannot apply to a running process (sockets, parser limits,
-# the log file); a reload still applies the rest and says what waits for a restart.
-RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
-    *SOCKET_KEYS,
-    ("server.limits.max_header_bytes", lambda c: c.server.limits.max_header_bytes),
-    ("server.limits.max_headers", lambda c: c.server.limits.max_headers),
-    ("server.access_log.path", lambda c: c.server.access_log.path),
-    ("kafka", lambda c: c.kafka),
-    ("tls.certificates", lambda c: c.tls.certificates if c.tls else None),
-    ("tls.acme", lambda c: c.tls.acme if c.tls else None),
-    ("spool", lambda c: c.spool),
-    ("tracking.queue_size", lambda c: c.tracking.queue_size),
-    ("tracking.queue_bytes", lambda c: c.tracking.queue_bytes),
-    ("redirects.topic", lambda c: c.redirects.topic if c.redirects else None),
-    ("redirects.file", lambda c: c.redirects.file if c.redirects else None),
-)
-
 ACCESS_LOG_FLUSH_INTERVAL = 1.0
-LISTEN_BACKLOG = 4096  # a burst of new connections waits here rather than being dropped
 LINKS_FIRST_TRY = 10.0  # seconds the link store gets before the worker serves without it
 PARENT_CHECK_INTERVAL = 1.0
-# A worker that could not start (its config cannot be served here: a file, a port, a
-# certificate) exits with this, sysexits' EX_CONFIG, so the supervisor can tell it
-# from a crash while serving.
-EXIT_CANNOT_START = 78
-GC_THRESHOLDS = (50_000, 20, 20)  # young collections every 50k allocations, not 700
 
 
 class _Hooks:
@@ -387,82 +356,3 @@ class Worker:
             await asyncio.sleep(PARENT_CHECK_INTERVAL)
         log.warning("supervisor %d is gone; shutting down", pid)
         self.stop_requested.set()
-
-
-def bind_listener(listener: Listener, *, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket for ``listener``; the owner hands it to workers."""
-    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((listener.host, listener.port))
-        sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def sockets_changed(running: Config, new: Config) -> str:
-    """The first of SOCKET_KEYS that ``new`` changes ('' if none)."""
-    return next((key for key, get in SOCKET_KEYS if get(running) != get(new)), "")
-
-
-async def run_worker(
-    config_path: str,
-    fds: Sequence[int],
-    supervisor_pid: int | None,
-    slot: int = 0,
-    *,
-    snapshot: str | None = None,
-) -> int:
-    """Entry of a worker process: serve on inherited sockets until SIGTERM/SIGINT."""
-    config = load_config(snapshot or config_path)
-    sockets = [
-        (listener, socket.socket(fileno=fd))
-        for listener, fd in zip(config.server.listeners, fds, strict=True)
-    ]
-    worker = Worker(
-        config, sockets, config_path=config_path, supervisor_pid=supervisor_pid, slot=slot,
-        snapshot=snapshot,
-    )  # fmt: skip
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, worker.stop_requested.set)
-    loop.add_signal_handler(signal.SIGINT, worker.stop_requested.set)
-    reloads: set[asyncio.Task[list[ConfigIssue]]] = set()
-
-    def on_sighup() -> None:
-        task = loop.create_task(worker.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    try:
-        await worker.start()
-    except Exception as exc:
-        # What the environment refused (a file, a port) is said in a line; a bug in full.
-        expected = isinstance(exc, OSError | ConfigError | SpoolError)
-        log.error(
-            "worker %d cannot start: %s", os.getpid(), exc, exc_info=None if expected else exc
-        )
-        with contextlib.suppress(Exception):
-            await worker.stop()
-        return EXIT_CANNOT_START
-    try:
-        # What start-up built lives as long as the process: out of the collector's way.
-        # Events queue by the thousand before Kafka takes them, and with the default
-        # thresholds (700, 10, 10) the collector took ~20% of a Segment batch load, with
-        # a full collection every half second; these cut CPU per batch by a quarter.
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
-        log.info("worker %d serving", os.getpid())
-        await worker.stop_requested.wait()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*reloads)
-    finally:
-        await worker.stop()
-    log.info("worker %d stopped", os.getpid())
-    return 0

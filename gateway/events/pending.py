@@ -1,0 +1,68 @@
+"""What the pipeline holds for an event between submit and delivery, how a waiting
+request learns the outcome, and the ways an event can be refused."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.config import EVENT_TYPES
+from gateway.events.spool import SpoolRecord
+
+
+class Overloaded(Exception):
+    """The queue is full (or the pipeline is closing): the event was not taken."""
+
+
+class EventTooLarge(Overloaded):
+    """An event Kafka would refuse forever (past the producer's batch size): not taken."""
+
+
+class CannotKeep(Overloaded):
+    """Kafka is not taking events and the spool has no room for these: not taken."""
+
+
+class Mode(enum.Enum):
+    DIRECT = "direct"
+    SPOOLING = "spooling"
+
+
+class _Waiting:
+    """One durable submission: resolves when all of its events are safe, or on a failure."""
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, done: asyncio.Future[None], count: int) -> None:
+        self.done = done
+        self.left = count
+
+    def settle(self, exc: Exception | None) -> None:
+        if self.done.done():
+            return
+        if exc is not None:
+            self.done.set_exception(exc)
+            return
+        self.left -= 1
+        if not self.left:
+            self.done.set_result(None)
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: SpoolRecord
+    event_type: str
+    waiting: _Waiting | None
+    stored: int  # bytes the record takes in the spool, framing included
+
+
+def event_type_of(record: SpoolRecord) -> str:
+    """The metrics label of a replayed record, read back from its envelope."""
+    try:
+        envelope = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        return "unknown"
+    event_type = envelope.get("event_type") if isinstance(envelope, dict) else None
+    return event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown"
