@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gateway.config import events, limits, links, routes, server, tls
 from gateway.config.base import (
     ConfigIssue,
     _Model,
@@ -32,7 +33,6 @@ class Config(_Model):
 
 def cross_checks(config: Config) -> Iterator[ConfigIssue]:
     """Checks that span several keys, each reported at the key that must change."""
-    from gateway.config import events, limits, links, routes, server, tls
-
-    for section in (server, events, tls, links, limits, routes):
-        yield from section.checks(config)
+    for checks in (server.checks, events.checks, tls.checks, links.checks, limits.checks,
+                   routes.checks):  # fmt: skip
+        yield from checks(config)
