@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import cramjam
 import pytest
-from multidict import CIMultiDict
 
+from tests.client import fetch
 from tests.support import base_config, in_process_gateway, with_routes
 
 HTML = b"<!doctype html><title>home</title>\n"
@@ -39,18 +39,10 @@ def static_config(tmp_path: Path, root: Path, **static: Any) -> dict[str, Any]:
     return with_routes(base_config(tmp_path), route)
 
 
-async def get(url: str, method: str = "GET", **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
-    async with (
-        aiohttp.ClientSession(auto_decompress=False) as session,
-        session.request(method, url, allow_redirects=False, **kwargs) as resp,
-    ):
-        return resp.status, CIMultiDict(resp.headers), await resp.read()
-
-
 async def test_file_bytes_and_headers(tmp_path: Path) -> None:
     root = site(tmp_path)
     async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
-        status, headers, body = await get(gw.url("/a.txt"))
+        status, headers, body = await fetch(gw.url("/a.txt"))
     assert (status, body) == (200, TEXT)
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
     assert headers["Accept-Ranges"] == "bytes"
@@ -61,41 +53,41 @@ async def test_file_bytes_and_headers(tmp_path: Path) -> None:
 
 async def test_index_and_directory_redirect(tmp_path: Path) -> None:
     async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
-        assert (await get(gw.url("/")))[::2] == (200, HTML)
-        assert (await get(gw.url("/docs/")))[::2] == (200, b"docs index\n")
-        status, headers, _ = await get(gw.url("/docs?x=1"))
+        assert (await fetch(gw.url("/")))[::2] == (200, HTML)
+        assert (await fetch(gw.url("/docs/")))[::2] == (200, b"docs index\n")
+        status, headers, _ = await fetch(gw.url("/docs?x=1"))
     assert (status, headers["Location"]) == (308, "/docs/?x=1")
 
 
 async def test_conditional_requests(tmp_path: Path) -> None:
     async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
-        _, headers, _ = await get(gw.url("/a.txt"))
+        _, headers, _ = await fetch(gw.url("/a.txt"))
         etag, modified = headers["ETag"], headers["Last-Modified"]
-        assert (await get(gw.url("/a.txt"), headers={"If-None-Match": etag}))[0] == 304
-        assert (await get(gw.url("/a.txt"), headers={"If-None-Match": f"W/{etag}"}))[0] == 304
-        assert (await get(gw.url("/a.txt"), headers={"If-Modified-Since": modified}))[0] == 304
-        assert (await get(gw.url("/a.txt"), headers={"If-Match": '"other"'}))[0] == 412
+        assert (await fetch(gw.url("/a.txt"), headers={"If-None-Match": etag}))[0] == 304
+        assert (await fetch(gw.url("/a.txt"), headers={"If-None-Match": f"W/{etag}"}))[0] == 304
+        assert (await fetch(gw.url("/a.txt"), headers={"If-Modified-Since": modified}))[0] == 304
+        assert (await fetch(gw.url("/a.txt"), headers={"If-Match": '"other"'}))[0] == 412
         old = "Mon, 01 Jan 2001 00:00:00 GMT"
-        assert (await get(gw.url("/a.txt"), headers={"If-Unmodified-Since": old}))[0] == 412
-        status, _, body = await get(gw.url("/a.txt"), headers={"If-Match": etag})
+        assert (await fetch(gw.url("/a.txt"), headers={"If-Unmodified-Since": old}))[0] == 412
+        status, _, body = await fetch(gw.url("/a.txt"), headers={"If-Match": etag})
     assert (status, body) == (200, TEXT)
 
 
 async def test_single_suffix_and_unsatisfiable_ranges(tmp_path: Path) -> None:
     async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
-        status, headers, body = await get(gw.url("/a.txt"), headers={"Range": "bytes=2-5"})
+        status, headers, body = await fetch(gw.url("/a.txt"), headers={"Range": "bytes=2-5"})
         assert (status, body, headers["Content-Range"]) == (206, b"2345", "bytes 2-5/20")
-        status, headers, body = await get(gw.url("/a.txt"), headers={"Range": "bytes=-3"})
+        status, headers, body = await fetch(gw.url("/a.txt"), headers={"Range": "bytes=-3"})
         assert (status, body, headers["Content-Range"]) == (206, b"hij", "bytes 17-19/20")
-        status, headers, _ = await get(gw.url("/a.txt"), headers={"Range": "bytes=50-60"})
+        status, headers, _ = await fetch(gw.url("/a.txt"), headers={"Range": "bytes=50-60"})
         assert (status, headers["Content-Range"]) == (416, "bytes */20")
-        status, _, body = await get(gw.url("/a.txt"), headers={"Range": "lines=1-2"})
+        status, _, body = await fetch(gw.url("/a.txt"), headers={"Range": "lines=1-2"})
         assert (status, body) == (200, TEXT)
 
 
 async def test_multiple_ranges_are_multipart(tmp_path: Path) -> None:
     async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
-        status, headers, body = await get(gw.url("/a.txt"), headers={"Range": "bytes=0-1,10-12"})
+        status, headers, body = await fetch(gw.url("/a.txt"), headers={"Range": "bytes=0-1,10-12"})
     assert status == 206
     kind, _, boundary = headers["Content-Type"].partition("; boundary=")
     assert kind == "multipart/byteranges"
@@ -114,16 +106,16 @@ async def test_multiple_ranges_are_multipart(tmp_path: Path) -> None:
 
 async def test_if_range(tmp_path: Path) -> None:
     async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
-        etag = (await get(gw.url("/a.txt")))[1]["ETag"]
+        etag = (await fetch(gw.url("/a.txt")))[1]["ETag"]
         partial = {"Range": "bytes=0-0", "If-Range": etag}
-        assert (await get(gw.url("/a.txt"), headers=partial))[::2] == (206, b"0")
+        assert (await fetch(gw.url("/a.txt"), headers=partial))[::2] == (206, b"0")
         stale = {"Range": "bytes=0-0", "If-Range": '"stale"'}
-        assert (await get(gw.url("/a.txt"), headers=stale))[::2] == (200, TEXT)
+        assert (await fetch(gw.url("/a.txt"), headers=stale))[::2] == (200, TEXT)
 
 
 async def test_head_has_headers_and_no_body(tmp_path: Path) -> None:
     async with in_process_gateway(static_config(tmp_path, site(tmp_path)), tmp_path) as gw:
-        status, headers, body = await get(gw.url("/a.txt"), "HEAD")
+        status, headers, body = await fetch(gw.url("/a.txt"), "HEAD")
     assert (status, body, headers["Content-Length"]) == (200, b"", "20")
 
 
@@ -131,9 +123,9 @@ async def test_precompressed_sidecars_by_accept_encoding(tmp_path: Path) -> None
     root = site(tmp_path)
     original = (root / "app.js").read_bytes()
     async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
-        _, br_headers, br = await get(gw.url("/app.js"), headers={"Accept-Encoding": "gzip, br"})
-        _, gz_headers, gz = await get(gw.url("/app.js"), headers={"Accept-Encoding": "gzip"})
-        _, id_headers, plain = await get(gw.url("/app.js"), headers={"Accept-Encoding": "br;q=0"})
+        _, br_headers, br = await fetch(gw.url("/app.js"), headers={"Accept-Encoding": "gzip, br"})
+        _, gz_headers, gz = await fetch(gw.url("/app.js"), headers={"Accept-Encoding": "gzip"})
+        _, id_headers, plain = await fetch(gw.url("/app.js"), headers={"Accept-Encoding": "br;q=0"})
     assert br_headers["Content-Encoding"] == "br" and br == (root / "app.js.br").read_bytes()
     assert gz_headers["Content-Encoding"] == "gzip" and gzip.decompress(gz) == original
     assert "Content-Encoding" not in id_headers and plain == original
@@ -145,8 +137,8 @@ async def test_precompressed_sidecars_by_accept_encoding(tmp_path: Path) -> None
 async def test_on_the_fly_compression_of_text(tmp_path: Path) -> None:
     root = site(tmp_path)
     async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
-        _, headers, body = await get(gw.url("/big.css"), headers={"Accept-Encoding": "zstd"})
-        _, gz_headers, gz = await get(gw.url("/big.css"), headers={"Accept-Encoding": "gzip"})
+        _, headers, body = await fetch(gw.url("/big.css"), headers={"Accept-Encoding": "zstd"})
+        _, gz_headers, gz = await fetch(gw.url("/big.css"), headers={"Accept-Encoding": "gzip"})
     assert headers["Content-Encoding"] == "zstd"
     assert bytes(cramjam.zstd.decompress(body)) == (root / "big.css").read_bytes()
     assert gz_headers["Content-Encoding"] == "gzip"
@@ -158,23 +150,23 @@ async def test_cache_control_by_glob(tmp_path: Path) -> None:
              {"glob": "*.html", "value": "no-cache"}]  # fmt: skip
     config = static_config(tmp_path, site(tmp_path), cache_control=rules)
     async with in_process_gateway(config, tmp_path) as gw:
-        assert (await get(gw.url("/app.js")))[1]["Cache-Control"] == rules[0]["value"]
-        assert (await get(gw.url("/")))[1]["Cache-Control"] == "no-cache"
-        assert "Cache-Control" not in (await get(gw.url("/a.txt")))[1]
+        assert (await fetch(gw.url("/app.js")))[1]["Cache-Control"] == rules[0]["value"]
+        assert (await fetch(gw.url("/")))[1]["Cache-Control"] == "no-cache"
+        assert "Cache-Control" not in (await fetch(gw.url("/a.txt")))[1]
 
 
 async def test_cache_serves_memory_until_the_check_interval(tmp_path: Path) -> None:
     root = site(tmp_path)
     config = static_config(tmp_path, root, cache={"check_interval": 0.3})
     async with in_process_gateway(config, tmp_path) as gw:
-        assert (await get(gw.url("/a.txt")))[2] == TEXT
+        assert (await fetch(gw.url("/a.txt")))[2] == TEXT
         replacement = root / "a.txt.new"
         replacement.write_bytes(b"new content")
         os.replace(replacement, root / "a.txt")
-        assert (await get(gw.url("/a.txt")))[2] == TEXT  # still the cached copy
+        assert (await fetch(gw.url("/a.txt")))[2] == TEXT  # still the cached copy
         await asyncio.sleep(0.35)
-        assert (await get(gw.url("/a.txt")))[2] == b"new content"
-        _, _, metrics = await get(gw.url("/_gateway/metrics", listener="admin"))
+        assert (await fetch(gw.url("/a.txt")))[2] == b"new content"
+        _, _, metrics = await fetch(gw.url("/_gateway/metrics", listener="admin"))
     text = metrics.decode()
     assert 'gateway_static_cache_total{event="hit"} 1.0' in text
     assert 'gateway_static_cache_total{event="miss"} 2.0' in text
@@ -187,10 +179,10 @@ async def test_cache_stays_within_its_byte_bound(tmp_path: Path) -> None:
     config = static_config(tmp_path, root, cache={"max_bytes": 3500})
     async with in_process_gateway(config, tmp_path) as gw:
         for i in range(10):
-            assert (await get(gw.url(f"/f{i}.bin")))[2] == bytes([i]) * 1000
+            assert (await fetch(gw.url(f"/f{i}.bin")))[2] == bytes([i]) * 1000
         handler = gw.worker.holder.current.router.match("x", "/").handler  # type: ignore[union-attr]
         assert handler.cache.bytes <= 3500 and len(handler.cache) == 3
-        _, _, metrics = await get(gw.url("/_gateway/metrics", listener="admin"))
+        _, _, metrics = await fetch(gw.url("/_gateway/metrics", listener="admin"))
     assert 'gateway_static_cache_total{event="eviction"} 7.0' in metrics.decode()
     assert "gateway_static_cache_bytes 3000.0" in metrics.decode()
 
@@ -201,8 +193,8 @@ async def test_large_file_streams_from_disk_with_ranges(tmp_path: Path) -> None:
     (root / "large.bin").write_bytes(data)
     config = static_config(tmp_path, root, cache={"max_file_bytes": 100_000})
     async with in_process_gateway(config, tmp_path) as gw:
-        assert (await get(gw.url("/large.bin")))[::2] == (200, data)
-        status, _, body = await get(gw.url("/large.bin"), headers={"Range": "bytes=1000-1999"})
+        assert (await fetch(gw.url("/large.bin")))[::2] == (200, data)
+        status, _, body = await fetch(gw.url("/large.bin"), headers={"Range": "bytes=1000-1999"})
     assert (status, body) == (206, data[1000:2000])
 
 
@@ -213,8 +205,8 @@ async def test_spa_fallback_and_listing(tmp_path: Path) -> None:
     (root / "empty" / "javascript:alert(1)").write_bytes(b"x")
     config = static_config(tmp_path, root, spa_fallback="index.html", listing=True)
     async with in_process_gateway(config, tmp_path) as gw:
-        assert (await get(gw.url("/app/route/42")))[::2] == (200, HTML)
-        status, _, body = await get(gw.url("/empty/"))
+        assert (await fetch(gw.url("/app/route/42")))[::2] == (200, HTML)
+        status, _, body = await fetch(gw.url("/empty/"))
     assert status == 200
     assert b'<a href="./%3Cb%3E.txt">&lt;b&gt;.txt</a>' in body
     assert b'<a href="./javascript%3Aalert%281%29">javascript:alert(1)</a>' in body
@@ -224,8 +216,8 @@ async def test_listing_is_off_by_default_and_methods_limited(tmp_path: Path) -> 
     root = site(tmp_path)
     (root / "empty").mkdir()
     async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
-        assert (await get(gw.url("/empty/")))[0] == 404
-        status, headers, _ = await get(gw.url("/a.txt"), "POST")
+        assert (await fetch(gw.url("/empty/")))[0] == 404
+        status, headers, _ = await fetch(gw.url("/a.txt"), "POST")
     assert (status, headers["Allow"]) == (405, "GET, HEAD")
 
 
@@ -270,7 +262,7 @@ async def test_sidecar_symlinked_out_of_the_root_is_not_served(tmp_path: Path) -
     (tmp_path / "outside.gz").write_bytes(gzip.compress(b"TOP-SECRET"))
     (root / "a.txt.gz").symlink_to(tmp_path / "outside.gz")
     async with in_process_gateway(static_config(tmp_path, root), tmp_path) as gw:
-        _, headers, body = await get(gw.url("/a.txt"), headers={"Accept-Encoding": "gzip"})
+        _, headers, body = await fetch(gw.url("/a.txt"), headers={"Accept-Encoding": "gzip"})
     assert "Content-Encoding" not in headers and body == TEXT
 
 
@@ -280,7 +272,7 @@ async def test_hidden_files_when_allowed(tmp_path: Path) -> None:
     (root / ".well-known" / "security.txt").write_bytes(b"Contact: x\n")
     config = static_config(tmp_path, root, allow_hidden=True)
     async with in_process_gateway(config, tmp_path) as gw:
-        assert (await get(gw.url("/.well-known/security.txt")))[::2] == (200, b"Contact: x\n")
+        assert (await fetch(gw.url("/.well-known/security.txt")))[::2] == (200, b"Contact: x\n")
 
 
 async def test_concurrent_requests_during_rewrites_see_whole_versions(tmp_path: Path) -> None:
@@ -329,8 +321,8 @@ async def test_cache_bytes_are_released_when_a_reload_replaces_the_route(tmp_pat
     root = site(tmp_path)
     config = static_config(tmp_path, root)
     async with in_process_gateway(config, tmp_path) as gw:
-        assert (await get(gw.url("/a.txt")))[2] == TEXT
+        assert (await fetch(gw.url("/a.txt")))[2] == TEXT
         gw.config_path.write_text(json.dumps(config))
         assert await gw.worker.reload() == []
-        _, _, metrics = await get(gw.url("/_gateway/metrics", listener="admin"))
+        _, _, metrics = await fetch(gw.url("/_gateway/metrics", listener="admin"))
     assert "gateway_static_cache_bytes 0.0" in metrics.decode()

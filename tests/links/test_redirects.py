@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from gateway.links.safety import sign
+from tests.client import eventually
 from tests.conftest import Broker
 from tests.events_support import consume, tracking_config, values
 from tests.support import base_config, in_process_gateway, with_routes
@@ -57,11 +58,13 @@ async def call(
         return resp.status, resp.headers, parsed
 
 
-async def eventually(url: str, status: int, limit: float) -> None:
+async def answers(url: str, status: int, limit: float) -> None:
     """Until ``url`` answers ``status``: a change made elsewhere arriving here."""
-    async with asyncio.timeout(limit):
-        while (await call("GET", url, headers={}))[0] != status:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+
+    async def check() -> bool:
+        return (await call("GET", url, headers={}))[0] == status
+
+    await eventually(check, f"{url} answers {status}", limit, every=0.05)
 
 
 def api(gw: Any, path: str = "") -> str:
@@ -174,9 +177,9 @@ async def test_links_are_shared_through_the_file_between_workers(tmp_path: Path)
     second["spool"] = {"dir": str(other / "spool")}
     async with in_process_gateway(config, tmp_path) as a, in_process_gateway(second, other) as b:
         await call("POST", api(a), {"slug": "shared", "target": "https://a.example/x"})
-        await eventually(b.url("/l/shared"), 302, 2)
+        await answers(b.url("/l/shared"), 302, 2)
         await call("DELETE", api(b, "/shared"))
-        await eventually(a.url("/l/shared"), 404, 2)
+        await answers(a.url("/l/shared"), 404, 2)
 
 
 async def test_links_through_kafka_across_instances_and_restarts(
@@ -190,9 +193,9 @@ async def test_links_through_kafka_across_instances_and_restarts(
     async with in_process_gateway(config, tmp_path) as a, in_process_gateway(second, other) as b:
         await call("POST", api(a), {"slug": "k1", "target": "https://a.example/k1"})
         await call("POST", api(a), {"slug": "k2", "target": "https://a.example/k2"})
-        await eventually(b.url("/l/k1"), 302, 3)
+        await answers(b.url("/l/k1"), 302, 3)
         await call("DELETE", api(b, "/k2"))
-        await eventually(a.url("/l/k2"), 404, 3)
+        await answers(a.url("/l/k2"), 404, 3)
     # A fresh process reads the topic from the beginning.
     async with in_process_gateway(config, tmp_path) as again:
         assert (await call("GET", again.url("/l/k1"), headers={}))[0] == 302
@@ -321,4 +324,4 @@ async def test_links_load_once_kafka_comes_up(tmp_path: Path, broker_factory: An
         _, _, ready = await call("GET", gw.url("/_gateway/ready"), headers={})
         assert ready["checks"]["links"] == {"ok": False, "detail": "loading links"}
         broker.start()
-        await eventually(gw.url("/l/cfg"), 302, 20)
+        await answers(gw.url("/l/cfg"), 302, 20)

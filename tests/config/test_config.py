@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import Config, ConfigError, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def issues_of(data: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:

@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
+from tests.client import fetch
 from tests.support import base_config, in_process_gateway, with_routes
 
 # One request an hour: nothing refills while a test runs, so every header value is exact.
@@ -29,23 +28,18 @@ def limited_config(
     return config
 
 
-async def get(url: str, **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
-    async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as resp:
-        return resp.status, CIMultiDict(resp.headers), await resp.read()
-
-
 async def statuses(url: str, n: int, **kwargs: Any) -> list[int]:
-    return [(await get(url, **kwargs))[0] for _ in range(n)]
+    return [(await fetch(url, **kwargs))[0] for _ in range(n)]
 
 
 async def metrics(gw: Any) -> str:
-    return (await get(gw.url("/_gateway/metrics", listener="admin")))[2].decode()
+    return (await fetch(gw.url("/_gateway/metrics", listener="admin")))[2].decode()
 
 
 async def test_over_the_limit_is_429_with_headers(tmp_path: Path) -> None:
     async with in_process_gateway(limited_config(tmp_path), tmp_path) as gw:
         assert await statuses(gw.url("/"), 2) == [200, 200]
-        status, headers, body = await get(gw.url("/"))
+        status, headers, body = await fetch(gw.url("/"))
     assert status == 429
     assert body == b"429 Too Many Requests: rate limit 'hourly' exceeded\n"
     assert headers["Retry-After"] == "3600"
@@ -58,7 +52,7 @@ async def test_over_the_limit_is_429_with_headers(tmp_path: Path) -> None:
 async def test_spoofed_forwarded_for_from_untrusted_peer_keeps_the_bucket(tmp_path: Path) -> None:
     async with in_process_gateway(limited_config(tmp_path), tmp_path) as gw:
         spoofs = [{"X-Forwarded-For": f"198.51.100.{i}"} for i in range(4)]
-        codes = [(await get(gw.url("/"), headers=h))[0] for h in spoofs]
+        codes = [(await fetch(gw.url("/"), headers=h))[0] for h in spoofs]
     assert codes == [200, 200, 429, 429]
 
 
@@ -162,25 +156,25 @@ async def test_concurrency_cap_answers_503_and_releases_on_every_path(tmp_path: 
     async with in_process_gateway(config, tmp_path) as gw:
         await slow_route(gw, handler)
         # A request in progress holds the only slot.
-        first = asyncio.ensure_future(get(gw.url("/")))
+        first = asyncio.ensure_future(fetch(gw.url("/")))
         await entered.wait()
-        status, headers, body = await get(gw.url("/"))
+        status, headers, body = await fetch(gw.url("/"))
         assert (status, headers["Retry-After"]) == (503, "1")
         assert body == b"503 Service Unavailable: too many requests in progress\n"
-        assert (await get(gw.url("/_gateway/health")))[0] == 200  # built-ins stay reachable
+        assert (await fetch(gw.url("/_gateway/health")))[0] == 200  # built-ins stay reachable
         gate.set()
         assert (await first)[0] == 200
 
         # Released after a handler error...
-        assert (await get(gw.url("/?fail=1")))[0] == 500
+        assert (await fetch(gw.url("/?fail=1")))[0] == 500
         # ...and after the client gives up mid-request.
         gate.clear()
         entered.clear()
-        abandoned = asyncio.ensure_future(get(gw.url("/")))
+        abandoned = asyncio.ensure_future(fetch(gw.url("/")))
         await entered.wait()
         abandoned.cancel()
         await asyncio.sleep(0.1)
-        assert (await get(gw.url("/?fast=1")))[:3:2] == (200, b"fast")
+        assert (await fetch(gw.url("/?fast=1")))[:3:2] == (200, b"fast")
         assert "gateway_overload_rejected_total 1.0" in await metrics(gw)
 
 

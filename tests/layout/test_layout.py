@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiolimiter
 
-PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
+PACKAGE = Path(__file__).resolve().parents[2] / "gateway"
 
 
 def module_name(path: Path) -> str:

@@ -9,13 +9,13 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
 from gateway import __version__
 from gateway.events.spool import Spool, SpoolRecord
+from tests.client import eventually
 from tests.support import (
     HELLO,
     GatewayProcess,
@@ -50,15 +50,6 @@ async def restart_worker(gw: GatewayProcess, slot: int) -> int:
     await gw.wait_for(rf"worker {slot} started \(pid \d+\)", after=mark)
     await gw.wait_for(r"worker \d+ serving", after=mark)
     return victim
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 10.0) -> None:
-    """Until ``check()`` holds (a figure another worker reports a moment later, say)."""
-    async with asyncio.timeout(limit):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.1)
 
 
 async def _body_is(url: str, expected: str) -> bool:
@@ -304,7 +295,7 @@ async def test_worker_restarted_after_a_broken_edit_serves_the_last_valid_config
         write_config(tmp_path, config)
         status, _, _ = await fetch(gw.url("/_gateway/reload", listener="admin"), "POST")
         assert status == 202
-        await eventually(lambda: _body_is(gw.url("/"), "changed\n"))
+        await eventually(lambda: _body_is(gw.url("/"), "changed\n"), "/ answers the reloaded body")
     finally:
         await stop_process(gw)
 
@@ -343,7 +334,8 @@ async def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
         assert len(prefixes) == 2, "requests should have reached both workers"
         line = 'gateway_requests_total{method="GET",route="_gateway",status_class="4xx"} 40.0'
         # The scraped worker's counts are current; the other's follow within a second.
-        await eventually(lambda: _body_has(gw.url("/_gateway/metrics", listener="admin"), line))
+        metrics = gw.url("/_gateway/metrics", listener="admin")
+        await eventually(lambda: _body_has(metrics, line), f"metrics show {line!r}")
     finally:
         await stop_process(gw)
 

@@ -69,7 +69,7 @@ from benchmarks.targets import TargetRow, evaluate
 from gateway.config import parse_config
 from gateway.handlers.collect import PIXEL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Captured from wrk 4.1.0 against the gateway's hello route (2 workers).
 WRK_CLEAN = """\

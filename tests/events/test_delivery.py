@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from gateway.events.spool import Spool
+from tests.client import eventually, fetch
 from tests.conftest import Broker
 from tests.events_support import (
     consume,
@@ -45,12 +46,11 @@ async def post_events(
 
 
 async def wait_ready_detail(gw: Any, detail: str, limit: float = 30.0) -> None:
-    async with aiohttp.ClientSession() as session, asyncio.timeout(limit):
-        while True:
-            async with session.get(gw.url("/_gateway/ready")) as resp:
-                if (await resp.json())["checks"]["events"]["detail"] == detail:
-                    return
-            await asyncio.sleep(0.1)
+    async def check() -> bool:
+        body = (await fetch(gw.url("/_gateway/ready")))[2]
+        return bool(json.loads(body)["checks"]["events"]["detail"] == detail)
+
+    await eventually(check, f"ready reports events {detail!r}", limit)
 
 
 async def test_events_survive_broker_outages(tmp_path: Path, broker_factory: type[Broker]) -> None:

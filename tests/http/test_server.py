@@ -11,17 +11,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from multidict import CIMultiDict
 
 from gateway.observability.health import CheckResult
 from gateway.request.router import HostMatcher, Router, RouteRule
 from gateway.request.runtime import ActiveRoute
+from tests.client import fetch
 from tests.support import HELLO, base_config, in_process_gateway, with_routes
-
-
-async def get(url: str, **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
-    async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as resp:
-        return resp.status, CIMultiDict(resp.headers), await resp.read()
 
 
 async def post(url: str, **kwargs: Any) -> tuple[int, bytes]:
@@ -47,7 +42,7 @@ async def test_respond_route_answers_exact_bytes(tmp_path: Path) -> None:
         {"name": "hi", "respond": {"status": 201, "body": "hi\n", "headers": {"X-A": "1"}}},
     )
     async with in_process_gateway(config, tmp_path) as gw:
-        status, headers, body = await get(gw.url("/any/path"))
+        status, headers, body = await fetch(gw.url("/any/path"))
     assert (status, body) == (201, b"hi\n")
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
     assert headers["X-A"] == "1"
@@ -61,9 +56,9 @@ async def test_routes_match_host_and_prefix_in_order(tmp_path: Path) -> None:
         {"name": "docs", "match": {"path_prefix": "/docs"}, "respond": {"body": "docs"}},
     )
     async with in_process_gateway(config, tmp_path) as gw:
-        assert (await get(gw.url("/docs"), headers={"Host": "API.example.com:80"}))[2] == b"api"
-        assert (await get(gw.url("/docs/x"), headers={"Host": "www.example.com"}))[2] == b"docs"
-        status, headers, body = await get(gw.url("/docsx"), headers={"Host": "www.example.com"})
+        assert (await fetch(gw.url("/docs"), headers={"Host": "API.example.com:80"}))[2] == b"api"
+        assert (await fetch(gw.url("/docs/x"), headers={"Host": "www.example.com"}))[2] == b"docs"
+        status, headers, body = await fetch(gw.url("/docsx"), headers={"Host": "www.example.com"})
     assert status == 404
     assert body == b"404 Not Found: no route for this host and path\n"
     assert headers["X-Request-Id"]
@@ -71,9 +66,9 @@ async def test_routes_match_host_and_prefix_in_order(tmp_path: Path) -> None:
 
 async def test_health_and_ready(tmp_path: Path) -> None:
     async with in_process_gateway(base_config(tmp_path), tmp_path) as gw:
-        status, _, body = await get(gw.url("/_gateway/health"))
+        status, _, body = await fetch(gw.url("/_gateway/health"))
         assert (status, json.loads(body)) == (200, {"status": "ok"})
-        status, headers, body = await get(gw.url("/_gateway/ready"))
+        status, headers, body = await fetch(gw.url("/_gateway/ready"))
     assert status == 200
     assert headers["Cache-Control"] == "no-store"
     assert json.loads(body) == {
@@ -86,7 +81,7 @@ async def test_health_and_ready(tmp_path: Path) -> None:
 async def test_ready_is_503_when_a_check_fails(tmp_path: Path) -> None:
     async with in_process_gateway(base_config(tmp_path), tmp_path) as gw:
         gw.worker.readiness.add_check("sink", lambda: CheckResult(False, "broker down"))
-        status, _, body = await get(gw.url("/_gateway/ready"))
+        status, _, body = await fetch(gw.url("/_gateway/ready"))
     assert status == 503
     assert json.loads(body) == {
         "status": "not ready",
@@ -111,28 +106,28 @@ async def test_builtin_endpoint_rejects_wrong_method(tmp_path: Path) -> None:
 
 async def test_metrics_only_on_admin_listener_by_default(tmp_path: Path) -> None:
     async with in_process_gateway(base_config(tmp_path), tmp_path) as gw:
-        assert (await get(gw.url("/_gateway/metrics")))[0] == 404
-        assert (await get(gw.url("/_gateway/reload")))[0] == 404
-        status, headers, _ = await get(gw.url("/_gateway/metrics", listener="admin"))
+        assert (await fetch(gw.url("/_gateway/metrics")))[0] == 404
+        assert (await fetch(gw.url("/_gateway/reload")))[0] == 404
+        status, headers, _ = await fetch(gw.url("/_gateway/metrics", listener="admin"))
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
 
 
 async def test_public_metrics_option(tmp_path: Path) -> None:
     async with in_process_gateway(base_config(tmp_path, public_metrics=True), tmp_path) as gw:
-        assert (await get(gw.url("/_gateway/metrics")))[0] == 200
+        assert (await fetch(gw.url("/_gateway/metrics")))[0] == 200
 
 
 async def test_metrics_count_requests_by_route_method_and_status_class(tmp_path: Path) -> None:
     async with in_process_gateway(base_config(tmp_path), tmp_path) as gw:
         for _ in range(3):
-            await get(gw.url("/"))
+            await fetch(gw.url("/"))
         async with (
             aiohttp.ClientSession() as session,
             session.request("PROPFIND", gw.url("/")) as r,
         ):
             assert r.status == 200
-        _, _, body = await get(gw.url("/_gateway/metrics", listener="admin"))
+        _, _, body = await fetch(gw.url("/_gateway/metrics", listener="admin"))
     text = body.decode()
     assert 'gateway_requests_total{method="GET",route="hello",status_class="2xx"} 3.0' in text
     assert 'gateway_requests_total{method="OTHER",route="hello",status_class="2xx"} 1.0' in text
@@ -204,7 +199,7 @@ async def test_malformed_requests_get_400_and_worker_keeps_serving(
         reply = await raw_exchange(gw.ports["public"], request_bytes)
         # aiohttp answers an unparsable request as HTTP/1.0: it has no version to echo.
         assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")
-        assert (await get(gw.url("/")))[2] == HELLO.encode()
+        assert (await fetch(gw.url("/")))[2] == HELLO.encode()
 
 
 async def test_slow_header_connection_is_cut(tmp_path: Path) -> None:
@@ -242,8 +237,8 @@ async def test_connections_over_cap_get_503(tmp_path: Path) -> None:
         for _, writer in held:
             writer.close()
         await asyncio.sleep(0.05)
-        assert (await get(gw.url("/")))[0] == 200
-        _, _, body = await get(gw.url("/_gateway/metrics", listener="admin"))
+        assert (await fetch(gw.url("/")))[0] == 200
+        _, _, body = await fetch(gw.url("/_gateway/metrics", listener="admin"))
     assert "gateway_rejected_connections_total 1.0" in body.decode()
 
 
@@ -255,19 +250,19 @@ async def test_internal_error_is_500_with_request_id_and_serving_goes_on(tmp_pat
         runtime = gw.worker.holder.current
         boom = RouteRule(HostMatcher.of([]), "/boom", ActiveRoute("boom", 10, broken))
         gw.worker.holder.current = dataclasses.replace(runtime, router=Router([boom]))
-        status, headers, body = await get(gw.url("/boom"))
+        status, headers, body = await fetch(gw.url("/boom"))
         request_id = headers["X-Request-Id"]
         assert status == 500
         assert (
             body == f"500 Internal Server Error: internal error, request id {request_id}\n".encode()
         )
         gw.worker.holder.current = runtime
-        assert (await get(gw.url("/")))[0] == 200
+        assert (await fetch(gw.url("/")))[0] == 200
 
 
 async def test_access_log_line(tmp_path: Path) -> None:
     async with in_process_gateway(base_config(tmp_path), tmp_path) as gw:
-        await get(gw.url("/x?y=1"), headers={"User-Agent": "t/1"})
+        await fetch(gw.url("/x?y=1"), headers={"User-Agent": "t/1"})
         entries = gw.access_log()
     assert len(entries) == 1
     entry = entries[0]
@@ -292,7 +287,7 @@ async def test_access_log_line(tmp_path: Path) -> None:
 async def test_access_log_redacts_credentials(tmp_path: Path) -> None:
     config = base_config(tmp_path, access_log={"path": str(tmp_path / "a.log"), "headers": True})
     async with in_process_gateway(config, tmp_path) as gw:
-        await get(
+        await fetch(
             gw.url("/"), headers={"Authorization": "Bearer t0k", "Cookie": "sid=abc", "X-Ok": "v"}
         )
         entry = gw.access_log()[0]
@@ -305,14 +300,14 @@ async def test_access_log_redacts_credentials(tmp_path: Path) -> None:
 async def test_access_log_can_be_turned_off(tmp_path: Path) -> None:
     config = base_config(tmp_path, access_log={"path": str(tmp_path / "a.log"), "enabled": False})
     async with in_process_gateway(config, tmp_path) as gw:
-        await get(gw.url("/"))
+        await fetch(gw.url("/"))
         assert gw.access_log() == []
 
 
 async def test_access_log_client_ip_through_trusted_proxy(tmp_path: Path) -> None:
     config = base_config(tmp_path, trusted_proxies=["127.0.0.0/8"])
     async with in_process_gateway(config, tmp_path) as gw:
-        await get(gw.url("/"), headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.4"})
+        await fetch(gw.url("/"), headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.4"})
         entry = gw.access_log()[0]
     assert (entry["remote_ip"], entry["client_ip"]) == ("127.0.0.1", "198.51.100.4")
 
@@ -324,8 +319,8 @@ async def test_reload_endpoint_swaps_config(tmp_path: Path) -> None:
         gw.config_path.write_text(json.dumps(new))
         status, body = await post(gw.url("/_gateway/reload", listener="admin"))
         assert (status, json.loads(body)) == (200, {"status": "reloaded"})
-        assert (await get(gw.url("/")))[2] == b"v2"
-        _, _, body = await get(gw.url("/_gateway/metrics", listener="admin"))
+        assert (await fetch(gw.url("/")))[2] == b"v2"
+        _, _, body = await fetch(gw.url("/_gateway/metrics", listener="admin"))
     assert 'gateway_config_reloads_total{result="success"} 1.0' in body.decode()
 
 
@@ -340,7 +335,7 @@ async def test_reload_with_bad_file_keeps_old_config(tmp_path: Path) -> None:
             "status": "rejected",
             "errors": ["routes[0].respond.status: Input should be a valid integer"],
         }
-        assert (await get(gw.url("/")))[2] == HELLO.encode()
+        assert (await fetch(gw.url("/")))[2] == HELLO.encode()
 
 
 async def test_shutdown_lets_in_flight_request_finish(tmp_path: Path) -> None:
@@ -355,13 +350,13 @@ async def test_shutdown_lets_in_flight_request_finish(tmp_path: Path) -> None:
         runtime = gw.worker.holder.current
         rule = RouteRule(HostMatcher.of([]), "/", ActiveRoute("slow", 10, slow))
         gw.worker.holder.current = dataclasses.replace(runtime, router=Router([rule]))
-        in_flight = asyncio.ensure_future(get(gw.url("/")))
+        in_flight = asyncio.ensure_future(fetch(gw.url("/")))
         await started.wait()
         stopping = asyncio.ensure_future(gw.worker.stop())
         await asyncio.sleep(0.1)
         assert gw.worker.readiness.report()[1]["state"] == "draining"
         with pytest.raises(aiohttp.ClientConnectionError):
-            await get(gw.url("/_gateway/health"))
+            await fetch(gw.url("/_gateway/health"))
         status, _, body = await in_flight
         await stopping
     assert (status, body) == (200, b"done")
@@ -380,7 +375,7 @@ async def test_shutdown_cancels_requests_past_the_timeout(tmp_path: Path) -> Non
         runtime = gw.worker.holder.current
         rule = RouteRule(HostMatcher.of([]), "/", ActiveRoute("stuck", 10, stuck))
         gw.worker.holder.current = dataclasses.replace(runtime, router=Router([rule]))
-        in_flight = asyncio.ensure_future(get(gw.url("/")))
+        in_flight = asyncio.ensure_future(fetch(gw.url("/")))
         await started.wait()
         async with asyncio.timeout(3):
             await gw.worker.stop()
