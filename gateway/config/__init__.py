@@ -9,7 +9,17 @@ that span keys beside them (``checks``); ``root`` holds the whole document."""
 from __future__ import annotations
 
 from gateway.config.base import ConfigError, ConfigIssue, Name
-from gateway.config.events import EVENT_TYPES, Cookie, Cookies, Cors, Kafka, Spool, Tracking
+from gateway.config.events import (
+    EVENT_TYPES,
+    Cookie,
+    Cookies,
+    Cors,
+    Kafka,
+    KafkaSasl,
+    KafkaTls,
+    Spool,
+    Tracking,
+)
 from gateway.config.limits import RateLimitRule, RateLimits
 from gateway.config.links import RedirectRoute, Redirects
 from gateway.config.load import load_config, parse_config
@@ -37,6 +47,8 @@ __all__ = [
     "Cors",
     "Hsts",
     "Kafka",
+    "KafkaSasl",
+    "KafkaTls",
     "Limits",
     "Listener",
     "Match",

@@ -16,7 +16,12 @@ from gateway.config.base import (
     ConfigIssue,
     _Model,
 )
-from gateway.config.paths import directory_issue
+from gateway.config.paths import (
+    ca_file_issue,
+    certificate_pair_issue,
+    directory_issue,
+    token_file_issue,
+)
 
 if TYPE_CHECKING:
     from gateway.config.root import Config
@@ -37,8 +42,30 @@ _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 _HOST_AND_PORT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
 
 
+class KafkaTls(_Model):
+    """TLS to the brokers: the system's trust store unless ``ca_file``; with
+    ``cert_file`` and ``key_file``, mutual TLS."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    key_password: str | None = None
+    check_hostname: bool = True
+
+
+class KafkaSasl(_Model):
+    """SASL login to the brokers. PLAIN and SCRAM take ``username`` and ``password``;
+    OAUTHBEARER reads its token from ``token_file``, again whenever the file changes."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+    username: str | None = None
+    password: str | None = None
+    token_file: str | None = None
+
+
 class Kafka(_Model):
-    """The Kafka producer of each worker (aiokafka), tuned for throughput."""
+    """The Kafka clients of each worker (aiokafka): the event producer, tuned for
+    throughput, and the link store's; all share ``tls`` and ``sasl``."""
 
     bootstrap_servers: Annotated[tuple[str, ...], Field(min_length=1)]
     topic: str = "events"
@@ -52,6 +79,24 @@ class Kafka(_Model):
     enable_idempotence: bool = False
     ack_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
     dead_letter_topic: str = "events-dead-letter"
+    # true or {}: TLS with the system trust store; false or absent: none.
+    tls: KafkaTls | bool = False
+    sasl: KafkaSasl | None = None
+    allow_plaintext_sasl: bool = False
+
+    @property
+    def tls_settings(self) -> KafkaTls | None:
+        if self.tls is True:
+            return KafkaTls()
+        return self.tls or None
+
+    @property
+    def security_protocol(self) -> str:
+        """What the two keys add up to, in Kafka's words."""
+        tls = self.tls_settings is not None
+        if self.sasl is None:
+            return "SSL" if tls else "PLAINTEXT"
+        return "SASL_SSL" if tls else "SASL_PLAINTEXT"
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -139,6 +184,41 @@ class Tracking(_Model):
 
 
 def checks(config: Config) -> Iterator[ConfigIssue]:
-    """The spool's directory can be used."""
+    """The spool's directory can be used; Kafka's TLS files load and its SASL settings
+    are complete and safe."""
     if problem := directory_issue(config.spool.dir):
         yield ConfigIssue("spool.dir", problem)
+    if config.kafka is not None:
+        yield from _kafka_security(config.kafka)
+
+
+def _kafka_security(kafka: Kafka) -> Iterator[ConfigIssue]:
+    tls = kafka.tls_settings
+    if tls is not None:
+        if tls.ca_file and (problem := ca_file_issue(tls.ca_file)):
+            yield ConfigIssue("kafka.tls.ca_file", problem)
+        if bool(tls.cert_file) != bool(tls.key_file):
+            missing = "key_file" if tls.cert_file else "cert_file"
+            yield ConfigIssue(f"kafka.tls.{missing}", "is required with the other (mutual TLS)")
+        elif tls.cert_file and tls.key_file:
+            problem = certificate_pair_issue(tls.cert_file, tls.key_file, tls.key_password)
+            if problem:
+                yield ConfigIssue("kafka.tls.cert_file", problem)
+    sasl = kafka.sasl
+    if sasl is None:
+        return
+    if sasl.mechanism == "OAUTHBEARER":
+        if not sasl.token_file:
+            yield ConfigIssue("kafka.sasl.token_file", "is required by OAUTHBEARER")
+        elif problem := token_file_issue(sasl.token_file):
+            yield ConfigIssue("kafka.sasl.token_file", problem)
+        return
+    for key in ("username", "password"):
+        if not getattr(sasl, key):
+            yield ConfigIssue(f"kafka.sasl.{key}", f"is required by {sasl.mechanism}")
+    if sasl.mechanism == "PLAIN" and tls is None and not kafka.allow_plaintext_sasl:
+        yield ConfigIssue(
+            "kafka.sasl.mechanism",
+            "PLAIN without kafka.tls sends the password in clear text: set kafka.tls, "
+            "or allow_plaintext_sasl: true if the network is yours",
+        )

@@ -52,16 +52,25 @@ def directory_issue(path: str) -> str | None:
     return None
 
 
-def certificate_pair_issue(cert: str, key: str) -> str | None:
-    """Why ``cert`` and ``key`` cannot serve TLS together, if they cannot: the certificate
-    must be PEM and the key its own (what the TLS store loads at start)."""
+def certificate_pair_issue(cert: str, key: str, password: str | None = None) -> str | None:
+    """Why ``cert`` and ``key`` (decrypted with ``password``) cannot be used together for
+    TLS, if they cannot: the certificate must be PEM and the key its own."""
     try:
         with open(cert, "rb") as handle:
             x509.load_pem_x509_certificate(handle.read())
     except (OSError, ValueError) as exc:
         return f"{cert}: not a readable PEM certificate ({exc})"
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password)
     except (OSError, ssl.SSLError) as exc:
         return f"{cert} / {key}: {exc}"
     return None
+
+
+def token_file_issue(path: str) -> str | None:
+    """Why ``path`` holds no bearer token, if it does not."""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        return f"{path}: cannot read ({exc.strerror})"
+    return None if token else f"{path}: empty"

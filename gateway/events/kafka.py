@@ -8,6 +8,7 @@ of magnitude higher.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import struct
 from collections import defaultdict
@@ -17,6 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from gateway.config import Kafka
+from gateway.events.kafka_security import client_options
 from gateway.events.spool import SpoolRecord
 
 PARTITION_CACHE = 65536  # keys whose partition is remembered; cleared whole when full
@@ -72,7 +74,7 @@ class KafkaWriter:
         """Connect; raises (and leaves nothing open) when the broker is unreachable."""
         config = self.config
         producer = AIOKafkaProducer(
-            bootstrap_servers=list(config.bootstrap_servers),
+            **client_options(config),
             client_id=config.client_id,
             acks=config.acks,
             compression_type=None if config.compression == "none" else config.compression,
@@ -95,6 +97,14 @@ class KafkaWriter:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+    async def reset(self) -> None:
+        """Drop the producer; the replayer connects a fresh one. A broker that came back
+        may have lost its topics (or be a new one at the same address): fresh metadata
+        is the only safe start, and a clean reconnect beats waiting on a stale one."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.config.ack_timeout):
+                await self.stop()
 
     async def send(self, records: Sequence[SpoolRecord]) -> None:
         """Deliver ``records`` (any topics); returns when the broker acknowledged all."""

@@ -32,6 +32,7 @@ from gateway.config import Kafka
 from gateway.config import Spool as SpoolConfig
 from gateway.events.envelope import Event
 from gateway.events.kafka import KafkaWriter
+from gateway.events.kafka_security import Failure, describe_failure
 from gateway.events.pending import (
     CannotKeep,
     EventTooLarge,
@@ -102,6 +103,7 @@ class EventPipeline:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self.spool_full = False
+        self._failure: Failure | None = None  # the last Kafka failure of this episode
 
     @property
     def mode(self) -> Mode:
@@ -125,8 +127,7 @@ class EventPipeline:
                 async with asyncio.timeout(self._kafka.config.ack_timeout):
                     await self._kafka.start()
             except Exception as exc:
-                self._metrics.producer_errors.inc()
-                log.warning("kafka unreachable at start (%r); spooling events", exc)
+                self._kafka_failed(exc, "kafka at start")
             if self._kafka.started and not recovery.records:
                 self._set_mode(Mode.DIRECT)
         self._tasks = [asyncio.ensure_future(self._run_sender())]
@@ -227,6 +228,9 @@ class EventPipeline:
             return CheckResult(True, "spool only (no kafka configured)")
         if self._mode is Mode.DIRECT:
             return CheckResult(True, "kafka")
+        failure = self._failure
+        if failure is not None and failure.fatal:  # needs an operator, not patience
+            return CheckResult(False, f"{failure.detail}; events are spooled")
         return CheckResult(True, "spooling: kafka unreachable or catching up")
 
     async def close(self, limit: float) -> None:
@@ -286,10 +290,9 @@ class EventPipeline:
                 async with asyncio.timeout(self._kafka.config.ack_timeout):
                     await self._kafka.send([p.record for p in batch])
             except Exception as exc:
-                self._metrics.producer_errors.inc()
-                log.warning("kafka did not take %d event(s) (%r); spooling", len(batch), exc)
+                self._kafka_failed(exc, f"kafka did not take {len(batch)} event(s)")
                 self._set_mode(Mode.SPOOLING)
-                await self._reset_producer()
+                await self._kafka.reset()
             else:
                 self._settle(batch, "delivered")
                 return
@@ -336,14 +339,14 @@ class EventPipeline:
                 if not self._kafka.started:
                     await self._kafka.start()
                     log.info("kafka connected")
+                    self._failure = None
                 await self._replay_spool()
                 delay = RETRY_MIN
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._metrics.producer_errors.inc()
-                log.warning("kafka unavailable (%r); retrying in %.1fs", exc, delay)
-                await self._reset_producer()
+                self._kafka_failed(exc, "kafka replay")
+                await self._kafka.reset()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
 
@@ -374,21 +377,18 @@ class EventPipeline:
                 log.info("spool replayed; sending to kafka directly")
                 return
 
-    async def _reset_producer(self) -> None:
-        """Drop the producer; the replayer connects a fresh one. A broker that came back
-        may have lost its topics (or be a new one at the same address): fresh metadata
-        is the only safe start, and a clean reconnect beats waiting on a stale one."""
-        assert self._kafka is not None
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._kafka.config.ack_timeout):
-                await self._kafka.stop()
+    def _kafka_failed(self, exc: BaseException, what: str) -> None:
+        """Count a failure by its reason; log it once per episode, not every retry."""
+        assert self._kafka_config is not None
+        failure = describe_failure(exc, self._kafka_config)
+        self._metrics.producer_errors.labels(failure.reason).inc()
+        if failure != self._failure:
+            log.warning("%s: %s; events go to the spool meanwhile", what, failure.detail)
+        self._failure = failure
 
     def _set_mode(self, mode: Mode) -> None:
         self._mode = mode
-        if mode is Mode.SPOOLING:
-            self._spooling.set()
-        else:
-            self._spooling.clear()
+        (self._spooling.set if mode is Mode.SPOOLING else self._spooling.clear)()
 
     def _report_spool(self) -> None:
         self._metrics.spool_bytes.set(self._spool.total_bytes)

@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import ValidationError
 
 from gateway.config import Kafka
+from gateway.events.kafka_security import client_options
 from gateway.links.model import Link
 from gateway.observability.health import CheckResult
 
@@ -71,8 +72,9 @@ class KafkaLinkStore:
         self._caught_up = asyncio.Event()
 
     async def start(self) -> None:
-        servers = list(self._kafka.bootstrap_servers)
-        admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+        # The event producer's TLS and SASL settings, for every client here too.
+        options = client_options(self._kafka)
+        admin = AIOKafkaAdminClient(**options)
         await admin.start()
         try:
             topic = NewTopic(self._topic, 1, 1, topic_configs={"cleanup.policy": "compact"})
@@ -80,9 +82,9 @@ class KafkaLinkStore:
                 await admin.create_topics([topic])
         finally:
             await admin.close()
-        self._producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+        self._producer = AIOKafkaProducer(**options, acks="all")
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
         await self._consumer.start()
         await self._consumer.topics()  # fetches the cluster's metadata
         partitions = self._consumer.partitions_for_topic(self._topic) or {0}

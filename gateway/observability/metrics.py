@@ -137,6 +137,7 @@ class Metrics:
         self.producer_errors = Counter(
             "gateway_producer_errors",
             "Kafka sends or connects that failed or timed out.",
+            ["reason"],
             registry=registry,
         )
         self.access_log_dropped = Counter(
