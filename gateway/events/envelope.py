@@ -42,7 +42,7 @@ _VARIANT = 0b10 << 62
 
 
 def dead_letter(
-    reason: str, *, path: str, ip: str | None, body: bytes, received_at: float
+    reason: str, *, path: str, ip: str | None, body: bytes, received_at: float, source: str
 ) -> Event:
     """Input refused but kept for inspection, with why (the dead-letter topic)."""
     event_id = uuid7()
@@ -56,7 +56,8 @@ def dead_letter(
         "body": body[:MAX_DEAD_LETTER_BODY].decode(errors="replace"),
         "truncated": len(body) > MAX_DEAD_LETTER_BODY,
     }
-    return Event(event_id, "dead_letter", event_id.encode(), dumps_kept(value), keyed=False)
+    key = event_id.encode()
+    return Event(event_id, "dead_letter", key, dumps_kept(value), keyed=False, source=source)
 
 
 def iso_utc(timestamp: float) -> str:
@@ -138,6 +139,27 @@ class Event:
     # False when the key is only the event id: no visitor's order to keep, so the
     # producer may put it on any partition.
     keyed: bool = True
+    # What took it in (tracker, segment, pixel, redirect, request): a record header.
+    source: str = ""
+
+
+# A list, as aiokafka's batch builder takes no other sequence; shared, never mutated.
+Headers = list[tuple[str, bytes]]
+_HEADERS: dict[tuple[str, str], Headers] = {}
+
+
+def record_headers(event_type: str, source: str) -> Headers:
+    """The Kafka headers of an event's record, so consumers can route without parsing
+    the JSON: one list per (type, source), shared by every record that has it."""
+    headers = _HEADERS.get((event_type, source))
+    if headers is None:
+        headers = _HEADERS[event_type, source] = [
+            ("event_type", event_type.encode()),
+            ("schema", str(SCHEMA_VERSION).encode()),
+            ("content-type", b"application/json"),
+            ("source", source.encode()),
+        ]
+    return headers
 
 
 def build_event(
@@ -155,6 +177,7 @@ def build_event(
     duration_ms: float | None = None,
     received_at: float | None = None,
     segment: SegmentFields | None = None,
+    source: str = "",
 ) -> Event:
     """Build the envelope; the record key is the visitor id (else the user id) so one
     visitor's events stay in order on one partition (the event id when there is neither)."""
@@ -194,4 +217,6 @@ def build_event(
     owner = anonymous_id or user_id
     key = (owner or event_id).encode()
     # Kept: queued until Kafka has it (see jsonbytes).
-    return Event(event_id, event_type, key, dumps_kept(envelope), keyed=owner is not None)
+    return Event(
+        event_id, event_type, key, dumps_kept(envelope), keyed=owner is not None, source=source
+    )

@@ -130,10 +130,11 @@ class KafkaWriter:
         for (topic, partition), items in by_partition.items():
             batch = producer.create_batch()
             for record in items:
-                if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+                key, value, headers = record.key, record.value, record.headers
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     acks.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=record.key, value=record.value, timestamp=None)
+                    batch.append(key=key, value=value, timestamp=None, headers=headers)
             acks.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*acks)
 

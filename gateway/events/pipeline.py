@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from gateway.config import Kafka
 from gateway.config import Spool as SpoolConfig
-from gateway.events.envelope import Event
+from gateway.events.envelope import Event, record_headers
 from gateway.events.kafka import KafkaWriter
 from gateway.events.kafka_security import Failure, diagnose
 from gateway.events.pending import (
@@ -44,6 +44,7 @@ from gateway.events.pending import (
 )
 from gateway.events.spool import (
     FRAMING,
+    HEADER_BYTES,
     MAX_RECORD,
     Spool,
     SpoolError,
@@ -59,6 +60,7 @@ log = logging.getLogger("gateway.events")
 T = TypeVar("T")
 
 MAX_BATCH = 5000
+_OVERHEAD = FRAMING + HEADER_BYTES  # spool bytes of a record beside topic, key and value
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
 
 
@@ -91,8 +93,7 @@ class EventPipeline:
         # Larger records would be refused by Kafka on every retry and block replay.
         self._max_event = min(kafka.batch_bytes if kafka else MAX_RECORD, MAX_RECORD) - 1024
         self._queued_bytes = 0
-        # Spool bytes the queued and in-flight events would take: while spooling, what the
-        # spool must still find room for before another event may be accepted.
+        # Spool bytes of the queued and in-flight events: while spooling, room they need.
         self._unspooled = 0
         self._metrics = metrics
         self._mode = Mode.SPOOLING
@@ -149,8 +150,9 @@ class EventPipeline:
             self._metrics.observe_event(event.event_type, "dropped")
             return False
         topic = self._topic(event.event_type)
-        stored = FRAMING + len(topic) + len(event.key) + size
-        record = SpoolRecord(topic, event.key, event.value, event.keyed)
+        headers = record_headers(event.event_type, event.source)
+        stored = _OVERHEAD + len(topic) + len(event.key) + size
+        record = SpoolRecord(topic, event.key, event.value, event.keyed, headers)
         self._queue.append(_Pending(record, event.event_type, None, stored))
         self._queued_bytes += size
         self._unspooled += stored
@@ -176,7 +178,7 @@ class EventPipeline:
                 self._count(events, "refused")
                 raise EventTooLarge(f"an event is larger than {self._max_event} bytes")
             size += length
-            stored += FRAMING + len(self._topic(event.event_type)) + len(event.key) + length
+            stored += _OVERHEAD + len(self._topic(event.event_type)) + len(event.key) + length
         if (
             self._closing
             or len(self._queue) + len(events) > self._queue_size
@@ -191,8 +193,9 @@ class EventPipeline:
         waiting = _Waiting(done, len(events)) if done is not None else None
         for event in events:
             topic = self._topic(event.event_type)
-            record = SpoolRecord(topic, event.key, event.value, event.keyed)
-            framed = FRAMING + len(topic) + len(event.key) + len(event.value)
+            headers = record_headers(event.event_type, event.source)
+            record = SpoolRecord(topic, event.key, event.value, event.keyed, headers)
+            framed = _OVERHEAD + len(topic) + len(event.key) + len(event.value)
             self._queue.append(_Pending(record, event.event_type, waiting, framed))
         self._queued_bytes += size
         self._unspooled += stored
@@ -339,7 +342,6 @@ class EventPipeline:
                 if not self._kafka.started:
                     await self._kafka.start()
                     log.info("kafka connected")
-                    self._failure = None
                 await self._replay_spool()
                 delay = RETRY_MIN
             except asyncio.CancelledError:
@@ -374,6 +376,7 @@ class EventPipeline:
             # spool after we saw it empty and before the sender goes direct.
             if not sealed_more and not self._spool_writes:
                 self._set_mode(Mode.DIRECT)
+                self._failure = None  # the episode ends when Kafka takes events again
                 log.info("spool replayed; sending to kafka directly")
                 return
 

@@ -20,13 +20,16 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _FRAME = struct.Struct(">II")
 _FIELDS = struct.Struct(">HH")
 MAX_RECORD = 16 << 20  # a length past this is corruption, not a record
 FRAMING = _FRAME.size + _FIELDS.size  # bytes a record takes beside topic, key and value
+# At most what an event's record headers take in the spool (see envelope.record_headers:
+# four short names and values; the longest event type and source are under 16 bytes).
+HEADER_BYTES = 96
 
 
 log = logging.getLogger("gateway.events")
@@ -46,6 +49,22 @@ class SpoolRecord:
     key: bytes
     value: bytes
     keyed: bool = True  # not stored: a replayed record is partitioned by its key
+    # Kafka record headers, stored with the record. A list: aiokafka takes no other.
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+_HAS_HEADERS = 0x8000  # in the topic length field, which never needs its top bit
+_HEADERS_LEN = struct.Struct(">H")
+
+
+def encode_headers(headers: list[tuple[str, bytes]]) -> bytes:
+    """``name=value`` lines; names are ours (no "=" or newline), values too."""
+    return b"\n".join(name.encode() + b"=" + value for name, value in headers)
+
+
+def _decode_headers(block: bytes) -> list[tuple[str, bytes]]:
+    pairs = (line.partition(b"=") for line in block.split(b"\n") if line)
+    return [(name.decode(errors="replace"), value) for name, _, value in pairs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +78,13 @@ class Recovery:
 
 def encode(record: SpoolRecord) -> bytes:
     topic = record.topic.encode()
-    payload = _FIELDS.pack(len(topic), len(record.key)) + topic + record.key + record.value
+    if record.headers:  # a record of an older spool has none, and still decodes
+        block = encode_headers(record.headers)
+        fields = _FIELDS.pack(len(topic) | _HAS_HEADERS, len(record.key))
+        fields += _HEADERS_LEN.pack(len(block)) + block
+    else:
+        fields = _FIELDS.pack(len(topic), len(record.key))
+    payload = fields + topic + record.key + record.value
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -77,11 +102,21 @@ def decode_all(data: bytes) -> tuple[list[SpoolRecord], int]:
             break
         topic_len, key_len = _FIELDS.unpack_from(payload)
         body = _FIELDS.size
+        headers: list[tuple[str, bytes]] = []
+        if topic_len & _HAS_HEADERS:
+            topic_len &= ~_HAS_HEADERS
+            if body + _HEADERS_LEN.size > length:
+                break
+            (block_len,) = _HEADERS_LEN.unpack_from(payload, body)
+            body += _HEADERS_LEN.size
+            headers = _decode_headers(payload[body : body + block_len])
+            body += block_len
         if body + topic_len + key_len > length:
             break
         topic = payload[body : body + topic_len].decode(errors="replace")
         key = payload[body + topic_len : body + topic_len + key_len]
-        records.append(SpoolRecord(topic, key, payload[body + topic_len + key_len :]))
+        value = payload[body + topic_len + key_len :]
+        records.append(SpoolRecord(topic, key, value, headers=headers))
         offset = end
     return records, offset
 

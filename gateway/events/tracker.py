@@ -154,6 +154,7 @@ class Tracker:
             properties=message.properties,
             received_at=received_at,
             segment=message.segment,
+            source="segment",
         )
 
     def event(
@@ -180,4 +181,7 @@ class Tracker:
             status=status,
             duration_ms=duration_ms,
             received_at=time.time(),
+            # The tracker's own calls are "track" events; pixels, redirects and tracked
+            # requests are named by their type.
+            source="tracker" if event_type == "track" else event_type,
         )

@@ -145,6 +145,7 @@ class SegmentHandler:
 
     def _dead_letter(self, request: web.BaseRequest, reason: str, body: bytes, at: float) -> None:
         event = dead_letter(
-            reason, path=request.path, ip=request[INFO].client_ip, body=body, received_at=at
-        )
+            reason, path=request.path, ip=request[INFO].client_ip, body=body, received_at=at,
+            source="segment",
+        )  # fmt: skip
         self._sink.offer(event)  # a loss is counted by the pipeline

@@ -271,3 +271,18 @@ async def test_fast_tracker_refuses_what_a_full_spool_cannot_keep(tmp_path: Path
         assert (status, resp.headers["Retry-After"], body) == (
             503, "1", b"503 Service Unavailable: events cannot be stored right now\n"
         )  # fmt: skip
+
+
+async def test_records_carry_headers_to_route_by(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        for path in ("/tr/v1/ename/signup", "/img/v1", "/app"):
+            assert (await request("GET", gw.url(path)))[0] in (200, 204)
+    records = await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 3)
+    by_type = {json.loads(r.value)["event_type"]: dict(r.headers) for r in records}
+    assert by_type == {
+        event_type: {"event_type": event_type.encode(), "schema": b"1",
+                     "content-type": b"application/json", "source": source}
+        for event_type, source in (("track", b"tracker"), ("pixel", b"pixel"),
+                                   ("request", b"request"))
+    }  # fmt: skip

@@ -288,3 +288,18 @@ async def test_fast_mode_refuses_what_a_full_spool_cannot_keep(tmp_path: Path) -
     assert f'gateway_events_total{{outcome="refused",type="track"}} {len(refused) * 4}.0' in metrics
     kept = [json.loads(record.value) for _, record in read_all(tmp_path / "spool")]
     assert len(kept) == len(accepted) * 4
+
+
+async def test_segment_records_and_dead_letters_say_their_source(
+    tmp_path: Path, kafka_broker: Broker
+) -> None:
+    config = segment_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert (await post(gw.url("/v1/identify"), {"userId": "u"}))[0] == 200
+        assert (await post(gw.url("/v1/track"), {"userId": "u"}))[0] == 400  # no event
+    (record,) = await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1)
+    (dead,) = await consume(kafka_broker.bootstrap, config["kafka"]["dead_letter_topic"], 1)
+    assert dict(record.headers)["event_type"] == b"identify"
+    assert dict(record.headers)["source"] == b"segment"
+    assert dict(dead.headers)["event_type"] == b"dead_letter"
+    assert dict(dead.headers)["source"] == b"segment"

@@ -92,3 +92,27 @@ def test_second_process_cannot_share_a_spool(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="in use by another process"):
         Spool(tmp_path, 1 << 20, 1 << 30).open()
     spool.close()
+
+
+def test_record_headers_are_stored_and_older_records_without_them_still_read(
+    tmp_path: Path,
+) -> None:
+    from gateway.events.envelope import record_headers
+    from gateway.events.spool import FRAMING, HEADER_BYTES, decode_all, encode_headers
+
+    headers = record_headers("dead_letter", "segment")  # the longest type there is
+    with_headers = SpoolRecord("events", b"k", b"{}", headers=headers)
+    older = SpoolRecord("events", b"k", b"{}")
+    data = encode(older) + encode(with_headers)
+    records, end = decode_all(data)
+    assert (records, end) == ([older, with_headers], len(data))
+    assert records[1].headers == [
+        ("event_type", b"dead_letter"),
+        ("schema", b"1"),
+        ("content-type", b"application/json"),
+        ("source", b"segment"),
+    ]
+    # The pipeline's room estimate holds what headers really take.
+    assert len(encode(with_headers)) - len(encode(older)) <= HEADER_BYTES
+    assert len(encode(older)) == FRAMING + len("events") + 1 + 2
+    assert 2 + len(encode_headers(headers)) <= HEADER_BYTES
