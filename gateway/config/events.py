@@ -42,6 +42,15 @@ _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 _HOST_AND_PORT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
 
 
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # what Kafka accepts as a topic name
+
+
+def _check_topic(value: str) -> str:
+    if not _TOPIC.match(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is not a Kafka topic name (letters, digits, '.', '_', '-')")
+    return value
+
+
 class KafkaTls(_Model):
     """TLS to the brokers: the system's trust store unless ``ca_file``; with
     ``cert_file`` and ``key_file``, mutual TLS."""
@@ -110,10 +119,16 @@ class Kafka(_Model):
     @field_validator("topics")
     @classmethod
     def _topics(cls, value: Mapping[str, str]) -> Mapping[str, str]:
-        for event_type in value:
+        for event_type, topic in value.items():
             if event_type not in EVENT_TYPES:
                 raise ValueError(f"{event_type!r} is not an event type ({', '.join(EVENT_TYPES)})")
+            _check_topic(topic)
         return value
+
+    @field_validator("topic", "dead_letter_topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return _check_topic(value)
 
     def topic_for(self, event_type: str) -> str:
         if event_type == "dead_letter":

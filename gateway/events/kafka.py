@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from gateway.config import Kafka
 from gateway.events.kafka_security import client_options
@@ -53,6 +54,14 @@ def murmur2(data: bytes) -> int:
     h ^= h >> 13
     h = (h * _M) & _MASK
     return h ^ (h >> 15)
+
+
+class MissingTopic(KafkaError):  # type: ignore[misc]
+    """The broker has no such topic and did not create it (auto-creation is off)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic!r} does not exist and the broker did not create it")
+        self.topic = topic
 
 
 class KafkaWriter:
@@ -141,9 +150,13 @@ class KafkaWriter:
     async def _partitions_of(self, topic: str) -> list[int]:
         partitions = self._partitions.get(topic)
         if partitions is None:
-            partitions = self._partitions[topic] = sorted(
-                await self._producer.partitions_for(topic)
-            )
+            try:
+                # Within the send's deadline, so a missing topic is named as one.
+                async with asyncio.timeout(self.config.ack_timeout * 0.8):
+                    found = await self._producer.partitions_for(topic)
+            except (TimeoutError, UnknownTopicOrPartitionError):
+                raise MissingTopic(topic) from None
+            partitions = self._partitions[topic] = sorted(found)
         return partitions
 
     def _partition(self, partitions: list[int], key: bytes) -> int:

@@ -107,6 +107,8 @@ def describe_failure(exc: BaseException, config: Kafka) -> Failure:
     if sasl is not None and _is_auth_failure(exc):
         who = f" as {sasl.username!r}" if sasl.username else ""
         return Failure("auth", f"authentication failed ({sasl.mechanism}{who}): {_text(exc)}", True)
+    if type(exc).__name__ == "MissingTopic":  # gateway.events.kafka's, which imports us
+        return Failure("topic", str(exc.args[0]), True)
     if isinstance(exc, TimeoutError):
         return Failure("timeout", "kafka did not acknowledge in time", False)
     if isinstance(cause, KafkaConnectionError | ConnectionError | OSError):

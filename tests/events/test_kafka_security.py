@@ -147,3 +147,19 @@ def test_failures_say_what_failed() -> None:
     assert tls.detail == "TLS verification failed: unable to get local issuer certificate"
     down = describe_failure(KafkaConnectionError("Unable to bootstrap"), kafka_of())
     assert (down.reason, down.fatal) == ("unreachable", False)
+
+
+def test_topic_names_kafka_would_refuse_are_config_errors() -> None:
+    assert issues(kafka_config(topic="events/all", topics={"pixel": "px px"})) == [
+        "kafka.topic: 'events/all' is not a Kafka topic name (letters, digits, '.', '_', '-')",
+        "kafka.topics: 'px px' is not a Kafka topic name (letters, digits, '.', '_', '-')",
+    ]
+
+
+def test_a_missing_topic_is_named() -> None:
+    from gateway.events.kafka import MissingTopic
+
+    failure = describe_failure(MissingTopic("events-eu"), kafka_of())
+    assert failure == type(failure)(
+        "topic", "topic 'events-eu' does not exist and the broker did not create it", True
+    )
