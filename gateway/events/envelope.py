@@ -42,15 +42,26 @@ _VARIANT = 0b10 << 62
 
 
 def dead_letter(
-    reason: str, *, path: str, ip: str | None, body: bytes, received_at: float, source: str
+    reason: str,
+    *,
+    code: str,
+    path: str,
+    ip: str | None,
+    body: bytes,
+    received_at: float,
+    source: str,
 ) -> Event:
-    """Input refused but kept for inspection, with why (the dead-letter topic)."""
+    """Input refused but kept for inspection, with why (the dead-letter topic). Like every
+    event it has a time and a name: ``code``, the refusal's short name."""
     event_id = uuid7()
+    received = iso_utc(received_at)
     value = {
         "event_id": event_id,
+        "event_time": received,
         "event_type": "dead_letter",
+        "event_name": code,
         "reason": reason,
-        "received_at": iso_utc(received_at),
+        "received_at": received,
         "path": path,
         "ip": ip,
         "body": body[:MAX_DEAD_LETTER_BODY].decode(errors="replace"),
@@ -123,6 +134,8 @@ class SegmentFields:
     timestamp: str | None = None  # corrected for client clock skew
     original_timestamp: str | None = None  # as the client sent it
     message_id: str | None = None
+    integrations: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None  # every other top-level member, verbatim
 
 
 _NO_SEGMENT = SegmentFields()
@@ -212,6 +225,8 @@ def build_event(
         "timestamp": seg.timestamp or now_text,
         "original_timestamp": seg.original_timestamp,
         "message_id": seg.message_id or event_id,
+        "integrations": seg.integrations,
+        "extra": seg.extra,
         "gateway": {"node": node, "version": version, "schema": SCHEMA_VERSION},
     }
     owner = anonymous_id or user_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,9 @@ def client_options(config: Kafka) -> dict[str, Any]:
     return options
 
 
+_VERIFY_FAILED = re.compile(r"certificate verify failed: ([^(]+?)\s*\(_ssl")
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """Why Kafka did not take events: ``reason`` labels the metric; ``detail`` is what
@@ -109,6 +113,8 @@ def describe_failure(exc: BaseException, config: Kafka) -> Failure:
         return Failure("auth", f"authentication failed ({sasl.mechanism}{who}): {_text(exc)}", True)
     if type(exc).__name__ == "MissingTopic":  # gateway.events.kafka's, which imports us
         return Failure("topic", str(exc.args[0]), True)
+    if verify := _VERIFY_FAILED.search(_text(exc)):  # aiokafka's connect error, in words
+        return Failure("tls", f"TLS verification failed: {verify.group(1)}", True)
     if isinstance(exc, TimeoutError):
         return Failure("timeout", "kafka did not acknowledge in time", False)
     if isinstance(cause, KafkaConnectionError | ConnectionError | OSError):

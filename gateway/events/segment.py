@@ -18,6 +18,12 @@ CALLS = ("track", "identify", "page", "screen", "group", "alias")
 SHORT = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
 MAX_MESSAGE = 32 * 1024  # Segment's per-message limit
 MAX_BATCH = 500 * 1024  # Segment's per-request limit for /v1/batch
+# Top-level members the envelope maps to members of its own; every other one a client
+# sends is kept verbatim in ``extra`` (writeKey, a credential, is dropped).
+MAPPED = frozenset({
+    "type", "userId", "anonymousId", "event", "name", "properties", "traits", "context",
+    "groupId", "previousId", "timestamp", "sentAt", "messageId", "integrations", "writeKey",
+})  # fmt: skip
 
 
 class Invalid(Exception):
@@ -137,6 +143,11 @@ def validate(
             timestamp=corrected,
             original_timestamp=msg.get("timestamp") if timestamp is not None else None,
             message_id=_text(msg, "messageId"),
+            integrations=_object(msg, "integrations"),
+            # Most messages have only mapped members: a subset test in C spares the loop.
+            extra=None
+            if msg.keys() <= MAPPED
+            else {key: value for key, value in msg.items() if key not in MAPPED},
         ),
     )
 

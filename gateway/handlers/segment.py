@@ -85,7 +85,7 @@ class SegmentHandler:
             # Only a caller with a valid key (in the header: the body is unreadable) gets
             # its refused input kept: strangers must not be able to fill the dead letters.
             self._authorize(request, None)
-            self._dead_letter(request, "body is not valid JSON", body, received_at)
+            self._dead_letter(request, "invalid_json", "body is not valid JSON", body, received_at)
             raise SegmentError(400, "invalid_json", "body is not valid JSON") from None
         self._authorize(request, parsed)
         try:
@@ -108,7 +108,7 @@ class SegmentHandler:
                 except Invalid as exc:
                     raise Invalid(f"batch[{i}]: {exc}" if call == "batch" else str(exc)) from None
         except Invalid as exc:
-            self._dead_letter(request, str(exc), body, received_at)
+            self._dead_letter(request, "invalid_request", str(exc), body, received_at)
             raise SegmentError(400, "invalid_request", str(exc)) from None
         client_ip = request[INFO].client_ip
         tracker = self._tracker
@@ -143,9 +143,11 @@ class SegmentHandler:
             )
             raise SegmentError(503, exc.kind, message, exc.headers) from None
 
-    def _dead_letter(self, request: web.BaseRequest, reason: str, body: bytes, at: float) -> None:
+    def _dead_letter(
+        self, request: web.BaseRequest, code: str, reason: str, body: bytes, at: float
+    ) -> None:
         event = dead_letter(
-            reason, path=request.path, ip=request[INFO].client_ip, body=body, received_at=at,
-            source="segment",
+            reason, code=code, path=request.path, ip=request[INFO].client_ip, body=body,
+            received_at=at, source="segment",
         )  # fmt: skip
         self._sink.offer(event)  # a loss is counted by the pipeline

@@ -67,6 +67,7 @@ ENVELOPE_ORDER = [
     "properties", "traits", "context", "group_id", "previous_id",
     "ip", "method", "host", "path", "query", "user_agent", "referer", "status", "duration_ms",
     "received_at", "sent_at", "timestamp", "original_timestamp", "message_id",
+    "integrations", "extra",
     "gateway",
 ]  # fmt: skip
 

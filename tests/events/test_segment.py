@@ -303,3 +303,31 @@ async def test_segment_records_and_dead_letters_say_their_source(
     assert dict(record.headers)["source"] == b"segment"
     assert dict(dead.headers)["event_type"] == b"dead_letter"
     assert dict(dead.headers)["source"] == b"segment"
+
+
+async def test_every_member_a_client_sends_is_kept(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = segment_config(tmp_path, kafka_broker.bootstrap)
+    message = {
+        "type": "track", "event": "Signed Up", "userId": "u1", "writeKey": KEY,
+        "properties": {"plan": "Pro"}, "integrations": {"All": False, "Mixpanel": True},
+        "channel": "server", "version": 2, "_metadata": {"bundled": ["Segment.io"]},
+        "custom": {"nested": [1, None, "x"]},
+    }  # fmt: skip
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert await post(gw.url("/v1/batch"), {"batch": [message]}) == (
+            200, {"success": True}
+        )  # fmt: skip
+        assert (await post(gw.url("/v1/track"), b"{not json", headers=AUTH))[0] == 400
+    (event,) = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1))
+    jsonschema.validate(event, SCHEMA)
+    assert event["integrations"] == {"All": False, "Mixpanel": True}
+    assert event["extra"] == {
+        "channel": "server", "version": 2, "_metadata": {"bundled": ["Segment.io"]},
+        "custom": {"nested": [1, None, "x"]},
+    }  # fmt: skip
+    assert KEY not in json.dumps(event)  # the write key is a credential: dropped
+    dead_topic = config["kafka"]["dead_letter_topic"]
+    (dead,) = values(await consume(kafka_broker.bootstrap, dead_topic, 1))
+    assert list(dead)[:4] == ["event_id", "event_time", "event_type", "event_name"]
+    assert (dead["event_type"], dead["event_name"]) == ("dead_letter", "invalid_json")
+    assert dead["event_time"] == dead["received_at"]
