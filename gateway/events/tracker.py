@@ -33,6 +33,26 @@ class Identity:
     session_id: str | None
     new_visitor: bool
     private: bool
+    user_id: str | None = None
+    from_client: bool = False  # the client named itself: no cookie is set
+
+
+# A client's own id: a UUID (any version), as tracker clients mint them.
+_CLIENT_ID = re.compile(
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+)
+
+
+def client_ids(properties: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
+    """The ``vid``, ``sid`` and ``uid`` a tracker client sent, each only if it is a UUID
+    (a malformed one stays in the properties, as sent, but identifies nobody)."""
+    if not properties:
+        return None, None, None
+    found = []
+    for key in ("vid", "sid", "uid"):
+        value = properties.get(key)
+        found.append(value if isinstance(value, str) and _CLIENT_ID.fullmatch(value) else None)
+    return found[0], found[1], found[2]
 
 
 def truncate_ip(ip: str) -> str:
@@ -72,14 +92,25 @@ class Tracker:
         self._visitor_cookie, self._visitor_attrs = _cookie_parts(cookies, cookies.visitor)
         self._session_cookie, self._session_attrs = _cookie_parts(cookies, cookies.session)
 
-    def identify(self, request: web.BaseRequest, *, mint: bool = True) -> Identity:
-        """Ids from the cookies; missing ones are minted (to be set) unless ``mint`` is
-        off, as for requests whose response has already gone out."""
+    def identify(
+        self,
+        request: web.BaseRequest,
+        properties: dict[str, Any] | None = None,
+        *,
+        mint: bool = True,
+    ) -> Identity:
+        """Who the visitor is: the ids a tracker client sent (``vid``, ``sid``, ``uid``
+        in ``properties``) first, else the cookies; missing cookie ids are minted (to be
+        set) unless ``mint`` is off, as for requests whose response has already gone out
+        or server-side calls. DNT/GPC, when honoured, wins over all of them."""
         config = self.config
         if config.honor_dnt and (
             request.headers.get("DNT") == "1" or request.headers.get("Sec-GPC") == "1"
         ):
             return Identity(None, None, new_visitor=False, private=True)
+        visitor_id, session_id, user_id = client_ids(properties)
+        if visitor_id or session_id or user_id:
+            return Identity(visitor_id, session_id, False, False, user_id, from_client=True)
         cookies = config.cookies
         # No Cookie header, no parsing (aiohttp's cookie parser is not cheap).
         jar = request.cookies if "Cookie" in request.headers else {}
@@ -99,8 +130,9 @@ class Tracker:
         )
 
     def set_cookies(self, response: web.StreamResponse, identity: Identity) -> None:
-        """Visitor cookie when new; session cookie every time (sliding expiry)."""
-        if identity.private or not self.config.cookies.enabled:
+        """Visitor cookie when new; session cookie every time (sliding expiry); none for
+        a client that sent its own ids."""
+        if identity.private or identity.from_client or not self.config.cookies.enabled:
             return
         # Values are our own ids (or ones we read back, of cookie-safe characters), so the
         # header is assembled from attributes rendered once: http.cookies is slow per call.
@@ -173,6 +205,7 @@ class Tracker:
             event_type=event_type,
             event_name=event_name,
             anonymous_id=identity.anonymous_id,
+            user_id=identity.user_id,
             session_id=identity.session_id,
             request=self.facts(request, client_ip, identity),
             node=self.node,

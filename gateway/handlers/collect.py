@@ -46,7 +46,12 @@ class CollectHandler:
         self, config: Collect, prefix: str, tracker: Tracker, sink: Sink, durable: bool
     ) -> None:
         base = prefix.rstrip("/")
-        self._endpoints = {f"{base}/{name}/v1": name for name in config.endpoints}
+        # Both eras of the tracker project's URLs: "tr/v1", "str/v1", "img/v1" and the
+        # current "tr/v1/tr", "tr/v1/str", "tr/v1/img". Longest first, so "/tr/v1/tr/k/v"
+        # is the current era's call, not a classic one with the tuplet key "tr".
+        endpoints = {f"{base}/{name}/v1": name for name in config.endpoints}
+        endpoints.update({f"{base}/tr/v1/{name}": name for name in config.endpoints})
+        self._endpoints = dict(sorted(endpoints.items(), key=lambda item: -len(item[0])))
         self._tracker = tracker
         self._sink = sink
         self._durable = durable
@@ -80,7 +85,8 @@ class CollectHandler:
         self, request: web.BaseRequest, rest: str, max_body: int, *, with_id: bool
     ) -> web.StreamResponse:
         properties = await self._properties(request, rest, max_body)
-        identity = self._tracker.identify(request)
+        # A server-side call ("str") speaks for a visitor elsewhere: no cookie of its own.
+        identity = self._tracker.identify(request, properties, mint=not with_id)
         name = properties.get("ename") or properties.get("event") or ""
         event = self._tracker.event(
             request, request[INFO].client_ip, identity,
@@ -93,7 +99,7 @@ class CollectHandler:
             )
         else:
             response = web.Response(status=204)
-        self._tracker.set_cookies(response, identity)
+            self._tracker.set_cookies(response, identity)
         return response
 
     @staticmethod
@@ -106,17 +112,19 @@ class CollectHandler:
     async def _pixel(self, request: web.BaseRequest, rest: str) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             raise HTTPError(405, "use GET or HEAD", {"Allow": "GET, HEAD"})
-        identity = self._tracker.identify(request)
+        properties: dict[str, Any] | None
         try:
             properties = self._from_url(request, rest)
+        except HTTPError:
+            properties = None  # a malformed path: no event, the GIF goes out all the same
+        identity = self._tracker.identify(request, properties)
+        if properties is not None:
             name = properties.get("ename") or properties.get("event") or ""
             event = self._tracker.event(
                 request, request[INFO].client_ip, identity,
                 event_type="pixel", event_name=str(name), properties=properties,
             )  # fmt: skip
             self._sink.offer(event)  # a loss is counted by the pipeline
-        except HTTPError:
-            pass  # a malformed path: the GIF goes out all the same
         response = web.Response(body=PIXEL, headers=PIXEL_HEADERS)
         self._tracker.set_cookies(response, identity)
         return response

@@ -43,8 +43,9 @@ async def test_tuplets_and_query_become_one_event(tmp_path: Path, kafka_broker: 
         "vid": VID, "ename": "signup", "score": "6", "Plan": "Pro Max", "utm_source": "mail"
     }  # fmt: skip
     assert (event["event_type"], event["event_name"]) == ("track", "signup")
-    assert event["anonymous_id"] == resp.cookies["vid"].value
-    assert record.key == event["anonymous_id"].encode()
+    # The client's own visitor id is its identity and record key; no cookie is set.
+    assert event["anonymous_id"] == VID and "vid" not in resp.cookies
+    assert record.key == VID.encode()
     assert event["path"] == f"/tr/v1/vid/{VID}/ename/signup/score/6"
     assert event["query"] == "Plan=Pro%20Max&utm_source=mail"
     assert (event["user_agent"], event["referer"]) == ("ua/1", "https://example.com/p")
@@ -286,3 +287,45 @@ async def test_records_carry_headers_to_route_by(tmp_path: Path, kafka_broker: B
         for event_type, source in (("track", b"tracker"), ("pixel", b"pixel"),
                                    ("request", b"request"))
     }  # fmt: skip
+
+
+async def test_both_eras_of_tracker_urls_are_served(tmp_path: Path, kafka_broker: Broker) -> None:
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        classic = await request("POST", gw.url("/tr/v1/ename/a"), json={})
+        current = await request("POST", gw.url("/tr/v1/tr/ename/b"), json={})
+        with_id = await request("POST", gw.url("/tr/v1/str/ename/c"), json={})
+        pixel = await request("GET", gw.url("/tr/v1/img/ename/d"))
+        assert [classic[0], current[0], with_id[0], pixel[0]] == [204, 204, 200, 200]
+        assert pixel[2] == PIXEL
+        assert set(json.loads(with_id[2])) == {"event_id"}
+    events = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 4))
+    names = {(e["event_type"], e["event_name"], e["path"]) for e in events}
+    assert names == {
+        ("track", "a", "/tr/v1/ename/a"), ("track", "b", "/tr/v1/tr/ename/b"),
+        ("track", "c", "/tr/v1/str/ename/c"), ("pixel", "d", "/tr/v1/img/ename/d"),
+    }  # fmt: skip
+
+
+async def test_client_ids_are_identity_and_malformed_ones_are_not(
+    tmp_path: Path, kafka_broker: Broker
+) -> None:
+    sid, uid = "0193a5b8-7c1d-7e2f-8a3b-000000000001", "0193a5b8-7c1d-7e2f-8a3b-000000000002"
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    async with in_process_gateway(config, tmp_path) as gw:
+        own = await request("POST", gw.url(f"/tr/v1/tr/vid/{VID}"), json={"sid": sid, "uid": uid})
+        server = await request("POST", gw.url("/str/v1"), json={"uid": uid})
+        bad = await request("POST", gw.url("/tr/v1/vid/not-a-uuid"), json={"ename": "bad"})
+        assert own[0] == 204 and not own[1].cookies  # the client named itself
+        assert server[0] == 200 and not server[1].cookies  # server-side: never a cookie
+        assert bad[0] == 204 and "vid" in bad[1].cookies  # not an id: a cookie visitor
+    records = await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 3)
+    by_path = {json.loads(r.value)["path"]: (r, json.loads(r.value)) for r in records}
+    record, event = by_path[f"/tr/v1/tr/vid/{VID}"]
+    assert (event["anonymous_id"], event["session_id"], event["user_id"]) == (VID, sid, uid)
+    assert record.key == VID.encode()
+    record, event = by_path["/str/v1"]
+    assert (event["anonymous_id"], event["user_id"], record.key) == (None, uid, uid.encode())
+    record, event = by_path["/tr/v1/vid/not-a-uuid"]
+    assert event["properties"]["vid"] == "not-a-uuid"  # kept as sent, not an identity
+    assert event["anonymous_id"] == bad[1].cookies["vid"].value
