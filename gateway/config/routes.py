@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -86,9 +86,12 @@ class Collect(_Model):
 
 
 class Segment(_Model):
-    """The Segment HTTP API under the route's prefix: /v1/track, /v1/batch, ..."""
+    """The Segment HTTP API under the route's prefix: /v1/track, /v1/batch, ..., and the
+    settings analytics.js loads (/v1/projects/<writeKey>/settings)."""
 
     enabled: bool = True
+    # More destinations' settings handed to analytics.js beside Segment.io's own.
+    integrations: Mapping[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 # The keys that give a route its handler, one of which each route has: the registry of

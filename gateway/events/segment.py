@@ -15,7 +15,11 @@ import orjson
 from gateway.events.envelope import SegmentFields, iso_utc
 
 CALLS = ("track", "identify", "page", "screen", "group", "alias")
-SHORT = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
+# analytics-next posts to the first letter of each call, and its batching to "b".
+SHORT = {
+    "t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias",
+    "b": "batch",
+}  # fmt: skip
 MAX_MESSAGE = 32 * 1024  # Segment's per-message limit
 MAX_BATCH = 500 * 1024  # Segment's per-request limit for /v1/batch
 # Top-level members the envelope maps to members of its own; every other one a client

@@ -46,6 +46,8 @@ class BuildContext:
 class Kind:
     build: Callable[[Route, BuildContext], Handler]
     describe: Callable[[Route, Config], str]
+    # Called by browsers from other origins: every answer, errors too, carries CORS.
+    cors: bool = False
 
 
 def _durable(route: Route, config: Config) -> bool:
@@ -68,7 +70,10 @@ def _segment(route: Route, ctx: BuildContext) -> Handler:
     if not route.segment.enabled:
         return _Off()
     durable = _durable(route, ctx.config)
-    return SegmentHandler(route.match.path_prefix, ctx.tracker, ctx.sink, durable=durable)
+    return SegmentHandler(
+        route.match.path_prefix, ctx.tracker, ctx.sink,
+        durable=durable, integrations=route.segment.integrations,
+    )  # fmt: skip
 
 
 def _redirect(route: Route, ctx: BuildContext) -> Handler:
@@ -132,8 +137,8 @@ def _redirect_label(route: Route, config: Config) -> str:
 
 KINDS: dict[str, Kind] = {
     "respond": Kind(_respond, _respond_label),
-    "collect": Kind(_collect, _collect_label),
-    "segment": Kind(_segment, _segment_label),
+    "collect": Kind(_collect, _collect_label, cors=True),
+    "segment": Kind(_segment, _segment_label, cors=True),
     "proxy": Kind(_proxy, _proxy_label),
     "static": Kind(_static, _static_label),
     "redirect": Kind(_redirect, _redirect_label),

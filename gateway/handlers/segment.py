@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from gateway.events.envelope import dead_letter
 from gateway.events.segment import CALLS, MAX_BATCH, SHORT, Invalid, batch_calls, validate
+from gateway.events.segment_settings import settings
 from gateway.events.sink import RETRY_AFTER, EventsRefused, Sink
 from gateway.events.tracker import Tracker
 from gateway.handlers import read_body
@@ -41,9 +43,18 @@ class SegmentError(Exception):
 class SegmentHandler:
     """Validates Segment calls and turns each into an event."""
 
-    def __init__(self, prefix: str, tracker: Tracker, sink: Sink, *, durable: bool) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        tracker: Tracker,
+        sink: Sink,
+        *,
+        durable: bool,
+        integrations: Mapping[str, Any] | None = None,
+    ) -> None:
         # The route's prefix is the API root, e.g. "/v1": calls are the segment below it.
         self._base = prefix.rstrip("/") + "/"
+        self._integrations = integrations or {}
         self._tracker = tracker
         self._sink = sink
         self._durable = durable
@@ -51,6 +62,8 @@ class SegmentHandler:
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
         path = request.path
+        if path.startswith(self._base + "projects/") and path.endswith("/settings"):
+            return self._settings(request, path[len(self._base) + 9 : -9])
         call = SHORT.get(path[len(self._base) :], path[len(self._base) :])
         if not path.startswith(self._base) or (call not in CALLS and call != "batch"):
             raise HTTPError(404, "no such Segment endpoint")
@@ -66,6 +79,26 @@ class SegmentHandler:
                 content_type="application/json",
                 headers={REQUEST_ID_HEADER: request[INFO].request_id, **exc.headers},
             )
+        cors.decorate(request, response)
+        return response
+
+    def _settings(self, request: web.BaseRequest, write_key: str) -> web.StreamResponse:
+        """analytics.js's settings for a known write key, pointing it back at this route
+        as the browser reached it."""
+        cors = self._tracker.cors
+        if request.method == "OPTIONS":
+            return cors.preflight(request)
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPError(405, "use GET", {"Allow": "GET, HEAD"})
+        if not any(hmac.compare_digest(write_key.encode(), known) for known in self._keys):
+            raise HTTPError(404, "no such write key")
+        api_host = request.host + self._base.rstrip("/")
+        body = settings(write_key, api_host, request.scheme, self._integrations)
+        response = web.Response(
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"Cache-Control": "public, max-age=60"},
+        )
         cors.decorate(request, response)
         return response
 

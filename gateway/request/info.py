@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.request.cors import Cors
 
 
 @dataclass(slots=True)
@@ -18,6 +22,7 @@ class RequestInfo:
     start: float
     rate_limited: str | None = None  # the rule that flagged it, on a "flag" route
     track: bool = False  # copy the request to the event pipeline after the response
+    cors: Cors | None = None  # the matched route's, for its error answers too
 
 
 INFO = web.RequestKey("gateway.request.info", RequestInfo)

@@ -116,14 +116,17 @@ class Gateway:
                 # Released on every path out: response, error, or the client going away.
                 self._in_flight -= 1
         except HTTPError as exc:
-            return error_response(exc.status, exc.detail, info.request_id, exc.headers)
+            response = error_response(exc.status, exc.detail, info.request_id, exc.headers)
         except EventsRefused as exc:  # every ingestion handler's refusals, answered here
-            return error_response(exc.status, exc.reason, info.request_id, exc.headers)
+            response = error_response(exc.status, exc.reason, info.request_id, exc.headers)
         except Exception:
             log.exception("internal error, request_id=%s route=%s", info.request_id, info.route)
-            return error_response(
+            response = error_response(
                 500, f"internal error, request id {info.request_id}", info.request_id
             )
+        if info.cors is not None:  # a browser must be able to read why it was refused
+            info.cors.decorate(request, response)
+        return response
 
     async def _route(
         self, request: web.BaseRequest, runtime: Runtime, info: RequestInfo
@@ -141,6 +144,7 @@ class Gateway:
             raise HTTPError(404, "no route for this host and path")
         info.route = route.name
         info.track = route.track
+        info.cors = route.cors
         length = request.content_length
         if length is not None and length > route.max_body:
             # Answer before reading a byte of a body we will refuse (RFC 9110 §15.5.14).

@@ -25,6 +25,7 @@ from gateway.links.store import LinkStore
 from gateway.observability.metrics import Metrics
 from gateway.proxy.group import UpstreamGroup, UpstreamRegistry
 from gateway.request.clientip import ClientIPResolver
+from gateway.request.cors import Cors
 from gateway.request.response import HstsPolicy
 from gateway.request.router import HostMatcher, Router, RouteRule
 from gateway.tls.storage import Storage
@@ -39,6 +40,7 @@ class ActiveRoute:
     handler: Handler
     limits: RouteLimits | None = None
     track: bool = False
+    cors: Cors | None = None  # the route's browser callers: on its error answers too
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +101,14 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
                 record=metrics.observe_limit,
             )
         max_body = route.max_body_bytes
+        kind = kind_of(route)
         target = ActiveRoute(
             name=route.name,
             max_body=max_body if max_body is not None else server.limits.max_body_bytes,
-            handler=kind_of(route).build(route, context),
+            handler=kind.build(route, context),
             limits=limits,
             track=route.track,
+            cors=tracker.cors if kind.cors else None,
         )
         routes.append(RouteRule(HostMatcher.of(route.match.hosts), route.match.path_prefix, target))
     return Runtime(

@@ -15,6 +15,7 @@ import jsonschema
 from segment.analytics.client import Client
 
 from gateway.events.spool import read_all
+from tests.client import fetch
 from tests.conftest import Broker
 from tests.events_support import SCHEMA, consume, tracking_config, values
 from tests.ports import free_port
@@ -331,3 +332,57 @@ async def test_every_member_a_client_sends_is_kept(tmp_path: Path, kafka_broker:
     assert list(dead)[:4] == ["event_id", "event_time", "event_type", "event_name"]
     assert (dead["event_type"], dead["event_name"]) == ("dead_letter", "invalid_json")
     assert dead["event_time"] == dead["received_at"]
+
+
+ORIGIN = {"Origin": "https://app.example.com"}
+
+
+async def test_analytics_js_settings_point_back_at_the_route(tmp_path: Path) -> None:
+    config = segment_config(tmp_path, None)
+    config["routes"][0]["segment"] = {"integrations": {"Google Analytics 4": {"id": "G-1"}}}
+    async with in_process_gateway(config, tmp_path) as gw:
+        port = gw.ports["public"]
+        status, headers, body = await fetch(gw.url(f"/v1/projects/{KEY}/settings"), headers=ORIGIN)
+        unknown = await fetch(gw.url("/v1/projects/nope/settings"), headers=ORIGIN)
+    assert (status, headers["Cache-Control"]) == (200, "public, max-age=60")
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    settings = json.loads(body)
+    assert settings["integrations"]["Segment.io"]["apiKey"] == KEY
+    assert settings["integrations"]["Segment.io"]["apiHost"] == f"127.0.0.1:{port}/v1"
+    assert settings["integrations"]["Segment.io"]["protocol"] == "http"
+    assert settings["integrations"]["Google Analytics 4"] == {"id": "G-1"}
+    assert (settings["analyticsNextEnabled"], settings["metrics"]) == (True, {"sampleRate": 0})
+    assert unknown[0] == 404
+    assert unknown[1]["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert unknown[2].endswith(b"no such write key\n")
+
+
+async def test_browser_batches_and_text_plain_bodies_are_taken(
+    tmp_path: Path, kafka_broker: Broker
+) -> None:
+    config = segment_config(tmp_path, kafka_broker.bootstrap)
+    beacon = {**AUTH, **ORIGIN, "Content-Type": "text/plain"}  # as sendBeacon sends it
+    async with in_process_gateway(config, tmp_path) as gw:
+        batch = json.dumps({"batch": [{"type": "page", "anonymousId": "a1", "name": "Home"}]})
+        status, headers, _ = await fetch(gw.url("/v1/b"), "POST", data=batch, headers=beacon)
+        single = json.dumps({"anonymousId": "a1", "event": "Clicked"})
+        assert (await fetch(gw.url("/v1/t"), "POST", data=single, headers=beacon))[0] == 200
+    assert (status, headers["Access-Control-Allow-Origin"]) == (200, "https://app.example.com")
+    events = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 2))
+    assert sorted(e["event_type"] for e in events) == ["page", "track"]
+
+
+async def test_error_answers_of_tracking_routes_carry_cors(tmp_path: Path) -> None:
+    config = segment_config(tmp_path, None)
+    config["routes"][1]["max_body_bytes"] = 16
+    async with in_process_gateway(config, tmp_path) as gw:
+        answers = [
+            await fetch(gw.url("/v1/nope"), "POST", headers=ORIGIN),
+            await fetch(gw.url("/v1/track"), "POST", data=b"{}", headers=ORIGIN),  # no key
+            await fetch(gw.url("/tr/v1/odd"), headers=ORIGIN),
+            await fetch(gw.url("/tr/v1"), "POST", data=b"x" * 64, headers=ORIGIN),
+        ]
+    assert [status for status, _, _ in answers] == [404, 401, 400, 413]
+    for _, headers, _ in answers:
+        assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert headers["Vary"] == "Origin"
