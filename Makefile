@@ -37,8 +37,14 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-# system-deps: the benchmark smoke test runs wrk against nginx and Caddy for real.
-pytest: $(VENV)/.installed-test system-deps
+# analytics-next's bundle for the browser tests (tests/browser), pinned in its package.json.
+tests/browser/node_modules/.installed: tests/browser/package.json
+	cd tests/browser && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# system-deps: the benchmark smoke test runs wrk against nginx and Caddy for real, the
+# browser tests headless Chromium, the Kafka TLS tests stunnel in front of the broker.
+pytest: $(VENV)/.installed-test system-deps tests/browser/node_modules/.installed
 	$(BIN)/pytest
 
 test: lint typecheck pytest

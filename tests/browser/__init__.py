@@ -1,0 +1,1 @@
+"""Tests with a real headless Chromium: analytics.js (analytics-next) against the gateway."""
