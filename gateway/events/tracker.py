@@ -129,6 +129,15 @@ class Tracker:
             private=False,
         )
 
+    def expire_cookies(self, response: web.StreamResponse) -> None:
+        """Both id cookies, expired: the browser drops them (RFC 6265 §5.3, Max-Age=0)."""
+        for name, attrs in (
+            (self._visitor_cookie, self._visitor_attrs),
+            (self._session_cookie, self._session_attrs),
+        ):
+            expired = re.sub(r"Max-Age=\d+", "Max-Age=0", attrs)
+            response.headers.add("Set-Cookie", name + expired)
+
     def set_cookies(self, response: web.StreamResponse, identity: Identity) -> None:
         """Visitor cookie when new; session cookie every time (sliding expiry); none for
         a client that sent its own ids."""

@@ -52,11 +52,18 @@ class CollectHandler:
         endpoints = {f"{base}/{name}/v1": name for name in config.endpoints}
         endpoints.update({f"{base}/tr/v1/{name}": name for name in config.endpoints})
         self._endpoints = dict(sorted(endpoints.items(), key=lambda item: -len(item[0])))
+        # A liveness probe for clients, and a visitor's "forget me" link; both eras' forms.
+        self._control = {
+            f"{base}{era}/{name}": name for era in ("", "/tr/v1") for name in ("ping", "clear")
+        }
         self._tracker = tracker
         self._sink = sink
         self._durable = durable
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
+        control = self._control.get(request.path)
+        if control is not None:
+            return self._answer_control(request, control)
         raw = request.raw_path
         for base, name in self._endpoints.items():
             if raw == base or raw.startswith((base + "/", base + "?")):
@@ -70,6 +77,22 @@ class CollectHandler:
                 self._tracker.cors.decorate(request, response)
                 return response
         raise HTTPError(404, "no such tracker endpoint")
+
+    def _answer_control(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return self._tracker.cors.preflight(request)
+        if name == "ping":
+            response = web.Response(text="pong", headers={"Cache-Control": "no-store"})
+        else:
+            # The visitor's data in this browser goes: our cookies expire, and the page's
+            # storage is cleared too (Clear-Site-Data, W3C).
+            response = web.Response(
+                status=204,
+                headers={"Clear-Site-Data": '"cookies", "storage"', "Cache-Control": "no-store"},
+            )
+            self._tracker.expire_cookies(response)
+        self._tracker.cors.decorate(request, response)
+        return response
 
     async def _properties(
         self, request: web.BaseRequest, rest: str, max_body: int

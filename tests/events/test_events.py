@@ -329,3 +329,17 @@ async def test_client_ids_are_identity_and_malformed_ones_are_not(
     record, event = by_path["/tr/v1/vid/not-a-uuid"]
     assert event["properties"]["vid"] == "not-a-uuid"  # kept as sent, not an identity
     assert event["anonymous_id"] == bad[1].cookies["vid"].value
+
+
+async def test_ping_and_a_visitors_forget_me_link(tmp_path: Path) -> None:
+    config = tracking_config(tmp_path, None)
+    async with in_process_gateway(config, tmp_path) as gw:
+        pings = [await request("GET", gw.url(path)) for path in ("/ping", "/tr/v1/ping")]
+        status, resp, body = await request("GET", gw.url("/tr/v1/clear"))
+    assert [(s, b) for s, _, b in pings] == [(200, b"pong"), (200, b"pong")]
+    assert (status, body) == (204, b"")
+    assert resp.headers["Clear-Site-Data"] == '"cookies", "storage"'
+    assert resp.headers.getall("Set-Cookie") == [
+        "vid=; Max-Age=0; Path=/; SameSite=Lax; HttpOnly",
+        "sid=; Max-Age=0; Path=/; SameSite=Lax; HttpOnly",
+    ]
