@@ -80,9 +80,12 @@ class Respond(_Model):
 
 
 class Collect(_Model):
-    """The tracker endpoints under the route's prefix: tr/v1, str/v1 and img/v1."""
+    """The tracker endpoints under the route's prefix: tr/v1, str/v1, img/v1 and the
+    WebSocket tr/v1/ws."""
 
-    endpoints: tuple[Literal["tr", "str", "img"], ...] = ("tr", "str", "img")
+    endpoints: tuple[Literal["tr", "str", "img", "ws"], ...] = ("tr", "str", "img", "ws")
+    ws_max_frame_bytes: Annotated[int, Field(ge=256, le=16 << 20)] = 64 << 10
+    ws_frames_per_second: Annotated[int, Field(ge=1, le=100_000)] = 100
 
 
 class Segment(_Model):

@@ -135,11 +135,10 @@ class EventPipeline:
         if self._kafka is not None:
             self._tasks.append(asyncio.ensure_future(self._run_replayer()))
 
-    def offer(self, event: Event) -> bool:
+    def offer(self, event: Event, *, count_loss: bool = True) -> bool:
         """Take an event whose answer goes out whatever happens to it (pixel, redirect,
         tracked request, dead letter); False, counted as dropped, when it cannot be."""
-        # Once per such request: the checks of submit_all, unrolled, minus the spool's
-        # room (a loss is counted either way, now or when the spool refuses the batch).
+        # Once per request: submit_all's checks unrolled, less the spool's (a loss counts).
         size = len(event.value)
         if (
             size > self._max_event
@@ -147,7 +146,8 @@ class EventPipeline:
             or len(self._queue) >= self._queue_size
             or self._queued_bytes + size > self._queue_bytes
         ):
-            self._metrics.observe_event(event.event_type, "dropped")
+            if count_loss:  # else the caller offers again (a WebSocket waits for room)
+                self._metrics.observe_event(event.event_type, "dropped")
             return False
         topic = self._topic(event.event_type)
         headers = record_headers(event.event_type, event.source)

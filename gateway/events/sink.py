@@ -47,9 +47,14 @@ class Sink:
     def __init__(self, pipeline: EventPipeline) -> None:
         self._pipeline = pipeline
 
-    def offer(self, event: Event) -> None:
-        """Take ``event`` if there is room; the caller answers either way."""
-        self._pipeline.offer(event)
+    def offer(self, event: Event) -> bool:
+        """Take ``event`` if there is room (False, counted as dropped, if not); the
+        caller answers either way."""
+        return self._pipeline.offer(event)
+
+    def try_offer(self, event: Event) -> bool:
+        """:meth:`offer` for a caller that will offer again: a refusal is not a loss yet."""
+        return self._pipeline.offer(event, count_loss=False)
 
     async def put(self, events: Sequence[Event], *, durable: bool) -> None:
         """Take all of ``events`` or none; with ``durable``, return once they are safe.

@@ -13,6 +13,7 @@ until the event is safe (Kafka acknowledged or spool fsynced); pixels never wait
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,7 +23,7 @@ from aiohttp import web
 from gateway.config import Collect
 from gateway.events.sink import Sink
 from gateway.events.tracker import Tracker
-from gateway.handlers import read_json_object
+from gateway.handlers import read_json_object, tracker_ws
 from gateway.request.errors import HTTPError
 from gateway.request.info import INFO
 
@@ -43,13 +44,21 @@ class CollectHandler:
     """Serves the enabled tracker endpoints below ``prefix``."""
 
     def __init__(
-        self, config: Collect, prefix: str, tracker: Tracker, sink: Sink, durable: bool
+        self,
+        config: Collect,
+        prefix: str,
+        tracker: Tracker,
+        sink: Sink,
+        durable: bool,
+        count_frame: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         base = prefix.rstrip("/")
         # Both eras of the tracker project's URLs: "tr/v1", "str/v1", "img/v1" and the
         # current "tr/v1/tr", "tr/v1/str", "tr/v1/img". Longest first, so "/tr/v1/tr/k/v"
         # is the current era's call, not a classic one with the tuplet key "tr".
-        endpoints = {f"{base}/{name}/v1": name for name in config.endpoints}
+        endpoints: dict[str, str] = {
+            f"{base}/{name}/v1": name for name in config.endpoints if name != "ws"
+        }
         endpoints.update({f"{base}/tr/v1/{name}": name for name in config.endpoints})
         self._endpoints = dict(sorted(endpoints.items(), key=lambda item: -len(item[0])))
         # A liveness probe for clients, and a visitor's "forget me" link; both eras' forms.
@@ -59,6 +68,8 @@ class CollectHandler:
         self._tracker = tracker
         self._sink = sink
         self._durable = durable
+        self._config = config
+        self._count_frame = count_frame
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
         control = self._control.get(request.path)
@@ -70,6 +81,8 @@ class CollectHandler:
                 rest = raw[len(base) :]
                 if request.method == "OPTIONS":
                     return self._tracker.cors.preflight(request)
+                if name == "ws":
+                    return await self._websocket(request, rest)
                 if name == "img":
                     response = await self._pixel(request, rest)
                 else:
@@ -77,6 +90,16 @@ class CollectHandler:
                 self._tracker.cors.decorate(request, response)
                 return response
         raise HTTPError(404, "no such tracker endpoint")
+
+    async def _websocket(self, request: web.BaseRequest, rest: str) -> web.StreamResponse:
+        if rest not in ("", "/") or request.headers.get("Upgrade", "").lower() != "websocket":
+            raise HTTPError(400, "tr/v1/ws takes a WebSocket upgrade", {"Upgrade": "websocket"})
+        return await tracker_ws.serve(
+            request, self._tracker, self._sink,
+            max_frame_bytes=self._config.ws_max_frame_bytes,
+            frames_per_second=self._config.ws_frames_per_second,
+            count=self._count_frame,
+        )  # fmt: skip
 
     def _answer_control(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
         if request.method == "OPTIONS":

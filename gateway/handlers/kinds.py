@@ -98,7 +98,11 @@ def _respond(route: Route, ctx: BuildContext) -> Handler:
 def _collect(route: Route, ctx: BuildContext) -> Handler:
     assert route.collect is not None
     durable = _durable(route, ctx.config)
-    return CollectHandler(route.collect, route.match.path_prefix, ctx.tracker, ctx.sink, durable)
+    count = ctx.metrics.websocket_frames
+    return CollectHandler(
+        route.collect, route.match.path_prefix, ctx.tracker, ctx.sink, durable,
+        lambda outcome: count.labels(outcome).inc(),
+    )  # fmt: skip
 
 
 def _static(route: Route, ctx: BuildContext) -> Handler:

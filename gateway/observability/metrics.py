@@ -145,6 +145,12 @@ class Metrics:
             "Access log lines dropped because the log could not be written fast enough.",
             registry=registry,
         )
+        self.websocket_frames = Counter(
+            "gateway_websocket_frames",
+            "Tracker WebSocket frames: accepted, dropped (no room), refused (bad frame).",
+            ["outcome"],
+            registry=registry,
+        )
         self.redirect_misses = Counter(
             "gateway_redirect_misses",
             "Short-link requests for a slug that is unknown or disabled.",
