@@ -20,10 +20,11 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from gateway.config import Collect
+from gateway.config import Collect, Redirects
 from gateway.events.sink import Sink
 from gateway.events.tracker import Tracker
 from gateway.handlers import read_json_object, tracker_ws
+from gateway.links.safety import target_refusal
 from gateway.request.errors import HTTPError
 from gateway.request.info import INFO
 
@@ -51,6 +52,7 @@ class CollectHandler:
         sink: Sink,
         durable: bool,
         count_frame: Callable[[str], None] = lambda outcome: None,
+        redirects: Redirects | None = None,
     ) -> None:
         base = prefix.rstrip("/")
         # Both eras of the tracker project's URLs: "tr/v1", "str/v1", "img/v1" and the
@@ -60,6 +62,7 @@ class CollectHandler:
             f"{base}/{name}/v1": name for name in config.endpoints if name != "ws"
         }
         endpoints.update({f"{base}/tr/v1/{name}": name for name in config.endpoints})
+        endpoints[f"{base}/tr/v1/rdr"] = "rdr"  # the current era's tracked redirect
         self._endpoints = dict(sorted(endpoints.items(), key=lambda item: -len(item[0])))
         # A liveness probe for clients, and a visitor's "forget me" link; both eras' forms.
         self._control = {
@@ -70,6 +73,7 @@ class CollectHandler:
         self._durable = durable
         self._config = config
         self._count_frame = count_frame
+        self._redirects = redirects
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
         control = self._control.get(request.path)
@@ -83,6 +87,8 @@ class CollectHandler:
                     return self._tracker.cors.preflight(request)
                 if name == "ws":
                     return await self._websocket(request, rest)
+                if name == "rdr":
+                    return self._redirect(request, rest)
                 if name == "img":
                     response = await self._pixel(request, rest)
                 else:
@@ -100,6 +106,38 @@ class CollectHandler:
             frames_per_second=self._config.ws_frames_per_second,
             count=self._count_frame,
         )  # fmt: skip
+
+    def _redirect(self, request: web.BaseRequest, rest: str) -> web.StreamResponse:
+        """``tr/v1/rdr/<tuplets>?u=<target>[&sig=...]``: a tracked click, sent on only to
+        a target that is signed or allow-listed (``redirects``), as ``/r`` does; any other
+        is refused (400) and its event flagged."""
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPError(405, "use GET or HEAD", {"Allow": "GET, HEAD"})
+        properties = self._from_url(request, rest)
+        url = request.query.get("u") or request.query.get("url") or ""
+        config = self._redirects
+        reason = target_refusal(
+            url, request.query.get("sig", ""),
+            signing_keys=config.signing_keys if config else (),
+            allowed_hosts=config.allowed_hosts if config else (),
+            allow_ip=config.allow_ip_literals if config else False,
+        )  # fmt: skip
+        identity = self._tracker.identify(request, properties)
+        properties.update({"target": url[:2048], "flagged": reason is not None})
+        if reason is not None:
+            properties["reason"] = reason
+        name = properties.get("ename") or properties.get("event") or "rdr"
+        event = self._tracker.event(
+            request, request[INFO].client_ip, identity,
+            event_type="redirect", event_name=str(name), properties=properties,
+        )  # fmt: skip
+        self._sink.offer(event)  # the click is answered whatever happens to its event
+        if reason is not None:
+            raise HTTPError(400, reason)
+        response = web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+        self._tracker.set_cookies(response, identity)
+        self._tracker.cors.decorate(request, response)
+        return response
 
     def _answer_control(self, request: web.BaseRequest, name: str) -> web.StreamResponse:
         if request.method == "OPTIONS":

@@ -101,7 +101,7 @@ def _collect(route: Route, ctx: BuildContext) -> Handler:
     count = ctx.metrics.websocket_frames
     return CollectHandler(
         route.collect, route.match.path_prefix, ctx.tracker, ctx.sink, durable,
-        lambda outcome: count.labels(outcome).inc(),
+        lambda outcome: count.labels(outcome).inc(), ctx.config.redirects,
     )  # fmt: skip
 
 

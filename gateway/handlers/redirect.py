@@ -19,7 +19,7 @@ from gateway.config import Redirects
 from gateway.events.sink import Sink
 from gateway.events.tracker import Tracker
 from gateway.links.model import SLUG, Link
-from gateway.links.safety import UnsafeTarget, check_target, host_allowed, signature_valid
+from gateway.links.safety import target_refusal
 from gateway.links.store import LinkStore
 from gateway.request.errors import HTTPError
 from gateway.request.info import INFO
@@ -88,16 +88,11 @@ class RedirectHandler:
 
     def _adhoc_redirect(self, request: web.BaseRequest) -> web.StreamResponse:
         url = request.query.get("u", "")
-        signature = request.query.get("sig", "")
-        reason = None
-        try:
-            host = check_target(url, allow_ip=self._config.allow_ip_literals)
-        except UnsafeTarget as exc:
-            reason = str(exc)
-        else:
-            signed = bool(signature) and signature_valid(self._config.signing_keys, url, signature)
-            if not signed and not host_allowed(host, self._config.allowed_hosts):
-                reason = "target is neither signed nor on the allow-list"
+        config = self._config
+        reason = target_refusal(
+            url, request.query.get("sig", ""), signing_keys=config.signing_keys,
+            allowed_hosts=config.allowed_hosts, allow_ip=config.allow_ip_literals,
+        )  # fmt: skip
         self._record(request, "r", {
             "slug": "r", "target": url[:2048], "flagged": reason is not None,
             **({"reason": reason} if reason else {}),

@@ -77,3 +77,23 @@ def signature_valid(keys: Sequence[str], url: str, signature: str) -> bool:
     """True if any active key signed ``url`` (several keys allow rotation); constant time."""
     results = [hmac.compare_digest(sign(key, url), signature) for key in keys]
     return any(results)
+
+
+def target_refusal(
+    url: str,
+    signature: str,
+    *,
+    signing_keys: Sequence[str],
+    allowed_hosts: Sequence[str],
+    allow_ip: bool,
+) -> str | None:
+    """Why an ad-hoc redirect to ``url`` must not be followed (None: it may): the target
+    must be a safe URL, and signed or on the allow-list, so it is no open redirect."""
+    try:
+        host = check_target(url, allow_ip=allow_ip)
+    except UnsafeTarget as exc:
+        return str(exc)
+    signed = bool(signature) and signature_valid(signing_keys, url, signature)
+    if not signed and not host_allowed(host, allowed_hosts):
+        return "target is neither signed nor on the allow-list"
+    return None

@@ -343,3 +343,44 @@ async def test_ping_and_a_visitors_forget_me_link(tmp_path: Path) -> None:
         "vid=; Max-Age=0; Path=/; SameSite=Lax; HttpOnly",
         "sid=; Max-Age=0; Path=/; SameSite=Lax; HttpOnly",
     ]
+
+
+async def test_current_era_redirects_follow_only_safe_targets(
+    tmp_path: Path, kafka_broker: Broker
+) -> None:
+    from urllib.parse import quote
+
+    from gateway.links.safety import sign
+
+    config = tracking_config(tmp_path, kafka_broker.bootstrap)
+    config["redirects"] = {"allowed_hosts": ["shop.example"], "signing_keys": ["k" * 32],
+                           "topic": f"links-{config['kafka']['topic']}"}  # fmt: skip
+    signed = "https://partner.example/offer"
+    async with in_process_gateway(config, tmp_path) as gw:
+        allowed = await request(
+            "GET",
+            gw.url("/tr/v1/rdr/ename/promo?u=" + quote("https://shop.example/sale")),
+            allow_redirects=False,
+        )
+        signed_ok = await request(
+            "GET",
+            gw.url(f"/tr/v1/rdr?u={quote(signed)}&sig={sign('k' * 32, signed)}"),
+            allow_redirects=False,
+        )
+        refused = await request(
+            "GET", gw.url("/tr/v1/rdr?u=" + quote("https://evil.example/")), allow_redirects=False
+        )
+    assert (allowed[0], allowed[1].headers["Location"]) == (302, "https://shop.example/sale")
+    assert allowed[1].headers["Cache-Control"] == "no-store"
+    assert (signed_ok[0], signed_ok[1].headers["Location"]) == (302, signed)
+    assert refused[0] == 400
+    assert refused[2].endswith(b"target is neither signed nor on the allow-list\n")
+    events = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 3))
+    by_target = {e["properties"]["target"]: e for e in events}
+    promo = by_target["https://shop.example/sale"]
+    assert (promo["event_type"], promo["event_name"], promo["properties"]["flagged"]) == (
+        "redirect", "promo", False
+    )  # fmt: skip
+    evil = by_target["https://evil.example/"]
+    assert evil["properties"]["flagged"] is True
+    assert evil["properties"]["reason"] == "target is neither signed nor on the allow-list"
