@@ -26,22 +26,23 @@ def tls_files(tmp_path: Path) -> TlsFiles:
     return make_certificates(tmp_path / "tls", trustme.CA())
 
 
-@pytest.fixture
-def tls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[TlsBroker]:
-    broker = TlsBroker(tmp_path / "tls", mutual=False).start()
+def running(tmp_path: Path, *, mutual: bool) -> Iterator[TlsBroker]:
+    broker = TlsBroker(tmp_path / "tls", mutual=mutual).start()
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[TlsBroker]:
+    yield from running(tmp_path, mutual=False)
 
 
 @pytest.fixture
 def mtls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[TlsBroker]:
-    broker = TlsBroker(tmp_path / "tls", mutual=True).start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    """Stunnel verifying client certificates: mutual TLS."""
+    yield from running(tmp_path, mutual=True)
 
 
 async def post_events(gw: Any, count: int) -> list[str]:
