@@ -25,7 +25,16 @@ from gateway.config.links import RedirectRoute, Redirects
 from gateway.config.load import load_config, parse_config
 from gateway.config.proxy import ActiveHealth, PassiveHealth, Proxy, ProxyTimeouts
 from gateway.config.root import Config
-from gateway.config.routes import HANDLER_KINDS, Collect, Match, Respond, Route, Segment
+from gateway.config.routes import (
+    HANDLER_KINDS,
+    Collect,
+    Intake,
+    IntakeUser,
+    Match,
+    Respond,
+    Route,
+    Segment,
+)
 from gateway.config.server import AccessLog, Limits, Listener, Server, Timeouts
 from gateway.config.static import CacheControlRule, Static, StaticCache
 from gateway.config.tls import Acme, AcmeEab, Hsts, Tls, TlsCertificate
@@ -46,6 +55,8 @@ __all__ = [
     "Cookies",
     "Cors",
     "Hsts",
+    "Intake",
+    "IntakeUser",
     "Kafka",
     "KafkaSasl",
     "KafkaTls",

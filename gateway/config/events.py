@@ -42,6 +42,7 @@ _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 _HOST_AND_PORT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
 
 
+_EVENT_TYPE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # what Kafka accepts as a topic name
 
 
@@ -120,8 +121,9 @@ class Kafka(_Model):
     @classmethod
     def _topics(cls, value: Mapping[str, str]) -> Mapping[str, str]:
         for event_type, topic in value.items():
-            if event_type not in EVENT_TYPES:
-                raise ValueError(f"{event_type!r} is not an event type ({', '.join(EVENT_TYPES)})")
+            # Ours (EVENT_TYPES) or an intake client's own (behavioral, metric, log, ...).
+            if not _EVENT_TYPE.match(event_type):
+                raise ValueError(f"{event_type!r} is not an event type name")
             _check_topic(topic)
         return value
 

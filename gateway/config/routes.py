@@ -97,9 +97,21 @@ class Segment(_Model):
     integrations: Mapping[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+class IntakeUser(_Model):
+    username: Annotated[str, Field(min_length=1)]
+    password: Annotated[str, Field(min_length=8)]
+
+
+class Intake(_Model):
+    """Rill's intake protocol: already-formed events, NDJSON, HTTP Basic auth."""
+
+    users: Annotated[tuple[IntakeUser, ...], Field(min_length=1)]
+    max_line_bytes: Annotated[int, Field(ge=1024, le=16 << 20)] = 64 << 10
+
+
 # The keys that give a route its handler, one of which each route has: the registry of
 # handler kinds (gateway.handlers.kinds) builds and describes each.
-HANDLER_KINDS = ("respond", "collect", "segment", "proxy", "static", "redirect")
+HANDLER_KINDS = ("respond", "collect", "segment", "proxy", "static", "redirect", "intake")
 
 
 class Route(_Model):
@@ -118,6 +130,7 @@ class Route(_Model):
     proxy: Proxy | None = None
     static: Static | None = None
     redirect: RedirectRoute | None = None
+    intake: Intake | None = None
 
 
 def checks(config: Config) -> Iterator[ConfigIssue]:
@@ -136,8 +149,7 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
         if len(handlers) != 1:
             yield ConfigIssue(
                 path,
-                "needs exactly one handler: one of respond, collect, segment, proxy, static, "
-                "redirect",
+                f"needs exactly one handler: one of {', '.join(HANDLER_KINDS)}",
             )
         if route.redirect is not None and config.redirects is None:
             yield ConfigIssue(f"{path}.redirect", "needs a top-level redirects section")

@@ -154,6 +154,10 @@ class Event:
     keyed: bool = True
     # What took it in (tracker, segment, pixel, redirect, request): a record header.
     source: str = ""
+    # Set by ingestion that routes by the client's own type (intake): the topic, and the
+    # record headers (the request's facts); else both follow from event_type and source.
+    topic: str = ""
+    headers: list[tuple[str, bytes]] | None = None
 
 
 # A list, as aiokafka's batch builder takes no other sequence; shared, never mutated.

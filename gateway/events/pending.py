@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
 
 from gateway.config import EVENT_TYPES
+from gateway.events.envelope import Event
 from gateway.events.spool import SpoolRecord
+from gateway.observability.metrics import Metrics
 
 
 class Overloaded(Exception):
@@ -66,3 +70,12 @@ def event_type_of(record: SpoolRecord) -> str:
         return "unknown"
     event_type = envelope.get("event_type") if isinstance(envelope, dict) else None
     return event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown"
+
+
+def count_by_type(metrics: Metrics, events: Sequence[Event], outcome: str) -> None:
+    """One metrics write per event type, not per event (batches come by the hundred)."""
+    if len(events) == 1:
+        metrics.observe_event(events[0].event_type, outcome)
+        return
+    for event_type, n in Counter(e.event_type for e in events).items():
+        metrics.observe_event(event_type, outcome, n)

@@ -40,6 +40,7 @@ from gateway.events.pending import (
     Overloaded,
     _Pending,
     _Waiting,
+    count_by_type,
     event_type_of,
 )
 from gateway.events.spool import (
@@ -50,6 +51,7 @@ from gateway.events.spool import (
     SpoolError,
     SpoolFull,
     SpoolRecord,
+    encode_headers,
     open_spool,
 )
 from gateway.observability.health import CheckResult
@@ -149,13 +151,10 @@ class EventPipeline:
             if count_loss:  # else the caller offers again (a WebSocket waits for room)
                 self._metrics.observe_event(event.event_type, "dropped")
             return False
-        topic = self._topic(event.event_type)
-        headers = record_headers(event.event_type, event.source)
-        stored = _OVERHEAD + len(topic) + len(event.key) + size
-        record = SpoolRecord(topic, event.key, event.value, event.keyed, headers)
-        self._queue.append(_Pending(record, event.event_type, None, stored))
+        pending = self._pending(event)
+        self._queue.append(pending)
         self._queued_bytes += size
-        self._unspooled += stored
+        self._unspooled += pending.stored
         self._metrics.observe_event(event.event_type, "accepted")
         self._wakeup.set()
         return True
@@ -170,38 +169,46 @@ class EventPipeline:
         spool's room. For ``durable``, one future that resolves once every one of them is
         safe, or fails with :class:`SpoolFull`. Raises :class:`Overloaded` (one of its
         kinds saying why) when they are not taken; the caller answers 503 or 413."""
-        size = 0
-        stored = 0
-        for event in events:
-            length = len(event.value)
-            if length > self._max_event:
-                self._count(events, "refused")
-                raise EventTooLarge(f"an event is larger than {self._max_event} bytes")
-            size += length
-            stored += _OVERHEAD + len(self._topic(event.event_type)) + len(event.key) + length
+        if any(len(event.value) > self._max_event for event in events):
+            count_by_type(self._metrics, events, "refused")
+            raise EventTooLarge(f"an event is larger than {self._max_event} bytes")
+        pendings = [self._pending(event) for event in events]
+        size = sum(len(event.value) for event in events)
         if (
             self._closing
             or len(self._queue) + len(events) > self._queue_size
             or self._queued_bytes + size > self._queue_bytes
         ):
-            self._count(events, "refused")
+            count_by_type(self._metrics, events, "refused")
             raise Overloaded("event queue is full")
+        stored = sum(pending.stored for pending in pendings)
         if self._mode is Mode.SPOOLING and not self._has_room(stored):
-            self._count(events, "refused")
+            count_by_type(self._metrics, events, "refused")
             raise CannotKeep("events cannot be stored right now")
         done = asyncio.get_running_loop().create_future() if durable else None
-        waiting = _Waiting(done, len(events)) if done is not None else None
-        for event in events:
-            topic = self._topic(event.event_type)
-            headers = record_headers(event.event_type, event.source)
-            record = SpoolRecord(topic, event.key, event.value, event.keyed, headers)
-            framed = _OVERHEAD + len(topic) + len(event.key) + len(event.value)
-            self._queue.append(_Pending(record, event.event_type, waiting, framed))
+        if done is not None:
+            waiting = _Waiting(done, len(events))
+            for pending in pendings:
+                pending.waiting = waiting
+        self._queue.extend(pendings)
         self._queued_bytes += size
         self._unspooled += stored
-        self._count(events, "accepted")
+        count_by_type(self._metrics, events, "accepted")
         self._wakeup.set()
         return done
+
+    def _pending(self, event: Event) -> _Pending:
+        """The event as queued: its record (topic and headers its own, as intake's, else by
+        type and source) and the bytes that takes in the spool."""
+        topic = event.topic or self._topic(event.event_type)
+        stored = _OVERHEAD + len(topic) + len(event.key) + len(event.value)
+        if event.headers is None:
+            headers = record_headers(event.event_type, event.source)
+        else:
+            headers = event.headers
+            stored += 2 + len(encode_headers(headers))  # measured, not HEADER_BYTES's bound
+        record = SpoolRecord(topic, event.key, event.value, event.keyed, headers)
+        return _Pending(record, event.event_type, None, stored)
 
     def _has_room(self, stored: int) -> bool:
         """Whether the spool can take ``stored`` more bytes after everything queued and in
@@ -214,13 +221,6 @@ class EventPipeline:
             log.error("spool is full (%d bytes): refusing ingestion", spool.max_bytes)
             self.spool_full = True
         return False
-
-    def _count(self, events: Sequence[Event], outcome: str) -> None:
-        if len(events) == 1:
-            self._metrics.observe_event(events[0].event_type, outcome)
-            return
-        for event_type, n in Counter(e.event_type for e in events).items():
-            self._metrics.observe_event(event_type, outcome, n)
 
     def health(self) -> CheckResult:
         if self._tasks and self._tasks[0].done() and not self._closing:

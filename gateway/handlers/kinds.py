@@ -15,6 +15,7 @@ from gateway.events.sink import Sink
 from gateway.events.tracker import Tracker
 from gateway.handlers import Handler
 from gateway.handlers.collect import CollectHandler
+from gateway.handlers.intake import IntakeHandler
 from gateway.handlers.proxy import ProxyHandler
 from gateway.handlers.redirect import RedirectHandler
 from gateway.handlers.respond import RespondHandler
@@ -105,6 +106,14 @@ def _collect(route: Route, ctx: BuildContext) -> Handler:
     )  # fmt: skip
 
 
+def _intake(route: Route, ctx: BuildContext) -> Handler:
+    assert route.intake is not None
+    durable = _durable(route, ctx.config)
+    return IntakeHandler(
+        route.intake, ctx.config.kafka, ctx.sink, durable=durable, node=ctx.tracker.node
+    )
+
+
 def _static(route: Route, ctx: BuildContext) -> Handler:
     assert route.static is not None
     return StaticHandler(route.static, route.match.path_prefix, ctx.metrics.static_report())
@@ -134,6 +143,11 @@ def _static_label(route: Route, config: Config) -> str:
     return f"static {route.static.root}" if route.static else ""
 
 
+def _intake_label(route: Route, config: Config) -> str:
+    users = len(route.intake.users) if route.intake else 0
+    return f"rill intake ({_delivery(route, config)}, {users} user(s))"
+
+
 def _redirect_label(route: Route, config: Config) -> str:
     adhoc = route.redirect is not None and route.redirect.adhoc
     return "redirect links" + (" and signed ad-hoc /r" if adhoc else "")
@@ -146,6 +160,7 @@ KINDS: dict[str, Kind] = {
     "proxy": Kind(_proxy, _proxy_label),
     "static": Kind(_static, _static_label),
     "redirect": Kind(_redirect, _redirect_label),
+    "intake": Kind(_intake, _intake_label),
 }
 assert tuple(KINDS) == HANDLER_KINDS, "every handler key of a route has exactly one kind"
 

@@ -101,7 +101,7 @@ def test_missing_environment_variable_is_named() -> None:
 def test_route_without_handler() -> None:
     assert issues_of(minimal(routes=[{"name": "r"}])) == [
         "routes[0]: needs exactly one handler: one of respond, collect, segment, proxy, static, "
-        "redirect"
+        "redirect, intake"
     ]
 
 

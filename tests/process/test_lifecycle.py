@@ -100,6 +100,8 @@ def test_check_names_each_routes_own_kind(tmp_path: Path) -> None:
         {"name": "sdk", "match": {"path_prefix": "/v1"}, "segment": {}},
         {"name": "t", "match": {"path_prefix": "/t"}, "delivery": "fast",
          "collect": {"endpoints": ["tr", "img"]}},
+        {"name": "rill", "match": {"path_prefix": "/intake"},
+         "intake": {"users": [{"username": "rill", "password": "s3cret-intake"}]}},
     )  # fmt: skip
     config["redirects"] = {"file": str(tmp_path / "links.jsonl"), "signing_keys": ["k" * 32]}
     config["tracking"] = {"write_keys": ["wk"]}
@@ -112,6 +114,7 @@ def test_check_names_each_routes_own_kind(tmp_path: Path) -> None:
         "  app          host=* path=/app -> proxy http://127.0.0.1:9 (least_conn)",
         "  sdk          host=* path=/v1 -> segment API (durable)",
         "  t            host=* path=/t -> collect tr,img (fast)",
+        "  rill         host=* path=/intake -> rill intake (durable, 1 user(s))",
     ]
 
 
