@@ -1,4 +1,5 @@
-"""HTTP Basic credentials (RFC 7617), as tracking clients send their write key."""
+"""HTTP Basic credentials (RFC 7617): tracking clients send their write key as the user,
+intake clients a user and password."""
 
 from __future__ import annotations
 
@@ -6,30 +7,29 @@ import base64
 import binascii
 
 
-def basic_user(header: str | None) -> str | None:
-    """The user part of ``Authorization: Basic ...``, or None when absent or malformed."""
+def _decoded(header: str | None) -> str | None:
+    """The ``user:password`` text of ``Authorization: Basic ...``, or None."""
     if not header:
         return None
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
-        return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")[0]
+        return base64.b64decode(encoded.strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
         return None
+
+
+def basic_user(header: str | None) -> str | None:
+    """The user part of ``Authorization: Basic ...``, or None when absent or malformed."""
+    decoded = _decoded(header)
+    return None if decoded is None else decoded.partition(":")[0]
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
-    """User and password of ``Authorization: Basic ...``, or None when absent or malformed."""
-    if not header:
+    """User and password, or None when absent, malformed, or without a ``:``."""
+    decoded = _decoded(header)
+    if decoded is None or ":" not in decoded:
         return None
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, colon, password = (
-            base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-        )
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, password) if colon else None
+    user, _, password = decoded.partition(":")
+    return user, password
