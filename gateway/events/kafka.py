@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from gateway.config import Kafka
-from gateway.events.kafka_security import client_options
+from gateway.events.kafka_security import MissingTopic, client_options
 from gateway.events.spool import SpoolRecord
 
 PARTITION_CACHE = 65536  # keys whose partition is remembered; cleared whole when full
@@ -54,14 +54,6 @@ def murmur2(data: bytes) -> int:
     h ^= h >> 13
     h = (h * _M) & _MASK
     return h ^ (h >> 15)
-
-
-class MissingTopic(KafkaError):  # type: ignore[misc]
-    """The broker has no such topic and did not create it (auto-creation is off)."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__(f"topic {topic!r} does not exist and the broker did not create it")
-        self.topic = topic
 
 
 class KafkaWriter:

@@ -20,6 +20,14 @@ from aiokafka.helpers import create_ssl_context
 from gateway.config import Kafka
 
 
+class MissingTopic(KafkaError):  # type: ignore[misc]
+    """The broker has no such topic and did not create it (auto-creation is off)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic!r} does not exist and the broker did not create it")
+        self.topic = topic
+
+
 class TokenFileProvider(AbstractTokenProvider):  # type: ignore[misc]
     """OAUTHBEARER tokens from a file, read again whenever it changes: how Kubernetes
     projected tokens and sidecar token fetchers hand them over."""
@@ -100,7 +108,7 @@ class Failure:
 
 def describe_failure(exc: BaseException, config: Kafka) -> Failure:
     """What an exception from an aiokafka client means for this config."""
-    cause = _root(exc)
+    cause = _chain(exc)[-1]
     if isinstance(cause, ssl.SSLCertVerificationError):
         # "unable to get local issuer certificate" (unknown CA), "Hostname mismatch",
         # "certificate has expired": OpenSSL's words say what failed.
@@ -111,7 +119,7 @@ def describe_failure(exc: BaseException, config: Kafka) -> Failure:
     if sasl is not None and _is_auth_failure(exc):
         who = f" as {sasl.username!r}" if sasl.username else ""
         return Failure("auth", f"authentication failed ({sasl.mechanism}{who}): {_text(exc)}", True)
-    if type(exc).__name__ == "MissingTopic":  # gateway.events.kafka's, which imports us
+    if isinstance(exc, MissingTopic):
         return Failure("topic", str(exc.args[0]), True)
     if verify := _VERIFY_FAILED.search(_text(exc)):  # aiokafka's connect error, in words
         return Failure("tls", f"TLS verification failed: {verify.group(1)}", True)
@@ -146,14 +154,6 @@ async def diagnose(exc: BaseException, config: Kafka) -> Failure:
     return failure
 
 
-def _root(exc: BaseException) -> BaseException:
-    seen = 0
-    while (exc.__cause__ or exc.__context__) is not None and seen < 10:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-        seen += 1
-    return exc
-
-
 def _is_auth_failure(exc: BaseException) -> bool:
     """aiokafka reports a refused login in several ways: its SASL errors, and for SCRAM a
     server-final message without a verifier, which its parser meets as ``KeyError('v')``
@@ -168,6 +168,7 @@ def _is_auth_failure(exc: BaseException) -> bool:
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first (at most 10)."""
     chain = [exc]
     while len(chain) < 10 and (nxt := chain[-1].__cause__ or chain[-1].__context__):
         chain.append(nxt)

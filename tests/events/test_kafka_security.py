@@ -157,7 +157,7 @@ def test_topic_names_kafka_would_refuse_are_config_errors() -> None:
 
 
 def test_a_missing_topic_is_named() -> None:
-    from gateway.events.kafka import MissingTopic
+    from gateway.events.kafka_security import MissingTopic
 
     failure = describe_failure(MissingTopic("events-eu"), kafka_of())
     assert failure == type(failure)(
