@@ -43,6 +43,11 @@ _CLIENT_ID = re.compile(
 )
 
 
+def event_name(properties: dict[str, Any], default: str = "") -> str:
+    """The name a tracker call gives its event: ``ename``, else ``event``."""
+    return str(properties.get("ename") or properties.get("event") or default)
+
+
 def client_ids(properties: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
     """The ``vid``, ``sid`` and ``uid`` a tracker client sent, each only if it is a UUID
     (a malformed one stays in the properties, as sent, but identifies nobody)."""

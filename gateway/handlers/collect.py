@@ -22,7 +22,7 @@ from aiohttp import web
 
 from gateway.config import Collect, Redirects
 from gateway.events.sink import Sink
-from gateway.events.tracker import Tracker
+from gateway.events.tracker import Tracker, event_name
 from gateway.handlers import read_json_object, tracker_ws
 from gateway.links.safety import target_refusal
 from gateway.request.errors import HTTPError
@@ -63,7 +63,11 @@ class CollectHandler:
         }
         endpoints.update({f"{base}/tr/v1/{name}": name for name in config.endpoints})
         endpoints[f"{base}/tr/v1/rdr"] = "rdr"  # the current era's tracked redirect
-        self._endpoints = dict(sorted(endpoints.items(), key=lambda item: -len(item[0])))
+        # With the prefixes a request may continue with, built once: this runs per request.
+        self._endpoints = [
+            (base, (base + "/", base + "?"), name)
+            for base, name in sorted(endpoints.items(), key=lambda item: -len(item[0]))
+        ]
         # A liveness probe for clients, and a visitor's "forget me" link; both eras' forms.
         self._control = {
             f"{base}{era}/{name}": name for era in ("", "/tr/v1") for name in ("ping", "clear")
@@ -73,15 +77,15 @@ class CollectHandler:
         self._durable = durable
         self._config = config
         self._count_frame = count_frame
-        self._redirects = redirects
+        self._redirects = redirects or Redirects()  # none configured: no target qualifies
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
         control = self._control.get(request.path)
         if control is not None:
             return self._answer_control(request, control)
         raw = request.raw_path
-        for base, name in self._endpoints.items():
-            if raw == base or raw.startswith((base + "/", base + "?")):
+        for base, continued, name in self._endpoints:
+            if raw == base or raw.startswith(continued):
                 rest = raw[len(base) :]
                 if request.method == "OPTIONS":
                     return self._tracker.cors.preflight(request)
@@ -117,19 +121,17 @@ class CollectHandler:
         url = request.query.get("u") or request.query.get("url") or ""
         config = self._redirects
         reason = target_refusal(
-            url, request.query.get("sig", ""),
-            signing_keys=config.signing_keys if config else (),
-            allowed_hosts=config.allowed_hosts if config else (),
-            allow_ip=config.allow_ip_literals if config else False,
+            url, request.query.get("sig", ""), signing_keys=config.signing_keys,
+            allowed_hosts=config.allowed_hosts, allow_ip=config.allow_ip_literals,
         )  # fmt: skip
         identity = self._tracker.identify(request, properties)
         properties.update({"target": url[:2048], "flagged": reason is not None})
         if reason is not None:
             properties["reason"] = reason
-        name = properties.get("ename") or properties.get("event") or "rdr"
         event = self._tracker.event(
             request, request[INFO].client_ip, identity,
-            event_type="redirect", event_name=str(name), properties=properties,
+            event_type="redirect", event_name=event_name(properties, "rdr"),
+            properties=properties,
         )  # fmt: skip
         self._sink.offer(event)  # the click is answered whatever happens to its event
         if reason is not None:
@@ -171,10 +173,9 @@ class CollectHandler:
         properties = await self._properties(request, rest, max_body)
         # A server-side call ("str") speaks for a visitor elsewhere: no cookie of its own.
         identity = self._tracker.identify(request, properties, mint=not with_id)
-        name = properties.get("ename") or properties.get("event") or ""
         event = self._tracker.event(
             request, request[INFO].client_ip, identity,
-            event_type="track", event_name=str(name), properties=properties,
+            event_type="track", event_name=event_name(properties), properties=properties,
         )  # fmt: skip
         await self._sink.put((event,), durable=self._durable)  # refusals: 413/503
         if with_id:
@@ -203,10 +204,9 @@ class CollectHandler:
             properties = None  # a malformed path: no event, the GIF goes out all the same
         identity = self._tracker.identify(request, properties)
         if properties is not None:
-            name = properties.get("ename") or properties.get("event") or ""
             event = self._tracker.event(
                 request, request[INFO].client_ip, identity,
-                event_type="pixel", event_name=str(name), properties=properties,
+                event_type="pixel", event_name=event_name(properties), properties=properties,
             )  # fmt: skip
             self._sink.offer(event)  # a loss is counted by the pipeline
         response = web.Response(body=PIXEL, headers=PIXEL_HEADERS)

@@ -54,6 +54,7 @@ class SegmentHandler:
     ) -> None:
         # The route's prefix is the API root, e.g. "/v1": calls are the segment below it.
         self._base = prefix.rstrip("/") + "/"
+        self._settings_prefix = self._base + "projects/"  # + <writeKey>/settings
         self._integrations = integrations or {}
         self._tracker = tracker
         self._sink = sink
@@ -62,8 +63,9 @@ class SegmentHandler:
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
         path = request.path
-        if path.startswith(self._base + "projects/") and path.endswith("/settings"):
-            return self._settings(request, path[len(self._base) + 9 : -9])
+        if path.startswith(self._settings_prefix) and path.endswith("/settings"):
+            key = path.removeprefix(self._settings_prefix).removesuffix("/settings")
+            return self._settings(request, key)
         call = SHORT.get(path[len(self._base) :], path[len(self._base) :])
         if not path.startswith(self._base) or (call not in CALLS and call != "batch"):
             raise HTTPError(404, "no such Segment endpoint")

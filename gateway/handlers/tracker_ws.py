@@ -23,7 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiolimiter import AsyncLimiter
 
 from gateway.events.sink import Sink
-from gateway.events.tracker import Tracker
+from gateway.events.tracker import Tracker, event_name
 from gateway.request.info import INFO
 
 _SIZE = struct.Struct("<I")
@@ -92,10 +92,9 @@ async def serve(
             break
         await limiter.acquire()  # over the rate the connection waits: back-pressure
         own = tracker.identify(request, properties, mint=False)
-        name = properties.get("ename") or properties.get("event") or ""
         event = tracker.event(
             request, client_ip, own if own.from_client else identity,
-            event_type="track", event_name=str(name), properties=properties,
+            event_type="track", event_name=event_name(properties), properties=properties,
         )  # fmt: skip
         count("accepted" if await _offer(sink, event) else "dropped")
     return ws

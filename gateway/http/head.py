@@ -31,7 +31,7 @@ def settle(message: RawRequestMessage, max_line: int) -> tuple[RawRequestMessage
     # Every request passes these tests: about 1 µs in all, half of it the header lines.
     refusal = None
     if message.version < HttpVersion10:
-        message = message._replace(version=HttpVersion11, should_close=True)
+        message = message._replace(version=HttpVersion11)  # the answer's status line
         refusal = Refusal(505, "HTTP/0.9 is not supported")
     elif message.chunked and _codings(message.headers) != ["chunked"]:
         refusal = Refusal(501, "transfer codings other than chunked are not supported")
