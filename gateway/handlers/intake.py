@@ -41,15 +41,16 @@ class Invalid(Exception):
 
 def split_events(body: bytes, max_line: int) -> list[bytes]:
     """The events of a body, each as the bytes the client sent (array items re-encoded:
-    an array has no lines of its own)."""
+    an array has no lines of its own), none longer than ``max_line``."""
     text = body.strip()
     if text.startswith(b"["):
         try:
             items = orjson.loads(text)
         except orjson.JSONDecodeError:
             raise Invalid("body is not valid JSON") from None
-        return [orjson.dumps(item) for item in items]
-    lines = [line for line in body.split(b"\n") if line.strip()]
+        lines = [orjson.dumps(item) for item in items]
+    else:
+        lines = [line for line in body.split(b"\n") if line.strip()]
     for number, line in enumerate(lines, 1):
         if len(line) > max_line:
             raise Invalid(f"line {number}: longer than {max_line} bytes")

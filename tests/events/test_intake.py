@@ -135,3 +135,16 @@ async def test_gzip_arrays_single_objects_and_size_limits(
     assert sorted(json.loads(r.value)["event_name"] for r in records) == [
         "name-1", "name-2", "name-3", "name-4"
     ]  # fmt: skip
+
+
+async def test_line_limit_holds_for_ndjson_lines_and_array_items(tmp_path: Path) -> None:
+    config = intake_config(tmp_path, None)
+    config["routes"][0]["intake"]["max_line_bytes"] = 1024
+    long = rill_event(2, "log", pad="x" * 1100)
+    async with in_process_gateway(config, tmp_path) as gw:
+        line = await post_like_rill(gw.url("/intake"), rill_event(1, "log") + b"\n" + long)
+        item = await post_like_rill(
+            gw.url("/intake"), b"[" + rill_event(1, "log") + b"," + long + b"]"
+        )
+    assert line[::2] == (400, b"400 Bad Request: line 2: longer than 1024 bytes\n")
+    assert item[::2] == (400, b"400 Bad Request: line 2: longer than 1024 bytes\n")
