@@ -27,6 +27,7 @@ from gateway.config.proxy import ActiveHealth, PassiveHealth, Proxy, ProxyTimeou
 from gateway.config.root import Config
 from gateway.config.routes import (
     HANDLER_KINDS,
+    SNOWPLOW_TP2,
     Collect,
     Intake,
     IntakeUser,
@@ -34,6 +35,7 @@ from gateway.config.routes import (
     Respond,
     Route,
     Segment,
+    Snowplow,
 )
 from gateway.config.server import AccessLog, Limits, Listener, Server, Timeouts
 from gateway.config.static import CacheControlRule, Static, StaticCache
@@ -42,6 +44,7 @@ from gateway.config.tls import Acme, AcmeEab, Hsts, Tls, TlsCertificate
 __all__ = [
     "EVENT_TYPES",
     "HANDLER_KINDS",
+    "SNOWPLOW_TP2",
     "AccessLog",
     "Acme",
     "AcmeEab",
@@ -75,6 +78,7 @@ __all__ = [
     "Route",
     "Segment",
     "Server",
+    "Snowplow",
     "Spool",
     "Static",
     "StaticCache",

@@ -37,6 +37,10 @@ EVENT_TYPES = (
     "pixel",
     "redirect",
     "request",
+    # Snowplow's event types beside the ones above (gateway.events.snowplow.TYPES).
+    "page_ping",
+    "transaction",
+    "transaction_item",
 )
 _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 _HOST_AND_PORT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")

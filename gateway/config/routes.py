@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -18,6 +19,7 @@ from gateway.config.base import (
     Name,
     _Model,
 )
+from gateway.config.events import Cookie
 from gateway.config.links import RedirectRoute
 from gateway.config.paths import ca_file_issue
 from gateway.config.proxy import Proxy
@@ -109,9 +111,37 @@ class Intake(_Model):
     max_line_bytes: Annotated[int, Field(ge=1024, le=16 << 20)] = 64 << 10
 
 
+# What a custom Snowplow path (the collector's "paths" setting) may stand for.
+SNOWPLOW_TP2 = "/com.snowplowanalytics.snowplow/tp2"
+_VENDOR_PATH = re.compile(r"/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+")
+
+
+class Snowplow(_Model):
+    """Snowplow's tracker protocol under the route's prefix: ``GET /i``, ``/ice.png`` and
+    ``/{vendor}/{version}``, ``POST /com.snowplowanalytics.snowplow/tp2``."""
+
+    # The collector's network user id, first-party, with tracking.cookies' attributes.
+    cookie: Cookie = Cookie(name="sp", max_age=365 * 86400)
+    # Custom vendor paths, e.g. {"/com.acme/track": "/com.snowplowanalytics.snowplow/tp2"}.
+    paths: Mapping[str, Literal["/i", "/com.snowplowanalytics.snowplow/tp2"]] = Field(
+        default_factory=dict
+    )
+    max_events: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        for path in value:
+            if not _VENDOR_PATH.fullmatch(path):
+                raise ValueError(f"{path!r} is not a path like /com.acme/track")
+        return value
+
+
 # The keys that give a route its handler, one of which each route has: the registry of
 # handler kinds (gateway.handlers.kinds) builds and describes each.
-HANDLER_KINDS = ("respond", "collect", "segment", "proxy", "static", "redirect", "intake")
+HANDLER_KINDS = (
+    "respond", "collect", "segment", "proxy", "static", "redirect", "intake", "snowplow",
+)  # fmt: skip
 
 
 class Route(_Model):
@@ -131,6 +161,7 @@ class Route(_Model):
     static: Static | None = None
     redirect: RedirectRoute | None = None
     intake: Intake | None = None
+    snowplow: Snowplow | None = None
 
 
 def checks(config: Config) -> Iterator[ConfigIssue]:

@@ -21,6 +21,7 @@ from gateway import __version__
 from gateway.config import Cookie, Cookies, Tracking
 from gateway.events.envelope import Event, RequestFacts, build_event, uuid7
 from gateway.events.segment import Message
+from gateway.events.snowplow import SnowplowEvent
 from gateway.request.cors import Cors
 
 # An id cookie that does not look like one of ours is replaced, never echoed back.
@@ -70,7 +71,7 @@ def truncate_ip(ip: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
-def _cookie_parts(cookies: Cookies, cookie: Cookie) -> tuple[str, str]:
+def cookie_parts(cookies: Cookies, cookie: Cookie) -> tuple[str, str]:
     """``name=`` and the attributes after the value, as RFC 6265 §4.1 writes them."""
     attrs = [f"Max-Age={cookie.max_age}", f"Path={cookies.path}"]
     if cookies.domain:
@@ -94,8 +95,8 @@ class Tracker:
         self.node = config.node or socket.gethostname()
         self.cors = Cors(config.cors)
         cookies = config.cookies
-        self._visitor_cookie, self._visitor_attrs = _cookie_parts(cookies, cookies.visitor)
-        self._session_cookie, self._session_attrs = _cookie_parts(cookies, cookies.session)
+        self._visitor_cookie, self._visitor_attrs = cookie_parts(cookies, cookies.visitor)
+        self._session_cookie, self._session_attrs = cookie_parts(cookies, cookies.session)
 
     def identify(
         self,
@@ -201,6 +202,25 @@ class Tracker:
             received_at=received_at,
             segment=message.segment,
             source="segment",
+        )
+
+    def snowplow_event(
+        self, facts: RequestFacts, event: SnowplowEvent, received_at: float
+    ) -> Event:
+        """A Snowplow tracker's event: ids from its parameters and the network cookie."""
+        return build_event(
+            event_type=event.event_type,
+            event_name=event.event_name,
+            anonymous_id=event.anonymous_id,
+            user_id=event.user_id,
+            session_id=event.session_id,
+            request=facts,
+            node=self.node,
+            version=__version__,
+            properties=event.properties,
+            received_at=received_at,
+            segment=event.fields,
+            source="snowplow",
         )
 
     def event(

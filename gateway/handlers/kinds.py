@@ -20,6 +20,7 @@ from gateway.handlers.proxy import ProxyHandler
 from gateway.handlers.redirect import RedirectHandler
 from gateway.handlers.respond import RespondHandler
 from gateway.handlers.segment import SegmentHandler
+from gateway.handlers.snowplow import SnowplowHandler
 from gateway.handlers.static import StaticHandler
 from gateway.links.model import Link
 from gateway.links.store import LinkStore
@@ -114,6 +115,14 @@ def _intake(route: Route, ctx: BuildContext) -> Handler:
     )
 
 
+def _snowplow(route: Route, ctx: BuildContext) -> Handler:
+    assert route.snowplow is not None
+    durable = _durable(route, ctx.config)
+    return SnowplowHandler(
+        route.snowplow, route.match.path_prefix, ctx.tracker, ctx.sink, durable=durable
+    )
+
+
 def _static(route: Route, ctx: BuildContext) -> Handler:
     assert route.static is not None
     return StaticHandler(route.static, route.match.path_prefix, ctx.metrics.static_report())
@@ -148,6 +157,10 @@ def _intake_label(route: Route, config: Config) -> str:
     return f"rill intake ({_delivery(route, config)}, {users} user(s))"
 
 
+def _snowplow_label(route: Route, config: Config) -> str:
+    return f"snowplow tracker protocol ({_delivery(route, config)})"
+
+
 def _redirect_label(route: Route, config: Config) -> str:
     adhoc = route.redirect is not None and route.redirect.adhoc
     return "redirect links" + (" and signed ad-hoc /r" if adhoc else "")
@@ -161,10 +174,16 @@ KINDS: dict[str, Kind] = {
     "static": Kind(_static, _static_label),
     "redirect": Kind(_redirect, _redirect_label),
     "intake": Kind(_intake, _intake_label),
+    "snowplow": Kind(_snowplow, _snowplow_label, cors=True),
 }
 assert tuple(KINDS) == HANDLER_KINDS, "every handler key of a route has exactly one kind"
 
 
+def kind_name(route: Route) -> str:
+    """The handler key a validated route has set (exactly one): its kind's name."""
+    return next(name for name in HANDLER_KINDS if getattr(route, name) is not None)
+
+
 def kind_of(route: Route) -> Kind:
-    """The kind of a validated route (which has exactly one handler key set)."""
-    return next(KINDS[name] for name in HANDLER_KINDS if getattr(route, name) is not None)
+    """The kind of a validated route."""
+    return KINDS[kind_name(route)]

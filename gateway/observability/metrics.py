@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -54,14 +54,14 @@ class Metrics:
         registry = None if self._multiprocess else self._registry
         self.requests = Counter(
             "gateway_requests",
-            "HTTP requests answered, by route, method and status class.",
-            ("route", "method", "status_class"),
+            "HTTP requests answered, by route, handler kind, method and status class.",
+            ("route", "kind", "method", "status_class"),
             registry=registry,
         )
         self.duration = Histogram(
             "gateway_request_duration_seconds",
-            "Time from request head received to response written, by route.",
-            ("route",),
+            "Time from request head received to response written, by route and kind.",
+            ("route", "kind"),
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
@@ -189,6 +189,17 @@ class Metrics:
         # per-bucket counts], and (type, outcome) -> count.
         self._pending_requests: dict[tuple[str, str, int], list[Any]] = {}
         self._pending_events: dict[tuple[str, str], int] = {}
+        # Route name -> handler kind (proxy, segment, ...), from the runtime's config; the
+        # gateway's own pseudo-routes ("_builtin", "_acme", "_invalid") name their kind.
+        self._route_kinds: dict[str, str] = {}
+
+    def set_route_kinds(self, kinds: Mapping[str, str]) -> None:
+        """The handler kind of each route of a new runtime (its labels from now on)."""
+        for route, kind in kinds.items():
+            if self._route_kinds.get(route, kind) != kind:  # a reload gave it a new kind
+                for key in [key for key in self._request_children if key[0] == route]:
+                    del self._request_children[key]
+            self._route_kinds[route] = kind
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method if method in _METHODS else "OTHER", status // 100)
@@ -211,9 +222,10 @@ class Metrics:
             children = self._request_children.get(key)
             if children is None:
                 route, method, status_class = key
+                kind = self._route_kinds.get(route, route.lstrip("_"))
                 children = self._request_children[key] = (
-                    self.requests.labels(route, method, f"{status_class}xx"),
-                    self.duration.labels(route),
+                    self.requests.labels(route, kind, method, f"{status_class}xx"),
+                    self.duration.labels(route, kind),
                 )
             children[0].inc(count)
             # Histogram has no observe-many: add to its bucket and sum values directly.

@@ -13,7 +13,8 @@ from gateway.config import Cors as CorsConfig
 from gateway.request.errors import HTTPError
 
 ALLOWED_METHODS = ("GET", "POST", "OPTIONS")
-ALLOWED_HEADERS = frozenset({"content-type", "authorization", "content-encoding"})
+# SP-Anonymous: Snowplow's trackers ask for anonymous tracking with it (no cookie, no IP).
+ALLOWED_HEADERS = frozenset({"content-type", "authorization", "content-encoding", "sp-anonymous"})
 
 
 class Cors:
@@ -45,7 +46,7 @@ class Cors:
         self.decorate(request, response)
         response.headers["Access-Control-Allow-Methods"] = ", ".join(ALLOWED_METHODS)
         response.headers["Access-Control-Allow-Headers"] = (
-            "Content-Type, Authorization, Content-Encoding"
+            "Content-Type, Authorization, Content-Encoding, SP-Anonymous"
         )
         response.headers["Access-Control-Max-Age"] = self._max_age
         return response

@@ -17,7 +17,7 @@ from gateway.config import Config
 from gateway.events.sink import Sink
 from gateway.events.tracker import Tracker
 from gateway.handlers import Handler
-from gateway.handlers.kinds import BuildContext, kind_of
+from gateway.handlers.kinds import BuildContext, kind_name, kind_of
 from gateway.handlers.static import StaticHandler
 from gateway.limits.ratelimit import RouteLimits, Rule, local_limiter_for
 from gateway.links.model import Link
@@ -111,6 +111,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
             cors=tracker.cors if kind.cors else None,
         )
         routes.append(RouteRule(HostMatcher.of(route.match.hosts), route.match.path_prefix, target))
+    metrics.set_route_kinds({route.name: kind_name(route) for route in config.routes})
     return Runtime(
         config=config,
         generation=previous.generation + 1 if previous is not None else 1,

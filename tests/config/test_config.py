@@ -101,7 +101,23 @@ def test_missing_environment_variable_is_named() -> None:
 def test_route_without_handler() -> None:
     assert issues_of(minimal(routes=[{"name": "r"}])) == [
         "routes[0]: needs exactly one handler: one of respond, collect, segment, proxy, static, "
-        "redirect, intake"
+        "redirect, intake, snowplow"
+    ]
+
+
+def test_snowplow_paths_and_cookie_are_checked() -> None:
+    route = {"name": "sp", "snowplow": {"paths": {"/track": "/i", "/com.acme/x": "/r/tp2"},
+                                        "cookie": {"name": "s p", "max_age": 0}}}  # fmt: skip
+    assert issues_of(minimal(routes=[route])) == [
+        "routes[0].snowplow.cookie.name: 's p' is not a cookie name "
+        "(letters, digits, !#$%&'*+-.^_`|~)",
+        "routes[0].snowplow.cookie.max_age: Input should be greater than or equal to 1",
+        "routes[0].snowplow.paths./com.acme/x: Input should be '/i' or "
+        "'/com.snowplowanalytics.snowplow/tp2'",
+    ]
+    route = {"name": "sp", "snowplow": {"paths": {"/track": "/i"}}}
+    assert issues_of(minimal(routes=[route])) == [
+        "routes[0].snowplow.paths: '/track' is not a path like /com.acme/track"
     ]
 
 

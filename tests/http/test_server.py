@@ -129,9 +129,15 @@ async def test_metrics_count_requests_by_route_method_and_status_class(tmp_path:
             assert r.status == 200
         _, _, body = await fetch(gw.url("/_gateway/metrics", listener="admin"))
     text = body.decode()
-    assert 'gateway_requests_total{method="GET",route="hello",status_class="2xx"} 3.0' in text
-    assert 'gateway_requests_total{method="OTHER",route="hello",status_class="2xx"} 1.0' in text
-    assert 'gateway_request_duration_seconds_count{route="hello"} 4.0' in text
+    assert (
+        'gateway_requests_total{kind="respond",method="GET",route="hello",status_class="2xx"} 3.0'
+        in text
+    )
+    assert (
+        'gateway_requests_total{kind="respond",method="OTHER",route="hello",status_class="2xx"} 1.0'
+        in text
+    )
+    assert 'gateway_request_duration_seconds_count{kind="respond",route="hello"} 4.0' in text
     assert "gateway_open_connections 1.0" in text
 
 

@@ -20,11 +20,11 @@ def test_flushed_histogram_equals_direct_observation() -> None:
         metrics.observe_request("hello", "GET", 200, seconds)
     reference = CollectorRegistry()
     direct = Histogram(
-        "gateway_request_duration_seconds", "x", ("route",),
+        "gateway_request_duration_seconds", "x", ("route", "kind"),
         buckets=_LATENCY_BUCKETS, registry=reference,
     )  # fmt: skip
     for seconds in SECONDS:
-        direct.labels("hello").observe(seconds)
+        direct.labels("hello", "hello").observe(seconds)
     metrics.flush()
     ours = _lines(metrics.render(), "gateway_request_duration_seconds_")
     theirs = _lines(generate_latest(reference), "gateway_request_duration_seconds_")
@@ -44,5 +44,23 @@ def test_counts_wait_for_a_flush_and_are_written_once() -> None:
     metrics.flush()
     metrics.flush()  # nothing new: nothing added twice
     text = metrics.render().decode()
-    assert 'gateway_requests_total{method="OTHER",route="hello",status_class="4xx"} 1.0' in text
+    line = (
+        'gateway_requests_total{kind="hello",method="OTHER",route="hello",status_class="4xx"} 1.0'
+    )
+    assert line in text
     assert 'gateway_events_total{outcome="accepted",type="pixel"} 5.0' in text
+
+
+def test_requests_are_labelled_with_their_routes_handler_kind() -> None:
+    metrics = Metrics()
+    metrics.set_route_kinds({"api": "proxy"})
+    metrics.observe_request("api", "GET", 200, 0.001)
+    metrics.observe_request("_gateway", "GET", 200, 0.001)
+    metrics.flush()
+    metrics.set_route_kinds({"api": "snowplow"})  # a reload made it another kind
+    metrics.observe_request("api", "GET", 200, 0.001)
+    metrics.flush()
+    text = metrics.render().decode()
+    for kind, route in (("proxy", "api"), ("snowplow", "api"), ("gateway", "_gateway")):
+        labels = f'kind="{kind}",method="GET",route="{route}",status_class="2xx"'
+        assert f"gateway_requests_total{{{labels}}} 1.0" in text

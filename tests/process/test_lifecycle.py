@@ -335,7 +335,10 @@ async def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
             assert status == 404
             prefixes.add(request_id[:10])  # the per-process part of the id
         assert len(prefixes) == 2, "requests should have reached both workers"
-        line = 'gateway_requests_total{method="GET",route="_gateway",status_class="4xx"} 40.0'
+        line = (
+            'gateway_requests_total{kind="gateway",method="GET",route="_gateway",'
+            'status_class="4xx"} 40.0'
+        )
         # The scraped worker's counts are current; the other's follow within a second.
         metrics = gw.url("/_gateway/metrics", listener="admin")
         await eventually(lambda: _body_has(metrics, line), f"metrics show {line!r}")
