@@ -17,6 +17,7 @@ from typing import Any, Literal
 EVENTS_TOPIC = "events"
 WRITE_KEY = "bench-write-key"
 SEGMENT_SUCCESS = '{"success":true}'
+INTAKE_USER, INTAKE_PASSWORD = "rill", "bench-intake-secret"
 # The backend's small answer, from memory; any other path on it is a file.
 SMALL_PATH = "/small"
 
@@ -85,6 +86,28 @@ def segment_site(delivery: Delivery) -> Site:
             f"header Content-Type application/json\n\trespond {caddy_quote(SEGMENT_SUCCESS)} 200"
         ),
         gateway_sections={"tracking": {"write_keys": [WRITE_KEY]}},
+    )
+
+
+def intake_site(delivery: Delivery) -> Site:
+    """Rill's intake: the gateway's intake route with one user; nginx and Caddy answer 204
+    without reading the events."""
+    users = [{"username": INTAKE_USER, "password": INTAKE_PASSWORD}]
+    route = {"name": "intake", "match": {"path_prefix": "/intake"}, "intake": {"users": users}}
+    return Site(
+        gateway_routes=({**route, "delivery": delivery},),
+        nginx_locations="location / { return 204; }",
+        caddy_directives="respond 204",
+    )
+
+
+def snowplow_site(delivery: Delivery) -> Site:
+    """Snowplow's tp2 POST: the gateway's snowplow route; nginx and Caddy answer the
+    collector's ``ok`` without reading the events."""
+    return Site(
+        gateway_routes=({"name": "snowplow", "snowplow": {}, "delivery": delivery},),
+        nginx_locations="location / { default_type text/plain; return 200 ok; }",
+        caddy_directives="respond ok 200",
     )
 
 

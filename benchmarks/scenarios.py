@@ -16,16 +16,20 @@ from typing import Literal
 import orjson
 
 from benchmarks.configs import (
+    INTAKE_PASSWORD,
+    INTAKE_USER,
     SEGMENT_SUCCESS,
     SMALL_PATH,
     WRITE_KEY,
     Delivery,
     Site,
+    intake_site,
     pixel_site,
     proxy_site,
     redirect_site,
     respond_site,
     segment_site,
+    snowplow_site,
     static_site,
     tracker_site,
 )
@@ -38,6 +42,8 @@ HELLO_BODY = "Hello from the gateway\n"
 # ngx_http_empty_gif_module.c: nginx's own 1x1 transparent GIF (43 bytes).
 NGINX_EMPTY_GIF = base64.b64decode("R0lGODlhAQABAIABAAAAAP///yH5BAEAAAEALAAAAAABAAEAAAICTAEAOw==")
 SEGMENT_BATCH_SIZE = 100
+INTAKE_BATCH_SIZE = 100
+SNOWPLOW_BATCH_SIZE = 10  # the trackers' default buffer
 # Not on this machine: the answer check reads the 302 and never follows it.
 REDIRECT_TARGET = "https://shop.example/sale"
 # ngx_http_special_response.c: nginx's body for a 302 it generates, with server_tokens off.
@@ -167,9 +173,51 @@ def segment_batch_body(size: int = SEGMENT_BATCH_SIZE) -> bytes:
     return orjson.dumps({"batch": batch, "sentAt": "2026-11-25T18:00:01.000Z"})
 
 
-def basic_auth(user: str) -> str:
-    """Segment's write-key auth: HTTP Basic with the key as user and no password."""
-    return "Basic " + base64.b64encode(f"{user}:".encode()).decode()
+def basic_auth(user: str, password: str = "") -> str:
+    """HTTP Basic; Segment's write-key auth is the key as user and no password."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def intake_batch_body(size: int = INTAKE_BATCH_SIZE) -> bytes:
+    """What Rill's intake sink posts: NDJSON lines of about 250 bytes each."""
+    attributes = {"service_name": "runtime", "install_id": "i-bench", "status": "ok"}
+    lines = [
+        orjson.dumps(
+            {
+                **attributes,
+                "user_id": f"user-{i:04d}",
+                "duration_ms": 12.5 + i,
+                "event_id": f"0193a5b8-0000-7000-8000-{i:012d}",
+                "event_time": "2026-12-02T06:00:00.123456789Z",
+                "event_type": "behavioral",
+                "event_name": "dashboard_viewed",
+            }
+        )
+        for i in range(size)
+    ]
+    return b"\n".join(lines) + b"\n"
+
+
+def snowplow_body(size: int = SNOWPLOW_BATCH_SIZE) -> bytes:
+    """A tp2 POST as the trackers send it: page views and structured events, strings."""
+    common = {"tv": "js-4.1.0", "tna": "sp", "aid": "shop", "p": "web", "sid": "s-bench",
+              "vid": "2", "url": "https://shop.example/products/espresso", "page": "Espresso",
+              "res": "1920x1080", "lang": "en-US"}  # fmt: skip
+    structured = {"se_ca": "shop", "se_ac": "add", "se_va": "349.99"}
+    events = [
+        {
+            **common,
+            "e": "se" if i % 2 else "pv",
+            "eid": f"5f8a3c1e-2b4d-4e6f-8a9b-{i:012d}",
+            "duid": f"d-{i:04d}",
+            "dtm": str(1764655200000 + i),
+            "stm": str(1764655200100 + i),
+            **(structured if i % 2 else {}),
+        }
+        for i in range(size)
+    ]
+    schema = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
+    return orjson.dumps({"schema": schema, "data": events})
 
 
 def _tracker_post(name: str, summary: str, delivery: Delivery) -> Scenario:
@@ -198,6 +246,36 @@ def _segment_batch(name: str, summary: str, delivery: Delivery) -> Scenario:
         headers={"Content-Type": "application/json", "Authorization": basic_auth(WRITE_KEY)},
         expected_body=SEGMENT_SUCCESS.encode(),
         events_per_request=SEGMENT_BATCH_SIZE,
+        delivery=delivery,
+    )
+
+
+def _intake_batch(name: str, summary: str, delivery: Delivery) -> Scenario:
+    return Scenario(
+        name,
+        summary,
+        site=lambda _: intake_site(delivery),
+        path="/intake",
+        method="POST",
+        body=intake_batch_body(),
+        headers={"Authorization": basic_auth(INTAKE_USER, INTAKE_PASSWORD)},
+        status=204,
+        events_per_request=INTAKE_BATCH_SIZE,
+        delivery=delivery,
+    )
+
+
+def _snowplow_post(name: str, summary: str, delivery: Delivery) -> Scenario:
+    return Scenario(
+        name,
+        summary,
+        site=lambda _: snowplow_site(delivery),
+        path="/com.snowplowanalytics.snowplow/tp2",
+        method="POST",
+        body=snowplow_body(),
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+        expected_body=b"ok",
+        events_per_request=SNOWPLOW_BATCH_SIZE,
         delivery=delivery,
     )
 
@@ -261,6 +339,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         "segment_batch_fast",
         f"fast Segment /v1/batch of {SEGMENT_BATCH_SIZE} track calls (about 20 KB)",
         "fast",
+    ),
+    _intake_batch(
+        "intake_batch",
+        f"durable Rill intake POST of {INTAKE_BATCH_SIZE} NDJSON events (about 25 KB)",
+        "durable",
+    ),
+    _snowplow_post(
+        "snowplow_tp2",
+        f"durable Snowplow tp2 POST of {SNOWPLOW_BATCH_SIZE} events, as a tracker flushes",
+        "durable",
     ),
     Scenario(
         "redirect",

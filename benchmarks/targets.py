@@ -144,10 +144,13 @@ TARGETS = (
         "tracker_post",
         functools.partial(_versus_hello, minimum=0.8),
     ),
-    Target(
-        "≥ 50k events/s per worker via batch",
-        "segment_batch",
-        functools.partial(_events_per_worker, minimum=50_000),
+    *(
+        Target(
+            "≥ 50k events/s per worker via batch",
+            name,
+            functools.partial(_events_per_worker, minimum=50_000),
+        )
+        for name in ("segment_batch", "intake_batch", "snowplow_tp2")
     ),
     Target(
         "redirect ≥ 0.9x hello world", "redirect", functools.partial(_versus_hello, minimum=0.9)

@@ -67,7 +67,9 @@ from benchmarks.scenarios import BY_NAME, REDIRECT_TARGET, SCENARIOS, basic_auth
 from benchmarks.settings import Settings, capacity
 from benchmarks.targets import TargetRow, evaluate
 from gateway.config import parse_config
+from gateway.events.snowplow import parse, payload_items
 from gateway.handlers.collect import PIXEL
+from gateway.handlers.intake import check_event, split_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,6 +197,22 @@ def test_segment_batch_request_carries_100_tracks_under_segments_limits() -> Non
     assert basic_auth("wk") == "Basic d2s6"
 
 
+def test_intake_and_snowplow_bodies_are_what_their_clients_send() -> None:
+    intake = BY_NAME["intake_batch"]
+    lines = split_events(intake.body, 64 << 10)
+    assert [check_event(n, line)["event_type"] for n, line in enumerate(lines, 1)] == [
+        "behavioral"
+    ] * 100  # fmt: skip
+    assert (intake.status, intake.events_per_request) == (204, 100)
+    assert intake.headers["Authorization"] == basic_auth("rill", "bench-intake-secret")
+    snowplow = BY_NAME["snowplow_tp2"]
+    items = payload_items(orjson.loads(snowplow.body))
+    assert [parse(p, received_at=0, network_user_id=None).event_type for p in items] == [
+        "page", "track"
+    ] * 5  # fmt: skip
+    assert (snowplow.expected_body, snowplow.events_per_request) == (b"ok", 10)
+
+
 def test_tracker_post_request_is_a_small_json_object_answered_204() -> None:
     scenario = BY_NAME["tracker_post"]
     assert (scenario.method, scenario.status, scenario.events_per_request) == ("POST", 204, 1)
@@ -206,7 +224,8 @@ def test_scenarios_stay_in_registry_order_with_fast_variants_beside_durable_ones
     assert [scenario.name for scenario in SCENARIOS] == [
         "hello", "proxy_small", "proxy_small_c1000", "proxy_1m", "static_1k", "static_1m",
         "pixel", "tracker_post", "tracker_post_fast", "segment_batch", "segment_batch_fast",
-        "redirect", "hello_https", "hello_https_new", "proxy_https", "idle_10k",
+        "intake_batch", "snowplow_tp2", "redirect", "hello_https", "hello_https_new",
+        "proxy_https", "idle_10k",
     ]  # fmt: skip
     assert [scenario.name for scenario in SCENARIOS if scenario.pending] == []
 
@@ -239,6 +258,8 @@ def test_pixel_expects_each_servers_own_body() -> None:
         ("pixel", None),
         ("tracker_post_fast", "fast"),
         ("segment_batch", "durable"),
+        ("intake_batch", "durable"),
+        ("snowplow_tp2", "durable"),
         ("redirect", None),
     ],
 )
@@ -864,6 +885,8 @@ shares the machine's cores with the gateway.
 | pixel ≥ 0.9x hello world | pixel | 0.92x hello | yes |
 | durable tracker POST ≥ 0.8x hello world | tracker_post | 0.81x hello, 3 events missing | no |
 | ≥ 50k events/s per worker via batch | segment_batch | 55,000 events/s per worker | yes |
+| ≥ 50k events/s per worker via batch | intake_batch | intake_batch not run | — |
+| ≥ 50k events/s per worker via batch | snowplow_tp2 | snowplow_tp2 not run | — |
 | redirect ≥ 0.9x hello world | redirect | skipped | — |
 | ≤ 50 KiB RSS per idle connection | idle_10k | 9.6 KiB | yes |
 """
@@ -900,17 +923,19 @@ def _rows(report: str, scenario: str) -> dict[str, list[str]]:
 
 
 SMOKE_SCENARIOS = (
-    "hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch", "redirect",
-    "hello_https_new", "idle_10k",
+    "hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch",
+    "intake_batch", "snowplow_tp2", "redirect", "hello_https_new", "idle_10k",
 )  # fmt: skip
 LOADED = (
-    "hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch", "redirect",
-    "hello_https_new",
+    "hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch",
+    "intake_batch", "snowplow_tp2", "redirect", "hello_https_new",
 )  # fmt: skip
 TRACKED = {
     "pixel": "fast",
     "tracker_post": "durable",
     "segment_batch": "durable",
+    "intake_batch": "durable",
+    "snowplow_tp2": "durable",
     "redirect": "fast",
 }
 
@@ -922,7 +947,7 @@ def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> str:
     command = [sys.executable, "-m", "benchmarks", "--smoke", "--workers", "1", "--out", str(out)]
     # 1 s loads keep the module near a minute; every body is still checked before each load.
     command += ["--duration", "1", "--scenarios", ",".join(SMOKE_SCENARIOS)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr
     report = out.read_text()
     assert done.stdout == report
@@ -936,7 +961,7 @@ def _table_rows(section: str, scenario: str, column: int = 0) -> list[list[str]]
     return [row for row in rows if row[column] == scenario]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(170)
 def test_smoke_run_loads_every_server_in_every_scenario(smoke_report: str) -> None:
     report = smoke_report
     # A wrong status, body or Location in any answer check fails its run, and the command.
@@ -954,7 +979,7 @@ def test_smoke_run_loads_every_server_in_every_scenario(smoke_report: str) -> No
         float(cell)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(170)
 def test_smoke_run_finds_every_answered_event_in_kafka(smoke_report: str) -> None:
     events = smoke_report.split("## Event delivery (gateway)")[1].split("## Ratios")[0]
     for scenario, mode in TRACKED.items():
