@@ -37,7 +37,7 @@ from gateway.config.routes import (
     Segment,
     Snowplow,
 )
-from gateway.config.server import AccessLog, Limits, Listener, Server, Timeouts
+from gateway.config.server import AccessLog, Http2, Limits, Listener, Server, Timeouts
 from gateway.config.static import CacheControlRule, Static, StaticCache
 from gateway.config.tls import Acme, AcmeEab, Hsts, Tls, TlsCertificate
 
@@ -58,6 +58,7 @@ __all__ = [
     "Cookies",
     "Cors",
     "Hsts",
+    "Http2",
     "Intake",
     "IntakeUser",
     "Kafka",

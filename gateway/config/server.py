@@ -33,6 +33,9 @@ class Listener(_Model):
     admin: bool = False
     tls: bool = False
     redirect_to_https: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # HTTP/2 with prior knowledge on a plain listener, for a load balancer that speaks
+    # h2c. (Over TLS, HTTP/2 is negotiated by ALPN: tls.http2.)
+    h2c: bool = False
 
     @field_validator("host")
     @classmethod
@@ -67,6 +70,23 @@ class Limits(_Model):
     min_body_rate: Annotated[int, Field(ge=0, le=1 << 30)] = 240
 
 
+class Http2(_Model):
+    """HTTP/2 connection limits (RFC 9113 §6.5.2 settings, and the defences around them)."""
+
+    max_concurrent_streams: Annotated[int, Field(ge=1, le=10_000)] = 100
+    max_header_list_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 65536
+    header_table_bytes: Annotated[int, Field(ge=0, le=1 << 16)] = 4096
+    max_frame_bytes: Annotated[int, Field(ge=16384, le=(1 << 24) - 1)] = 16384
+    stream_window_bytes: Annotated[int, Field(ge=65535, le=(1 << 31) - 1)] = 256 << 10
+    connection_window_bytes: Annotated[int, Field(ge=65535, le=(1 << 31) - 1)] = 1 << 20
+    # Past these in any second: GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487;
+    # SETTINGS and PING floods).
+    max_resets_per_second: Annotated[int, Field(ge=1, le=100_000)] = 100
+    max_control_frames_per_second: Annotated[int, Field(ge=1, le=100_000)] = 100
+    # Frames queued for a client that does not read, before the connection is cut.
+    max_write_buffer_bytes: Annotated[int, Field(ge=65536, le=1 << 30)] = 4 << 20
+
+
 class AccessLog(_Model):
     """JSON access log, one line per request."""
 
@@ -83,6 +103,7 @@ class Server(_Model):
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 15.0
     timeouts: Timeouts = Timeouts()
     limits: Limits = Limits()
+    http2: Http2 = Http2()
     trusted_proxies: tuple[str, ...] = ()
     client_ip_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     builtin_prefix: str = "/_gateway/"
@@ -129,6 +150,8 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
         seen_addresses.setdefault(address, i)
         if listener.tls and config.tls is None:
             yield ConfigIssue(f"{path}.tls", "needs a top-level tls section with certificates")
+        if listener.h2c and listener.tls:
+            yield ConfigIssue(f"{path}.h2c", "is for plain listeners: over TLS, see tls.http2")
         if listener.admin and not listener.is_loopback:
             yield ConfigIssue(f"{path}.host", "an admin listener must bind a loopback address")
     access_log = config.server.access_log.path

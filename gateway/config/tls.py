@@ -119,6 +119,9 @@ class Tls(_Model):
     min_version: Literal["1.2", "1.3"] = "1.2"
     reload_interval: Annotated[float, Field(gt=0, le=86400)] = 5.0
     hsts: tuple[Hsts, ...] = ()
+    # Offer h2 before http/1.1 in ALPN on TLS listeners. One setting for all of them: ALPN
+    # is answered from the certificate's context, which every TLS listener shares.
+    http2: bool = True
 
 
 def checks(config: Config) -> Iterator[ConfigIssue]:

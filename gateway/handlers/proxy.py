@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from gateway.config import Proxy
@@ -168,8 +168,8 @@ class ProxyHandler:
                 response[UNTYPED] = True
             if declared is not None and declared.isdigit():
                 response.content_length = int(declared)
-            elif not no_body:
-                response.enable_chunked_encoding()
+            elif not no_body and request.version == HttpVersion11:
+                response.enable_chunked_encoding()  # HTTP/2 frames the body itself
             await response.prepare(request)
             try:
                 if not no_body:

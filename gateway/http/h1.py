@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -21,6 +21,8 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.config import Server as ServerConfig
+from gateway.http.h2 import H2Protocol
+from gateway.http.negotiate import Negotiating
 from gateway.request.errors import BodyTimeout
 
 log = logging.getLogger("gateway.http")
@@ -41,6 +43,9 @@ class ServerHooks(Protocol):
 
     def refused(self) -> None:
         """A connection was refused at the connection cap."""
+
+    def h2(self, event: str, reason: str = "") -> None:
+        """An HTTP/2 connection's event (see ``gateway.http.h2.H2Hooks``)."""
 
 
 BUSY_LINGER = 1.0  # seconds a refused connection is kept to read what the client sent
@@ -238,11 +243,14 @@ class GatewayServer(web.Server):
         *,
         settings: Callable[[], ServerConfig],
         hooks: ServerHooks,
+        http2: Literal["alpn", "prior_knowledge"] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, access_log_class=_observer_class(hooks.observe), **kwargs)
         self._settings = settings
         self._hooks = hooks
+        # How a connection may become HTTP/2 on this listener (gateway.http.negotiate).
+        self._http2 = http2
         self.open_connections = 0
 
     def __call__(self) -> RequestHandler:
@@ -251,6 +259,22 @@ class GatewayServer(web.Server):
         if self.open_connections >= settings.limits.max_connections:
             self._hooks.refused()
             return _BusyProtocol()  # type: ignore[return-value]
+        if self._http2 is None:
+            return self._http1(settings)
+        return Negotiating(  # type: ignore[return-value]
+            lambda: self._http1(settings),
+            lambda: H2Protocol(
+                self,
+                settings,
+                handler=self.request_handler,
+                factory=self.request_factory,
+                hooks=self._hooks,
+            ),
+            prior_knowledge=self._http2 == "prior_knowledge",
+            first_bytes_timeout=settings.timeouts.read_header,
+        )
+
+    def _http1(self, settings: ServerConfig) -> GatewayProtocol:
         return GatewayProtocol(
             self,
             loop=self._loop,

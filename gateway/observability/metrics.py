@@ -151,6 +151,25 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.http2_streams = Gauge(
+            "gateway_http2_streams_open",
+            "HTTP/2 streams being served.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.http2_resets = Counter(
+            "gateway_http2_resets_received",
+            "RST_STREAM frames received from HTTP/2 clients.",
+            registry=registry,
+        )
+        self.http2_goaways = Counter(
+            "gateway_http2_goaways_sent",
+            "GOAWAY frames sent, by reason: shutdown, idle, no_request, protocol_error, "
+            "enhance_your_calm (h2's own caps), rapid_reset, control_flood, not_reading, "
+            "and window_stalled (a stream reset, not a GOAWAY).",
+            ("reason",),
+            registry=registry,
+        )
         self.redirect_misses = Counter(
             "gateway_redirect_misses",
             "Short-link requests for a slug that is unknown or disabled.",
@@ -237,6 +256,17 @@ class Metrics:
         events, self._pending_events = self._pending_events, {}
         for (event_type, outcome), count in events.items():
             _child(self.events, self._event_children, event_type, outcome).inc(count)
+
+    def http2_event(self, event: str, reason: str = "") -> None:
+        """An HTTP/2 connection's event (gateway.http.h2.H2Hooks)."""
+        if event == "stream_opened":
+            self.http2_streams.inc()
+        elif event == "stream_closed":
+            self.http2_streams.dec()
+        elif event == "reset_received":
+            self.http2_resets.inc()
+        elif event == "goaway":
+            self.http2_goaways.labels(reason).inc()
 
     def observe_limit(self, rule: str, result: str) -> None:
         _child(self.ratelimit_decisions, self._limit_children, rule, result).inc()

@@ -26,7 +26,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -68,6 +68,16 @@ class _Hooks:
 
     def refused(self) -> None:
         self._metrics.rejected_connections.inc()
+
+    def h2(self, event: str, reason: str = "") -> None:
+        self._metrics.http2_event(event, reason)
+
+
+def _http2_mode(listener: Listener, config: Config) -> Literal["alpn", "prior_knowledge"] | None:
+    """How a connection to ``listener`` may become HTTP/2, if it may."""
+    if listener.tls:
+        return "alpn" if config.tls is not None and config.tls.http2 else None
+    return "prior_knowledge" if listener.h2c else None
 
 
 class Worker:
@@ -168,6 +178,7 @@ class Worker:
                 # A client that hangs up cancels its handler: no work for nobody, and
                 # its concurrency slot comes back at once.
                 handler_cancellation=True,
+                http2=_http2_mode(listener, config),
                 request_factory=request_factory(
                     (lambda: self.holder.current.hsts) if listener.tls else None,
                     max_line=server.limits.max_header_bytes,

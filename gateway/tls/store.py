@@ -24,7 +24,15 @@ from gateway.tls.storage import CertificateInfo, Storage, certificate_info
 
 log = logging.getLogger("gateway.tls.store")
 
-ALPN = ["http/1.1"]
+# Offered in this order (RFC 7301): h2 first, as Caddy and nginx do, unless tls.http2 is off.
+H2_ALPN = ["h2", "http/1.1"]
+H1_ALPN = ["http/1.1"]
+
+
+def alpn(tls: Tls) -> list[str]:
+    return H2_ALPN if tls.http2 else H1_ALPN
+
+
 # TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 suites are fixed by OpenSSL.
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 CHALLENGE_POLL = 0.25
@@ -56,7 +64,7 @@ def context_for(pair: TlsCertificate | None, tls: Tls) -> ssl.SSLContext:
         ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     )
     context.set_ciphers(CIPHERS)
-    context.set_alpn_protocols(ALPN)
+    context.set_alpn_protocols(alpn(tls))
     if pair is None:
         return context
     try:
@@ -116,7 +124,7 @@ class CertificateStore:
         # The listening context only dispatches: every handshake is moved to the chosen
         # certificate's context in the SNI callback (also when the client sends no SNI).
         self.context = context_for(None, tls)
-        self.context.set_alpn_protocols([*ALPN, ACME_TLS_ALPN])
+        self.context.set_alpn_protocols([*alpn(tls), ACME_TLS_ALPN])
         self.context.sni_callback = self._choose
 
     def _load(self, pair: TlsCertificate, domain: str | None = None) -> _Loaded:
@@ -140,7 +148,9 @@ class CertificateStore:
             )
         except (OSError, CertificateError) as exc:
             log.error("certificate for %s unusable (%s): serving a placeholder", domain, exc)
-        placeholder = _context_from_pem(self_signed(domain, timedelta(days=7)), self._tls, ALPN)
+        placeholder = _context_from_pem(
+            self_signed(domain, timedelta(days=7)), self._tls, alpn(self._tls)
+        )
         return _Loaded(pair, placeholder, [domain], None, None, managed=True)
 
     def _index(self) -> None:

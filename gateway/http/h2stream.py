@@ -1,0 +1,216 @@
+"""One HTTP/2 stream as aiohttp's request and response objects see it.
+
+A handler gets the same ``web.BaseRequest`` over HTTP/2 as over HTTP/1.1: its message is
+built from the stream's pseudo-headers (RFC 9113 §8.3.1), its body is an aiohttp
+``StreamReader`` fed by DATA frames, and its response is written through
+:class:`StreamWriter`, which turns aiohttp's status line and headers into a HEADERS
+frame and its body into DATA frames as the client's flow-control window allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.http_writer import HttpVersion
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.request.info import Refusal
+
+if TYPE_CHECKING:
+    from gateway.http.h2 import H2Protocol
+
+HTTP2 = HttpVersion(2, 0)
+# RFC 9113 §8.2.2: connection-specific fields have no meaning in HTTP/2; aiohttp adds
+# some of them for HTTP/1.1 (Transfer-Encoding: chunked, Connection: close).
+CONNECTION_SPECIFIC = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+)
+BODY_LIMIT = 1 << 16  # bytes buffered for a handler before the window stops opening
+
+
+def request_message(
+    headers: list[tuple[bytes, bytes]], *, ended: bool
+) -> tuple[RawRequestMessage, Refusal | None]:
+    """aiohttp's view of a request's header block (pseudo-headers already validated by
+    h2), and a refusal for what the request path must not see."""
+    pseudo: dict[bytes, bytes] = {}
+    fields: CIMultiDict[str] = CIMultiDict()
+    raw = []
+    for name, value in headers:
+        if name.startswith(b":"):
+            pseudo[name] = value
+            continue
+        text = value.decode("latin-1")
+        # RFC 9113 §8.2.3: a cookie may come split in several fields; one for HTTP/1.1.
+        if name == b"cookie" and "Cookie" in fields:
+            fields["Cookie"] = fields["Cookie"] + "; " + text
+        else:
+            fields.add(name.decode("latin-1"), text)
+        raw.append((name, value))
+    method = pseudo.get(b":method", b"GET").decode("latin-1")
+    target = pseudo.get(b":path", b"/").decode("latin-1")
+    authority = pseudo.get(b":authority")
+    refusal = None
+    if method == "CONNECT":
+        refusal = Refusal(405, "CONNECT is not supported")
+    elif authority is not None:
+        # RFC 9113 §8.3.1: a Host that disagrees with :authority makes it malformed.
+        host = fields.get("Host")
+        if host is not None and host.encode("latin-1").lower() != authority.lower():
+            refusal = Refusal(400, "Host and :authority disagree")
+        fields["Host"] = authority.decode("latin-1")
+    elif "Host" not in fields:
+        refusal = Refusal(400, "a request needs :authority or Host")
+    if not target.startswith("/"):
+        refusal = refusal or Refusal(400, "the :path must start with /")
+        target = "/"
+    path, _, query = target.partition("?")
+    url = URL.build(path=path, query_string=query, encoded=True)
+    message = RawRequestMessage(
+        method, target, HTTP2, CIMultiDictProxy(fields), tuple(raw), False,
+        None, False, False, url,
+    )  # fmt: skip
+    return message, refusal
+
+
+class StreamTransport:
+    """What a handler reaches as ``request.transport``: the connection's facts, and an
+    abort that resets this stream only (the proxy cuts a broken answer with it)."""
+
+    def __init__(self, connection: H2Protocol, stream_id: int) -> None:
+        self._connection = connection
+        self._stream_id = stream_id
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        transport = self._connection.transport
+        return transport.get_extra_info(name, default) if transport is not None else default
+
+    def is_closing(self) -> bool:
+        return self._connection.stream_closed(self._stream_id)
+
+    def abort(self) -> None:
+        self._connection.reset(self._stream_id)
+
+    close = abort
+
+
+class StreamProtocol:
+    """Stands in for aiohttp's ``RequestHandler`` for one stream: what the request, its
+    body reader and ``web.StreamResponse`` read from their protocol."""
+
+    max_field_size = 8190
+    max_headers = 128
+    connected = True
+
+    def __init__(self, connection: H2Protocol, stream_id: int) -> None:
+        self.transport = StreamTransport(connection, stream_id)
+        self.ssl_context = connection.ssl_context
+        self.peername = connection.peername
+        self.sockname = connection.sockname
+        self._connection = connection
+        self._stream_id = stream_id
+        self._reading_paused = False
+        self._unacknowledged = 0  # body bytes taken while paused: the window they hold
+
+    # The body reader calls these when its buffer is over or back under its limit:
+    # flow control stops (or resumes) handing the client window, so a slow handler
+    # slows the client, not the gateway's memory.
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        self._reading_paused = False
+        if self._unacknowledged:
+            size, self._unacknowledged = self._unacknowledged, 0
+            self._connection.acknowledge(self._stream_id, size)
+
+    def received(self, size: int) -> None:
+        if self._reading_paused:
+            self._unacknowledged += size
+        else:
+            self._connection.acknowledge(self._stream_id, size)
+
+    def force_close(self) -> None:
+        pass  # a stream ends with its response; the connection stays
+
+    def close(self) -> None:
+        pass
+
+    keep_alive = close
+
+
+def body_reader(protocol: StreamProtocol, *, ended: bool) -> StreamReader:
+    if ended:
+        return EMPTY_PAYLOAD
+    loop = asyncio.get_running_loop()
+    return StreamReader(protocol, BODY_LIMIT, loop=loop)  # type: ignore[arg-type]
+
+
+class StreamWriter(AbstractStreamWriter):
+    """aiohttp's payload writer for one stream: HEADERS once, then DATA frames within
+    the flow-control windows, END_STREAM at the end. Headers wait for the first body
+    bytes (or the end) so a bodyless answer is one frame."""
+
+    def __init__(self, connection: H2Protocol, stream_id: int, method: str) -> None:
+        self.buffer_size = 0
+        self.output_size = 0
+        self.length: int | None = 0
+        self._connection = connection
+        self._stream_id = stream_id
+        self._head = method == "HEAD"
+        self._headers: list[tuple[str, str]] | None = None
+        self._eof = False
+
+    async def write_headers(self, status_line: str, headers: CIMultiDict[str]) -> None:
+        status = status_line.split(" ", 2)[1]
+        fields = [(":status", status)]
+        fields.extend(
+            (name.lower(), value)
+            for name, value in headers.items()
+            if name.lower() not in CONNECTION_SPECIFIC
+        )
+        self._headers = fields
+
+    def send_headers(self) -> None:
+        pass  # with the first DATA or the end: see the class docstring
+
+    def _flush_headers(self, end: bool) -> None:
+        if self._headers is not None:
+            headers, self._headers = self._headers, None
+            self._connection.send_headers(self._stream_id, headers, end=end)
+
+    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        if not chunk or self._head:
+            return
+        self._flush_headers(end=False)
+        self.output_size += len(chunk)
+        await self._connection.send_data(self._stream_id, bytes(chunk))
+
+    async def write_eof(self, chunk: bytes = b"") -> None:
+        if self._eof:
+            return
+        self._eof = True
+        if chunk and not self._head:
+            await self.write(chunk)
+        if self._headers is not None:
+            self._flush_headers(end=True)
+        else:
+            self._connection.end_stream(self._stream_id)
+
+    async def drain(self) -> None:
+        await self._connection.drain()
+
+    def enable_compression(self, encoding: str = "deflate", strategy: int | None = None) -> None:
+        raise RuntimeError("response compression is not offered over HTTP/2")
+
+    def enable_chunking(self) -> None:
+        pass  # DATA frames carry the body: HTTP/2 has no chunked coding
+
+    @property
+    def transport(self) -> None:
+        return None

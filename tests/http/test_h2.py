@@ -1,0 +1,135 @@
+"""The HTTP/2 shell with clients nobody here wrote (curl, nghttp, httpx): ALPN and h2c,
+the same answers as HTTP/1.1, multiplexing, flow control, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.backends import backends
+from tests.http.h2_support import h2_config
+from tests.support import HELLO, in_process_gateway, with_routes
+
+
+async def run(*command: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_curl_negotiates_h2_over_tls_and_speaks_h2c_with_prior_knowledge(
+    tmp_path: Path,
+) -> None:
+    async with in_process_gateway(h2_config(tmp_path, tls=True), tmp_path) as gw:
+        secure = f"https://localhost:{gw.ports['secure']}/"
+        tls = await run("curl", "-s", "--http2", "--cacert", str(tmp_path / "ca.pem"),
+                        "-D", "-", "--resolve", f"localhost:{gw.ports['secure']}:127.0.0.1",
+                        secure)  # fmt: skip
+        h2c = await run("curl", "-s", "--http2-prior-knowledge", "-w", "%{http_version}",
+                        gw.url("/"))  # fmt: skip
+        h1 = await run("curl", "-s", "-w", "%{http_version}", gw.url("/"))
+        records = gw.access_log()
+    code, head, _ = tls
+    assert code == 0 and head.startswith("HTTP/2 200 \r\n")
+    lines = head.split("\r\n\r\n", 1)[0].lower().splitlines()
+    assert "content-length: 23" in lines and "server: edge-gateway" in lines
+    assert not any(line.startswith(("connection:", "transfer-encoding:")) for line in lines)
+    assert head.split("\r\n\r\n", 1)[1] == HELLO
+    assert h2c[1] == HELLO + "2" and h1[1] == HELLO + "1.1"  # the same listener, both
+    assert [r["proto"] for r in records] == ["HTTP/2.0", "HTTP/2.0", "HTTP/1.1"]
+
+
+async def test_nghttp_multiplexes_many_streams_on_one_connection(tmp_path: Path) -> None:
+    async with in_process_gateway(h2_config(tmp_path), tmp_path) as gw:
+        urls = [gw.url(f"/n{i}") for i in range(20)]
+        code, _, err = await run("nghttp", "-n", "-s", *urls)
+        records = gw.access_log()
+    assert code == 0, err
+    assert len(records) == 20 and {r["status"] for r in records} == {200}
+    assert {r["proto"] for r in records} == {"HTTP/2.0"}
+
+
+def every_handler_config(tmp_path: Path, backend: str) -> dict[str, Any]:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "a.txt").write_bytes(b"0123456789" * 2)
+    (root / "big.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB: not cached
+    config = h2_config(tmp_path)
+    config["tracking"] = {"node": "n"}
+    config["server"]["limits"] = {"max_body_bytes": 20 << 20}
+    return with_routes(
+        config,
+        {"name": "static", "match": {"path_prefix": "/files"}, "static": {"root": str(root)}},
+        {
+            "name": "app",
+            "match": {"path_prefix": "/app"},
+            "proxy": {"upstreams": [backend], "strip_prefix": True},
+        },
+        {"name": "collect", "match": {"path_prefix": "/t"}, "collect": {}},
+        {"name": "hello", "respond": {"body": HELLO, "headers": {"X-Served": "yes"}}},
+    )
+
+
+async def test_every_handler_answers_over_h2_as_over_http1(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        config = every_handler_config(tmp_path, a.url)
+        async with (
+            in_process_gateway(config, tmp_path) as gw,
+            httpx.AsyncClient(http1=False, http2=True, base_url=gw.url("")) as h2,
+            httpx.AsyncClient(base_url=gw.url("")) as h1,
+        ):
+            for method, path, kwargs in [
+                ("GET", "/", {}),
+                ("GET", "/files/a.txt", {"headers": {"Range": "bytes=2-5"}}),
+                ("GET", "/files/big.bin", {"headers": {"Range": "bytes=1000-1999"}}),
+                ("GET", "/files/big.bin", {}),
+                ("GET", "/t/img/v1/c/1", {}),
+                ("POST", "/t/tr/v1/k/v", {"json": {"ename": "x"}}),
+                ("GET", "/app/echo?q=1", {}),
+                ("POST", "/app/upload", {"content": b"z" * 300_000}),
+                ("GET", "/_gateway/health", {}),
+                ("GET", "/missing-dir/../x", {}),
+            ]:
+                one = await h1.request(method, path, **kwargs)
+                two = await h2.request(method, path, **kwargs)
+                assert two.http_version == "HTTP/2", path
+                assert (two.status_code, two.content) == (one.status_code, one.content) or (
+                    path.startswith("/app/echo")  # echoes headers, which differ by protocol
+                ), path
+                for name in ("content-type", "content-range", "cache-control", "x-served"):
+                    assert two.headers.get(name) == one.headers.get(name), (path, name)
+                assert "connection" not in two.headers and "transfer-encoding" not in two.headers
+            echoed = json.loads((await h2.get("/app/echo")).content)
+    sent = {k.lower(): v for k, v in echoed["headers"]}
+    # The upstream gets HTTP/1.1 with a Host from :authority and the usual forwarding.
+    assert sent["host"] == f"127.0.0.1:{gw.ports['public']}"
+    assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-forwarded-proto"] == "http"
+    assert a.bodies.count(300_000) == 2  # the upload, over each protocol
+
+
+async def test_concurrent_streams_on_one_connection_and_sse_flushed(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        config = every_handler_config(tmp_path, a.url)
+        async with (
+            in_process_gateway(config, tmp_path) as gw,
+            httpx.AsyncClient(http1=False, http2=True, base_url=gw.url("")) as client,
+        ):
+            answers = await asyncio.gather(
+                *(client.get(f"/app/slow?s=0.3&i={i}") for i in range(30))
+            )
+            async with client.stream("GET", "/app/sse") as resp:
+                start = asyncio.get_running_loop().time()
+                chunks = resp.aiter_raw()
+                first = await anext(chunks)
+                first_at = asyncio.get_running_loop().time() - start
+        records = gw.access_log()
+    assert {r.status_code for r in answers} == {200}
+    assert first == b"data: one\n\n" and first_at < 0.4
+    assert len({r["request_id"] for r in records}) == len(records)
