@@ -261,7 +261,7 @@ http {{
     keepalive_requests 1000000;
 {_nginx_http(site)}
     server {{
-        listen 127.0.0.1:{port}{" ssl" if site.tls else ""};{_nginx_tls(site)}
+        listen 127.0.0.1:{port}{" ssl http2" if site.tls else ""};{_nginx_tls(site)}
         {site.nginx_locations}
     }}
 }}

@@ -10,19 +10,20 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-INSTALL_HINT = "sudo apt-get install wrk nginx-light caddy"
+INSTALL_HINT = "sudo apt-get install wrk nginx-light caddy nghttp2-client"
 # nginx lives in /usr/sbin, which is often not on a normal user's PATH.
 _SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
-_TOOL_NAMES = ("wrk", "nginx", "caddy")
+_TOOL_NAMES = ("wrk", "nginx", "caddy", "h2load")
 
 
 @dataclass(frozen=True, slots=True)
 class Tools:
-    """Absolute paths of the load generator and the two reference servers."""
+    """Absolute paths of the load generators and the two reference servers."""
 
     wrk: str
     nginx: str
     caddy: str
+    h2load: str = ""  # nghttp2's, for the HTTP/2 scenarios
 
 
 class MissingTools(Exception):

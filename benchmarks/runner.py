@@ -16,6 +16,7 @@ from pathlib import Path
 from benchmarks.broker import Broker, CountError, RecordCounter, record_counter, settle, tansu
 from benchmarks.configs import EVENTS_TOPIC
 from benchmarks.fixtures import Fixtures, prepared, work_directory
+from benchmarks.h2load import STREAMS, h2load_command, run_h2load
 from benchmarks.idle import idle_connections
 from benchmarks.load import WrkError, run_wrk, wrk_command
 from benchmarks.machine import Tools
@@ -64,8 +65,8 @@ async def _run_scenario(
             backend=scenario.backend,
             tools=tools,
             workers=settings.workers,
-            # Each client connection of the server under test leads to at most one here.
-            capacity=capacity(scenario.clients(settings)),
+            # Each request in flight at the server under test leads to at most one here.
+            capacity=capacity(scenario.clients(settings) * (STREAMS if scenario.http2 else 1)),
         ) as fixtures:
             mismatch = await _backend_mismatch(scenario, fixtures)
             if mismatch is not None:
@@ -143,7 +144,11 @@ async def _run_once(
                     kind,
                     site,
                     workers=settings.workers,
-                    capacity=capacity(scenario.clients(settings), proxied=scenario.backend),
+                    # Over HTTP/2 each connection carries up to STREAMS requests at once.
+                    capacity=capacity(
+                        scenario.clients(settings) * (STREAMS if scenario.http2 else 1),
+                        proxied=scenario.backend,
+                    ),
                     tools=tools,
                     workdir=workdir,
                     kafka=kafka.broker.bootstrap if kafka else None,
@@ -182,13 +187,28 @@ async def _measure_load(
     if scenario.wrk_script is not None:
         script = workdir / "load.lua"
         script.write_text(scenario.wrk_script)
-    command = wrk_command(
-        tools.wrk,
-        server.url(scenario.path),
-        connections=scenario.clients(settings),
-        duration=settings.duration,
-        script=script,
-    )
+    log = workdir / "h2load.log"
+    if scenario.http2:
+        body = None
+        if scenario.body:
+            body = workdir / "body.bin"
+            body.write_bytes(scenario.body)
+        command = h2load_command(
+            tools.h2load,
+            server.url(scenario.path),
+            connections=scenario.clients(settings),
+            duration=settings.duration,
+            log=log,
+            script=body,
+        )
+    else:
+        command = wrk_command(
+            tools.wrk,
+            server.url(scenario.path),
+            connections=scenario.clients(settings),
+            duration=settings.duration,
+            script=script,
+        )
     baseline = 0
     if kafka is not None:
         # The answer check sent one request's events: counted before the load, not in it.
@@ -198,7 +218,10 @@ async def _measure_load(
         broker_usage: Usage | None = None
         if kafka is not None:
             broker_usage = await stack.enter_async_context(sampling(kafka.broker.pid))
-        stats = await run_wrk(command, duration=settings.duration)
+        if scenario.http2:
+            stats = await run_h2load(command, duration=settings.duration, log=log)
+        else:
+            stats = await run_wrk(command, duration=settings.duration)
     result = LoadResult(
         requests_per_s=stats.requests_per_s,
         p50_ms=stats.p50_ms,

@@ -79,11 +79,14 @@ class Scenario:
     connections: int | None = None  # wrk connections, when not the run's --connections
     backend: bool = False  # the servers proxy to a shared nginx backend
     tls: bool = False  # every server answers HTTPS, with the same certificate
+    http2: bool = False  # h2load drives it over HTTP/2 (ALPN h2; needs tls)
     pending: str | None = None  # why it cannot run yet: the gateway feature it needs
 
     def __post_init__(self) -> None:
         if self.pending is None and self.site is None:
             raise ValueError(f"scenario {self.name}: runnable, so it needs a site")
+        if self.http2 and not self.tls:
+            raise ValueError(f"scenario {self.name}: HTTP/2 is negotiated over TLS here")
 
     def clients(self, settings: Settings) -> int:
         """Client connections each server holds: the idle pool, or wrk's connections."""
@@ -382,6 +385,33 @@ SCENARIOS: tuple[Scenario, ...] = (
         SMALL_PATH,
         BACKEND_BODY.encode(),
         tls=True,
+    ),
+    Scenario(
+        "hello_h2",
+        "hello over HTTP/2 (TLS, ALPN h2): h2load, 10 streams per connection",
+        site=_hello,
+        expected_body=HELLO_BODY.encode(),
+        tls=True,
+        http2=True,
+    ),
+    Scenario(
+        "proxy_h2",
+        "proxy_small over HTTP/2 to the client (the backend stays HTTP/1.1)",
+        site=_proxied,
+        path=SMALL_PATH,
+        expected_body=BACKEND_BODY.encode(),
+        backend=True,
+        tls=True,
+        http2=True,
+    ),
+    Scenario(
+        "static_h2",
+        "a 1 KiB static file over HTTP/2",
+        site=_static,
+        path="/1k.bin",
+        expected_body=file_bytes("1k.bin"),
+        tls=True,
+        http2=True,
     ),
     Scenario(
         "idle_10k",

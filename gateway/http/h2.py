@@ -32,15 +32,11 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
+from hyperframe.frame import GoAwayFrame
 
 from gateway.config import Server as ServerConfig
 from gateway.http.h2state import H2Hooks, PerSecond, Stream, h2_connection
-from gateway.http.h2stream import (
-    StreamProtocol,
-    StreamWriter,
-    body_reader,
-    request_message,
-)
+from gateway.http.h2stream import StreamProtocol, StreamWriter, body_reader, request_message
 from gateway.request.info import REFUSED
 
 log = logging.getLogger("gateway.http.h2")
@@ -77,11 +73,12 @@ class H2Protocol(asyncio.Protocol):
         self.sockname: Any = None
         self._task_handler = None  # read by aiohttp's Server.connection_lost
         self._closing = False  # GOAWAY sent: no new streams
+        self._refused = False  # ... and with an error: the connection is over
         self._resets = PerSecond()
         self._control = PerSecond()
         self._timer: asyncio.TimerHandle | None = None
         self._writable: asyncio.Future[None] | None = None
-        self._idle: asyncio.Event = asyncio.Event()  # no stream open
+        self._idle = asyncio.Event()  # set while no stream is open
         self._idle.set()
         self._served = 0
 
@@ -114,6 +111,8 @@ class H2Protocol(asyncio.Protocol):
             self._close_transport()
             return
         for event in events:
+            if self._refused:
+                return  # a GOAWAY with an error went out: nothing after it is served
             if isinstance(event, RequestReceived):
                 self._request(event)
             elif isinstance(event, DataReceived):
@@ -246,13 +245,23 @@ class H2Protocol(asyncio.Protocol):
     def goaway(self, code: ErrorCodes, reason: str) -> None:
         """Tell the client no stream past the last one will be served; with an error
         code, the connection ends now, else when its streams are done."""
-        if self.transport is None:
+        if self.transport is None or self._refused:
             return
         self._hooks.h2("goaway", reason)
         self._closing = True
-        self._conn.close_connection(code, last_stream_id=self._conn.highest_inbound_stream_id)
+        self._refused = code != ErrorCodes.NO_ERROR
+        last = self._conn.highest_inbound_stream_id
+        if self._refused:
+            self._conn.close_connection(code, last_stream_id=last)
+            self._flush()
+            self._close_transport()
+            return
+        # Graceful: written past h2, whose state machine would refuse every frame after
+        # its own GOAWAY, while the streams up to ``last`` still have answers to send.
         self._flush()
-        if code != ErrorCodes.NO_ERROR or not self._streams:
+        assert self.transport is not None
+        self.transport.write(GoAwayFrame(0, last_stream_id=last, error_code=code).serialize())
+        if not self._streams:
             self._close_transport()
 
     # --- internals ---
@@ -358,16 +367,10 @@ class H2Protocol(asyncio.Protocol):
         stream = self._streams.get(stream_id)
         if stream is None:
             raise ConnectionResetError("the stream was reset")
-        stream.window = window = asyncio.Event()
-        try:
-            async with asyncio.timeout(self._timeouts.keepalive):
-                await window.wait()
-        except TimeoutError:
+        if not await stream.window_opens(self._timeouts.keepalive):
             self._hooks.h2("goaway", "window_stalled")
             self.reset(stream_id, ErrorCodes.FLOW_CONTROL_ERROR)
-            raise ConnectionResetError("the client's window stayed closed") from None
-        finally:
-            stream.window = None
+            raise ConnectionResetError("the client's window stayed closed")
 
     def _window_opened(self, stream_id: int) -> None:
         streams = self._streams.values() if stream_id == 0 else [self._streams.get(stream_id)]

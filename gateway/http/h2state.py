@@ -62,6 +62,18 @@ class Stream:
         self.body_seen = 0
         self.body_check: asyncio.TimerHandle | None = None
 
+    async def window_opens(self, within: float) -> bool:
+        """Whether the client opens its window (``window`` set) within ``within`` s."""
+        self.window = window = asyncio.Event()
+        try:
+            async with asyncio.timeout(within):
+                await window.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self.window = None
+        return True
+
     def watch_body(self, loop: asyncio.AbstractEventLoop, window: float, rate: int) -> None:
         """As HTTP/1.1's body watch: every ``window`` seconds a body still arriving must
         have brought a byte (and ``rate`` bytes a second), unless the gateway itself

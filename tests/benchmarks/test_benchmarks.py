@@ -597,7 +597,7 @@ def test_fixture_files_are_the_same_bytes_every_run_and_differ_by_name() -> None
 
 
 async def test_prepared_writes_every_file_readable_by_nginx_workers(tmp_path: Path) -> None:
-    no_tools = Tools(wrk="", nginx="", caddy="")  # nothing is started without a backend
+    no_tools = Tools(wrk="", nginx="", caddy="", h2load="")  # nothing is started without a backend
     async with prepared(
         tmp_path / "shared", backend=False, tools=no_tools, workers=1, capacity=300
     ) as fixtures:

@@ -267,11 +267,14 @@ async def test_fast_tracker_refuses_what_a_full_spool_cannot_keep(tmp_path: Path
         answers = [await request("POST", gw.url("/tr/v1"), json={"n": i}) for i in range(20)]
     statuses = [status for status, _, _ in answers]
     kept = len([record for _, record in read_all(tmp_path / "spool")])
+    # Every 204 kept, every other answer an explicit refusal (the room a refusal leaves
+    # can let a later, smaller event in: not a count of the first ones).
     assert 0 < kept == statuses.count(204) < 20
-    for status, resp, body in answers[kept:]:
-        assert (status, resp.headers["Retry-After"], body) == (
-            503, "1", b"503 Service Unavailable: events cannot be stored right now\n"
-        )  # fmt: skip
+    for status, resp, body in answers:
+        if status != 204:
+            assert (status, resp.headers["Retry-After"], body) == (
+                503, "1", b"503 Service Unavailable: events cannot be stored right now\n"
+            )  # fmt: skip
 
 
 async def test_records_carry_headers_to_route_by(tmp_path: Path, kafka_broker: Broker) -> None:

@@ -13,7 +13,11 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
+import h2.settings
+import hpack
 import trustme
+from hyperframe.frame import Frame, HeadersFrame
 
 from tests.support import base_config
 
@@ -54,6 +58,8 @@ class RawH2:
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=config)
         self.events: list[Any] = []
+        self.raw = bytearray()  # every byte the server sent
+        self._broken = False  # h2's client state machine refused what came: raw only
 
     def flush(self) -> None:
         self.writer.write(self.conn.data_to_send())
@@ -67,13 +73,19 @@ class RawH2:
             data = await self.reader.read(65536)
         if not data:
             return []
+        self.raw += data
+        if self._broken:
+            return [None]
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError:
-            events = []
+            # Frames a strict client would refuse, such as answers after a graceful
+            # GOAWAY (RFC 9113 §6.8 allows them): the test reads them from ``raw``.
+            self._broken = True
+            return [None]
         self.flush()
         self.events.extend(events)
-        return events
+        return events or [None]
 
     async def until(self, kind: type, limit: float = 5.0) -> Any:
         """The first event of ``kind`` (read until it comes); AssertionError if closed first."""
@@ -90,11 +102,30 @@ class RawH2:
         """Whether the server closes the connection within ``limit`` seconds."""
         try:
             async with asyncio.timeout(limit):
-                while await self.reader.read(65536):
-                    pass
-        except (TimeoutError, ConnectionResetError):
+                while data := await self.reader.read(65536):
+                    self.raw += data
+        except ConnectionResetError:
+            return True  # closed with our frames unread: the kernel resets
+        except TimeoutError:
             return False
         return True
+
+    def frames(self) -> list[Any]:
+        """Every frame the server sent, parsed from the raw bytes (header blocks decoded
+        into ``frame.headers``)."""
+        frames, view, decoder = [], memoryview(bytes(self.raw)), hpack.Decoder()
+        decoder.max_header_list_size = 1 << 20
+        offset = 0
+        while len(view) - offset >= 9:
+            frame, length = Frame.parse_frame_header(view[offset : offset + 9])
+            if len(view) - offset - 9 < length:
+                break
+            frame.parse_body(view[offset + 9 : offset + 9 + length])
+            if isinstance(frame, HeadersFrame):
+                frame.headers = dict(decoder.decode(bytes(frame.data)))  # type: ignore[attr-defined]
+            frames.append(frame)
+            offset += 9 + length
+        return frames
 
     def request(self, path: str = "/", *, end: bool = True, **extra: str) -> int:
         stream_id = self.conn.get_next_available_stream_id()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,35 @@ async def test_concurrent_streams_on_one_connection_and_sse_flushed(tmp_path: Pa
     assert {r.status_code for r in answers} == {200}
     assert first == b"data: one\n\n" and first_at < 0.4
     assert len({r["request_id"] for r in records}) == len(records)
+
+
+async def test_large_upload_and_download_flow_in_bounded_memory(tmp_path: Path) -> None:
+    """Flow control both ways: a 10 MB download goes out as the client's window allows,
+    a 10 MB upload is taken as fast as the upstream reads it; neither is buffered."""
+    async with backends("a") as (a,):
+        config = with_routes(
+            h2_config(tmp_path, limits={"max_body_bytes": 20 << 20}),
+            {"name": "app", "proxy": {"upstreams": [a.url]}},
+        )
+        async with (
+            in_process_gateway(config, tmp_path) as gw,
+            httpx.AsyncClient(http1=False, http2=True, base_url=gw.url(""), timeout=30) as client,
+        ):
+            tracemalloc.start()  # client, gateway and backend share this process
+            try:
+                received = 0
+                async with client.stream("GET", "/big?mb=10") as resp:
+                    async for chunk in resp.aiter_raw():
+                        received += len(chunk)
+                assert (resp.status_code, received) == (200, 10 << 20)
+
+                async def chunks() -> Any:
+                    for _ in range(160):
+                        yield b"y" * 65536
+
+                upload = await client.post("/upload", content=chunks())
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    assert (upload.status_code, a.bodies[-1]) == (200, 10 << 20)
+    assert peak < 6 << 20, f"peak {peak} bytes: a 10 MB body was buffered"
