@@ -83,7 +83,6 @@ class H2Protocol(asyncio.Protocol):
         self._served = 0
 
     # --- the transport's side ---
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.peername = transport.get_extra_info("peername")
@@ -164,7 +163,6 @@ class H2Protocol(asyncio.Protocol):
             self._writable.set_result(None)
 
     # --- what the streams call ---
-
     def stream_closed(self, stream_id: int) -> bool:
         return stream_id not in self._streams or self.transport is None
 
@@ -180,9 +178,10 @@ class H2Protocol(asyncio.Protocol):
         self._conn.send_headers(stream_id, headers, end_stream=end)
         self._flush()
 
-    async def send_data(self, stream_id: int, data: bytes) -> None:
-        """DATA frames as the stream's and the connection's windows allow; a client that
-        keeps its window shut longer than the idle timeout gets the stream reset."""
+    async def send_data(self, stream_id: int, data: bytes, *, end: bool = False) -> None:
+        """DATA frames as the stream's and the connection's windows allow, the last with
+        END_STREAM when ``end``; a client that keeps its window shut longer than the
+        idle timeout gets the stream reset."""
         conn = self._conn
         view = memoryview(data)
         while view:
@@ -195,8 +194,8 @@ class H2Protocol(asyncio.Protocol):
             if room <= 0:
                 await self._wait_for_window(stream_id)
                 continue
-            conn.send_data(stream_id, view[:room].tobytes())
-            view = view[room:]
+            view, chunk = view[room:], view[:room].tobytes()
+            conn.send_data(stream_id, chunk, end_stream=end and not view)
             self._flush()
             await self.drain()
 
@@ -259,13 +258,13 @@ class H2Protocol(asyncio.Protocol):
         # Graceful: written past h2, whose state machine would refuse every frame after
         # its own GOAWAY, while the streams up to ``last`` still have answers to send.
         self._flush()
-        assert self.transport is not None
+        if self.transport is None:
+            return
         self.transport.write(GoAwayFrame(0, last_stream_id=last, error_code=code).serialize())
         if not self._streams:
             self._close_transport()
 
     # --- internals ---
-
     def _request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
         if self._closing:
@@ -379,6 +378,7 @@ class H2Protocol(asyncio.Protocol):
                 stream.window.set()
 
     def _flush(self) -> None:
+        # At once: one write per loop iteration measured the same (h2load -c50 -m10).
         transport = self.transport
         if transport is None:
             return

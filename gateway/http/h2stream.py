@@ -191,8 +191,11 @@ class StreamWriter(AbstractStreamWriter):
             return
         self._eof = True
         if chunk and not self._head:
-            await self.write(chunk)
-        if self._headers is not None:
+            # The last bytes carry END_STREAM: no empty DATA frame after them.
+            self._flush_headers(end=False)
+            self.output_size += len(chunk)
+            await self._connection.send_data(self._stream_id, bytes(chunk), end=True)
+        elif self._headers is not None:
             self._flush_headers(end=True)
         else:
             self._connection.end_stream(self._stream_id)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from tests.backends import backends
+from tests.events.test_snowplow import PAYLOAD
 from tests.http.h2_support import h2_config
 from tests.support import HELLO, in_process_gateway, with_routes
 
@@ -63,10 +64,16 @@ def every_handler_config(tmp_path: Path, backend: str) -> dict[str, Any]:
     (root / "a.txt").write_bytes(b"0123456789" * 2)
     (root / "big.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB: not cached
     config = h2_config(tmp_path)
-    config["tracking"] = {"node": "n"}
+    config["tracking"] = {"node": "n", "write_keys": ["wk"]}
+    config["redirects"] = {"links": [{"slug": "go", "target": "https://shop.example/sale"}]}
     config["server"]["limits"] = {"max_body_bytes": 20 << 20}
+    user = {"username": "rill", "password": "intake-secret"}
     return with_routes(
         config,
+        {"name": "segment", "match": {"path_prefix": "/v1"}, "segment": {}},
+        {"name": "links", "match": {"path_prefix": "/l"}, "redirect": {}},
+        {"name": "snowplow", "match": {"path_prefix": "/sp"}, "snowplow": {}},
+        {"name": "intake", "match": {"path_prefix": "/intake"}, "intake": {"users": [user]}},
         {"name": "static", "match": {"path_prefix": "/files"}, "static": {"root": str(root)}},
         {
             "name": "app",
@@ -96,6 +103,30 @@ async def test_every_handler_answers_over_h2_as_over_http1(tmp_path: Path) -> No
                 ("GET", "/app/echo?q=1", {}),
                 ("POST", "/app/upload", {"content": b"z" * 300_000}),
                 ("GET", "/_gateway/health", {}),
+                ("POST", "/v1/track", {"auth": ("wk", ""), "json": {"userId": "u", "event": "E"}}),
+                ("GET", "/l/go", {}),
+                ("GET", "/sp/i?e=pv&url=https%3A%2F%2Fshop.example%2F", {}),
+                (
+                    "POST",
+                    "/sp/com.snowplowanalytics.snowplow/tp2",
+                    {
+                        "json": {
+                            "schema": PAYLOAD,
+                            "data": [{"e": "pv", "p": "web", "tv": "t"}],
+                        }
+                    },
+                ),
+                (
+                    "POST",
+                    "/intake",
+                    {
+                        "auth": ("rill", "intake-secret"),
+                        "content": (
+                            b'{"event_id":"e1","event_time":"2026-12-02T06:00:00Z",'
+                            b'"event_type":"log","event_name":"n"}\n'
+                        ),
+                    },
+                ),
                 ("GET", "/missing-dir/../x", {}),
             ]:
                 one = await h1.request(method, path, **kwargs)
@@ -104,7 +135,8 @@ async def test_every_handler_answers_over_h2_as_over_http1(tmp_path: Path) -> No
                 assert (two.status_code, two.content) == (one.status_code, one.content) or (
                     path.startswith("/app/echo")  # echoes headers, which differ by protocol
                 ), path
-                for name in ("content-type", "content-range", "cache-control", "x-served"):
+                names = ("content-type", "content-range", "cache-control", "x-served", "location")
+                for name in names:
                     assert two.headers.get(name) == one.headers.get(name), (path, name)
                 assert "connection" not in two.headers and "transfer-encoding" not in two.headers
             echoed = json.loads((await h2.get("/app/echo")).content)
