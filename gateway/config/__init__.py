@@ -20,7 +20,7 @@ from gateway.config.events import (
     Spool,
     Tracking,
 )
-from gateway.config.limits import RateLimitRule, RateLimits
+from gateway.config.limits import LocalBackend, RateLimitRule, RateLimits, RedisBackend
 from gateway.config.links import RedirectRoute, Redirects
 from gateway.config.load import load_config, parse_config
 from gateway.config.proxy import ActiveHealth, PassiveHealth, Proxy, ProxyTimeouts
@@ -66,6 +66,7 @@ __all__ = [
     "KafkaTls",
     "Limits",
     "Listener",
+    "LocalBackend",
     "Match",
     "Name",
     "PassiveHealth",
@@ -75,6 +76,7 @@ __all__ = [
     "RateLimits",
     "RedirectRoute",
     "Redirects",
+    "RedisBackend",
     "Respond",
     "Route",
     "Segment",

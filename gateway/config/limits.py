@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     Field,
@@ -18,6 +19,7 @@ from gateway.config.base import (
     _check_cidrs,
     _Model,
 )
+from gateway.config.paths import ca_file_issue
 
 if TYPE_CHECKING:
     from gateway.config.root import Config
@@ -38,6 +40,8 @@ class RateLimitRule(_Model):
     exempt: tuple[str, ...] = ()
     dry_run: bool = False
     max_keys: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    # Decided on rate_limits.backend (Redis), for every instance together.
+    shared: bool = False
 
     @field_validator("key")
     @classmethod
@@ -60,9 +64,37 @@ class RateLimitRule(_Model):
         return self.burst if self.burst is not None else max(1, math.ceil(self.rate))
 
 
-class RateLimits(_Model):
-    """The named rules routes refer to by name."""
+class LocalBackend(_Model):
+    """Every worker keeps its share of each limit (aiolimiter buckets)."""
 
+    kind: Literal["local"] = "local"
+
+
+class RedisBackend(_Model):
+    """Shared rules are decided on Redis: one round trip per decision, for all instances."""
+
+    kind: Literal["redis"]
+    url: str  # redis://host:port/db, or rediss:// for TLS
+    password: str | None = None
+    ca_file: str | None = None  # for rediss://: the CA that signed the server's certificate
+    key_prefix: str = "gw:"
+    timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 20
+    # Redis down or slower than timeout_ms: this worker's share ("local"), or let the
+    # request through ("allow"), or refuse it ("deny").
+    on_error: Literal["local", "allow", "deny"] = "local"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.fullmatch(r"rediss?://[^\s/]+(/\d{1,2})?", value):
+            raise ValueError("must be redis://host:port[/db] or rediss://host:port[/db]")
+        return value
+
+
+class RateLimits(_Model):
+    """The named rules routes refer to by name, and where shared rules are decided."""
+
+    backend: Annotated[LocalBackend | RedisBackend, Field(discriminator="kind")] = LocalBackend()
     rules: tuple[RateLimitRule, ...] = ()
 
 
@@ -77,3 +109,10 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
                 f"(also rate_limits.rules[{rule_names[rule.name]}])",
             )
         rule_names.setdefault(rule.name, i)
+        if rule.shared and config.rate_limits.backend.kind != "redis":
+            yield ConfigIssue(
+                f"rate_limits.rules[{i}].shared", 'needs rate_limits.backend {"kind": "redis"}'
+            )
+    backend = config.rate_limits.backend
+    if backend.kind == "redis" and backend.ca_file and (problem := ca_file_issue(backend.ca_file)):
+        yield ConfigIssue("rate_limits.backend.ca_file", problem)

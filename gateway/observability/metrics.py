@@ -111,6 +111,13 @@ class Metrics:
             ("rule",),
             registry=registry,
         )
+        self.ratelimit_backend_errors = Counter(
+            "gateway_ratelimit_backend_errors",
+            "Shared rate-limit decisions Redis could not make (timeout or error): decided "
+            "by rate_limits.backend.on_error instead.",
+            ("reason",),
+            registry=registry,
+        )
         self.events = Counter(
             "gateway_events",
             "Events by type and outcome: accepted, delivered, spooled, replayed, dropped.",
@@ -260,6 +267,9 @@ class Metrics:
         events, self._pending_events = self._pending_events, {}
         for (event_type, outcome), count in events.items():
             _child(self.events, self._event_children, event_type, outcome).inc(count)
+
+    def ratelimit_backend_errors_for(self, reason: str) -> None:
+        self.ratelimit_backend_errors.labels(reason).inc()
 
     def http2_event(self, event: str, reason: str = "") -> None:
         """An HTTP/2 connection's event (gateway.http.h2.H2Hooks)."""

@@ -28,6 +28,7 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("server.limits.max_headers", lambda c: c.server.limits.max_headers),
     ("server.access_log.path", lambda c: c.server.access_log.path),
     ("kafka", lambda c: c.kafka),
+    ("rate_limits.backend", lambda c: c.rate_limits.backend),
     ("tls.certificates", lambda c: c.tls.certificates if c.tls else None),
     ("tls.acme", lambda c: c.tls.acme if c.tls else None),
     ("spool", lambda c: c.spool),

@@ -30,13 +30,14 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from gateway.config import Config, ConfigError, ConfigIssue, Listener, load_config
+from gateway.config import Config, ConfigError, ConfigIssue, Listener, RedisBackend, load_config
 from gateway.events.pipeline import EventPipeline
 from gateway.events.sink import Sink
 from gateway.handlers.builtin import Builtins
 from gateway.http.h1 import GatewayServer
 from gateway.http.h1request import request_factory
 from gateway.http.listen import AcceptSite
+from gateway.limits.shared import SharedBackend
 from gateway.links.api import LinksApi
 from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
 from gateway.observability.accesslog import AccessLog
@@ -105,7 +106,16 @@ class Worker:
             queue_bytes=config.tracking.queue_bytes,
             metrics=self.metrics,
         )
-        self.services = Services(self.metrics, self.upstreams, Sink(self.pipeline))
+        backend = config.rate_limits.backend
+        # Before the runtime, whose shared rules decide on it; closed in the shutdown order.
+        self.limits_backend = (
+            SharedBackend(backend, self.metrics.ratelimit_backend_errors_for)
+            if isinstance(backend, RedisBackend)
+            else None
+        )
+        self.services = Services(
+            self.metrics, self.upstreams, Sink(self.pipeline), limits_backend=self.limits_backend
+        )
         self.holder = RuntimeHolder(config, self.services)
         self.readiness = Readiness()
         self.config_path = config_path
@@ -138,6 +148,8 @@ class Worker:
         await self.pipeline.start()
         self._pipeline_started = True
         self.readiness.add_check("events", self.pipeline.health)
+        if self.limits_backend is not None:
+            self.readiness.add_check("rate_limits", self.limits_backend.health)
         if config.redirects is not None:
             links = self._links = (
                 KafkaLinkStore(config.kafka, config.redirects.topic)
@@ -257,6 +269,7 @@ class Worker:
             ("drain listeners", self._drain_listeners),
             ("cancel background tasks", self._cancel_tasks),
             ("close upstream pools", self.upstreams.close),
+            ("close the rate-limit backend", self._close_limits_backend),
             ("close the link store", self._close_links),
             ("flush and close the event pipeline", self._close_pipeline),
             ("close the access log", self._close_access_log),
@@ -271,6 +284,10 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _close_limits_backend(self) -> None:
+        if self.limits_backend is not None:
+            await self.limits_backend.close()
 
     async def _close_links(self) -> None:
         if self._links is not None:

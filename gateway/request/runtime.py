@@ -19,7 +19,8 @@ from gateway.events.tracker import Tracker
 from gateway.handlers import Handler
 from gateway.handlers.kinds import BuildContext, kind_name, kind_of
 from gateway.handlers.static import StaticHandler
-from gateway.limits.ratelimit import RouteLimits, Rule, local_limiter_for
+from gateway.limits.ratelimit import Limiter, RouteLimits, Rule, local_limiter_for
+from gateway.limits.shared import SharedBackend, SharedLimiter
 from gateway.links.model import Link
 from gateway.links.store import LinkStore
 from gateway.observability.metrics import Metrics
@@ -61,16 +62,21 @@ class Runtime:
     acme_storage: Storage | None = None
 
 
-def _rules(config: Config, metrics: Metrics, previous: Mapping[str, Rule]) -> dict[str, Rule]:
+def _rules(config: Config, services: Services, previous: Mapping[str, Rule]) -> dict[str, Rule]:
     rules = {}
     for rule_config in config.rate_limits.rules:
         old = previous.get(rule_config.name)
         if old is not None and old.config == rule_config:
             rules[rule_config.name] = old
             continue
-        limiter = local_limiter_for(
-            rule_config, config.server.worker_count, metrics.limiter_size(rule_config.name)
+        limiter: Limiter = local_limiter_for(
+            rule_config,
+            config.server.worker_count,
+            services.metrics.limiter_size(rule_config.name),
         )
+        if rule_config.shared and services.limits_backend is not None:
+            # The local share stays as the fallback for when Redis cannot answer.
+            limiter = SharedLimiter(rule_config, services.limits_backend, limiter)
         rules[rule_config.name] = Rule(rule_config, limiter)
     return rules
 
@@ -81,7 +87,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
     metrics = services.metrics
     tracker = Tracker(config.tracking)
     resolver = ClientIPResolver(server.trusted_proxies, server.client_ip_header)
-    rules = _rules(config, metrics, previous.rules if previous is not None else {})
+    rules = _rules(config, services, previous.rules if previous is not None else {})
     # Parsed once per config: the redirect handlers and the link API share them.
     static_links = {
         raw["slug"]: Link.model_validate_json(orjson.dumps(raw))
@@ -137,6 +143,7 @@ class Services:
     upstreams: UpstreamRegistry
     sink: Sink
     links: LinkStore | None = None  # set once the worker's link store has loaded
+    limits_backend: SharedBackend | None = None  # Redis, for rules with "shared": true
 
 
 def _release(old: Runtime) -> None:

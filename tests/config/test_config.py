@@ -268,3 +268,15 @@ def test_a_key_given_twice_is_refused_with_its_path() -> None:
     assert [str(issue) for issue in caught.value.issues] == [
         "server.listeners[0].port: given more than once (the last would win)"
     ]
+
+
+def test_shared_rules_need_a_redis_backend_with_a_redis_url() -> None:
+    rules = [{"name": "r", "rate": 5, "shared": True}]
+    assert issues_of(minimal(rate_limits={"rules": rules})) == [
+        'rate_limits.rules[0].shared: needs rate_limits.backend {"kind": "redis"}'
+    ]
+    backend = {"kind": "redis", "url": "http://cache:6379", "on_error": "maybe"}
+    assert issues_of(minimal(rate_limits={"backend": backend, "rules": rules})) == [
+        "rate_limits.backend.redis.url: must be redis://host:port[/db] or rediss://host:port[/db]",
+        "rate_limits.backend.redis.on_error: Input should be 'local', 'allow' or 'deny'",
+    ]
