@@ -47,6 +47,23 @@ def respond_site(body: str) -> Site:
     )
 
 
+def limited_site(body: str, redis: str | None) -> Site:
+    """Hello behind a rate limit that never refuses: each request pays for the decision,
+    in this worker's buckets, or with ``redis`` (a URL) on Redis as a shared rule. nginx
+    and Caddy answer as for hello: what the gateway compares with is itself."""
+    rule = {"name": "bench", "rate": 1e9, "burst": 1_000_000_000, "shared": redis is not None}
+    limits: dict[str, Any] = {"rules": [rule]}
+    if redis is not None:
+        limits["backend"] = {"kind": "redis", "url": redis, "timeout_ms": 100}
+    hello = respond_site(body)
+    return Site(
+        gateway_routes=({**hello.gateway_routes[0], "rate_limits": ["bench"]},),
+        nginx_locations=hello.nginx_locations,
+        caddy_directives=hello.caddy_directives,
+        gateway_sections={"rate_limits": limits},
+    )
+
+
 def pixel_site() -> Site:
     """Tracking pixels: the gateway's collect route, nginx's built-in empty_gif; Caddy has no
     binary bodies in a Caddyfile, so it answers 200 with the GIF type and an empty body."""

@@ -13,6 +13,7 @@ import datetime
 import ipaddress
 import os
 import random
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Fixtures:
     backend: str | None = None  # "127.0.0.1:PORT", for scenarios that proxy
     # (chain, key): one self-signed certificate every server uses in HTTPS scenarios.
     certificate: tuple[str, str] = ("", "")
+    redis: str | None = None  # "redis://127.0.0.1:PORT/0", for scenarios with shared limits
 
 
 @contextlib.contextmanager
@@ -64,14 +66,51 @@ def work_directory() -> Iterator[Path]:
 
 
 @contextlib.asynccontextmanager
+async def redis_server() -> AsyncIterator[str]:
+    """Debian's redis-server on a free loopback port, nothing persisted; its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                writer.close()
+                break
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        await process.wait()
+
+
+@contextlib.asynccontextmanager
 async def prepared(
-    directory: Path, *, backend: bool, tools: Tools, workers: int, capacity: int
+    directory: Path,
+    *,
+    backend: bool,
+    tools: Tools,
+    workers: int,
+    capacity: int,
+    redis: bool = False,
 ) -> AsyncIterator[Fixtures]:
     """Write ``FILES`` under ``directory``; with ``backend``, also start nginx serving them
-    (and ``BACKEND_BODY`` at ``SMALL_PATH``), stopped on exit."""
+    (and ``BACKEND_BODY`` at ``SMALL_PATH``); with ``redis``, a redis-server; all stopped
+    on exit."""
     files = directory / "files"
     await asyncio.to_thread(_write_files, files)
     certificate = await asyncio.to_thread(_write_certificate, directory / "tls")
+    if redis:
+        async with redis_server() as url:
+            yield Fixtures(files, certificate=certificate, redis=url)
+        return
     if not backend:
         yield Fixtures(files, certificate=certificate)
         return

@@ -67,6 +67,7 @@ async def _run_scenario(
             workers=settings.workers,
             # Each request in flight at the server under test leads to at most one here.
             capacity=capacity(scenario.clients(settings) * (STREAMS if scenario.http2 else 1)),
+            redis=scenario.redis,
         ) as fixtures:
             mismatch = await _backend_mismatch(scenario, fixtures)
             if mismatch is not None:

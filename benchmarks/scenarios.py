@@ -24,6 +24,7 @@ from benchmarks.configs import (
     Delivery,
     Site,
     intake_site,
+    limited_site,
     pixel_site,
     proxy_site,
     redirect_site,
@@ -80,6 +81,7 @@ class Scenario:
     backend: bool = False  # the servers proxy to a shared nginx backend
     tls: bool = False  # every server answers HTTPS, with the same certificate
     http2: bool = False  # h2load drives it over HTTP/2 (ALPN h2; needs tls)
+    redis: bool = False  # a redis-server for the scenario (Fixtures.redis), for shared limits
     pending: str | None = None  # why it cannot run yet: the gateway feature it needs
 
     def __post_init__(self) -> None:
@@ -363,6 +365,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         expected_bodies={"nginx": NGINX_302_BODY},
         events_per_request=1,
         delivery="fast",
+    ),
+    Scenario(
+        "local_limited",
+        "hello behind a local rate limit that never refuses (the per-worker buckets)",
+        site=lambda _: limited_site(HELLO_BODY, None),
+        expected_body=HELLO_BODY.encode(),
+    ),
+    Scenario(
+        "redis_limited",
+        "hello behind a shared rate limit on Redis that never refuses: a round trip each",
+        site=lambda fixtures: limited_site(HELLO_BODY, fixtures.redis),
+        expected_body=HELLO_BODY.encode(),
+        redis=True,
     ),
     Scenario(
         "hello_https",

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, Route, load_config
+from gateway.config import Config, ConfigError, RedisBackend, Route, load_config
 
 EXIT_CONFIG = 2
 
@@ -88,6 +88,13 @@ def describe(config: Config) -> str:
         lines.append("certificates: " + "; ".join(names))
     sink = "kafka " + ",".join(config.kafka.bootstrap_servers) if config.kafka else "spool only"
     lines.append(f"events: {sink}; spool {config.spool.dir}/worker-N")
+    backend = config.rate_limits.backend
+    if isinstance(backend, RedisBackend):
+        shared = [rule.name for rule in config.rate_limits.rules if rule.shared]
+        lines.append(
+            f"shared rate limits: {', '.join(shared) or 'none'} on {backend.url} "
+            f"(on_error={backend.on_error}, timeout {backend.timeout_ms} ms)"
+        )
     return "\n".join(lines)
 
 

@@ -224,8 +224,9 @@ def test_scenarios_stay_in_registry_order_with_fast_variants_beside_durable_ones
     assert [scenario.name for scenario in SCENARIOS] == [
         "hello", "proxy_small", "proxy_small_c1000", "proxy_1m", "static_1k", "static_1m",
         "pixel", "tracker_post", "tracker_post_fast", "segment_batch", "segment_batch_fast",
-        "intake_batch", "snowplow_tp2", "redirect", "hello_https", "hello_https_new",
-        "proxy_https", "idle_10k",
+        "intake_batch", "snowplow_tp2", "redirect", "local_limited", "redis_limited",
+        "hello_https", "hello_https_new", "proxy_https", "hello_h2", "proxy_h2", "static_h2",
+        "idle_10k",
     ]  # fmt: skip
     assert [scenario.name for scenario in SCENARIOS if scenario.pending] == []
 
@@ -237,7 +238,7 @@ def test_https_scenarios_give_every_server_the_same_certificate(tmp_path: Path) 
     assert gateway["server"]["listeners"][0]["tls"] is True
     assert gateway["tls"] == {"certificates": [{"cert": "/c/cert.pem", "key": "/c/key.pem"}]}
     nginx = nginx_config(site, port=8443, workers=1, capacity=10, prefix=tmp_path)
-    assert "listen 127.0.0.1:8443 ssl;" in nginx
+    assert "listen 127.0.0.1:8443 ssl http2;" in nginx
     assert "ssl_certificate /c/cert.pem;" in nginx and "ssl_certificate_key /c/key.pem;" in nginx
     caddy = caddyfile(site, port=8443)
     assert "https://127.0.0.1:8443 {\n\ttls /c/cert.pem /c/key.pem\n" in caddy
@@ -650,6 +651,7 @@ def test_scenario_clients_follow_the_run_unless_the_scenario_sets_its_own() -> N
         "proxy_small_c1000",
         "proxy_1m",
         "proxy_https",
+        "proxy_h2",
     }
 
 
@@ -909,8 +911,8 @@ def test_missing_tools_are_named_with_the_install_command(
     monkeypatch.setattr("benchmarks.machine._SBIN", str(tmp_path))
     assert main(["--out", "-"]) == 1
     assert capsys.readouterr().err == (
-        "benchmarks: missing wrk, nginx, caddy "
-        "(install with: sudo apt-get install wrk nginx-light caddy)\n"
+        "benchmarks: missing wrk, nginx, caddy, h2load "
+        "(install with: sudo apt-get install wrk nginx-light caddy nghttp2-client)\n"
     )
 
 

@@ -88,6 +88,22 @@ def test_check_describes_a_good_config(tmp_path: Path) -> None:
     ]
 
 
+def test_the_shipped_container_config_checks(tmp_path: Path) -> None:
+    """deploy/gateway.json, which the Dockerfile copies: valid, shared limits on Redis."""
+    path = Path(__file__).parent.parent.parent / "deploy" / "gateway.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "--config", str(path)],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "GATEWAY_ADMIN_TOKEN": "t" * 32},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "events: kafka kafka:9092; spool /var/lib/gateway/spool/worker-N" in lines
+    assert lines[-1] == (
+        "shared rate limits: per_ip on redis://redis:6379/0 (on_error=local, timeout 20 ms)"
+    )
+
+
 def test_check_names_each_routes_own_kind(tmp_path: Path) -> None:
     (tmp_path / "site").mkdir()
     config = with_routes(
