@@ -7,7 +7,7 @@ import asyncio
 import re
 from pathlib import Path
 
-from benchmarks.load import WrkError, WrkStats
+from benchmarks.load import WrkError, WrkStats, run_load
 
 STREAMS = 10  # concurrent streams per connection (h2load -m), as browsers multiplex
 _FINISHED = re.compile(r"^finished in ([0-9.]+)s, ([0-9.]+) req/s", re.MULTILINE)
@@ -17,7 +17,6 @@ _REQUESTS = re.compile(
     re.MULTILINE,
 )
 _STATUS = re.compile(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", re.MULTILINE)
-_GRACE = 30.0
 
 
 def h2load_command(
@@ -59,23 +58,6 @@ def parse_h2load(output: str, log: str) -> WrkStats:
 
 
 async def run_h2load(command: list[str], *, duration: int, log: Path) -> WrkStats:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(duration + _GRACE):
-            stdout, stderr = await process.communicate()
-    except TimeoutError:
-        raise WrkError(f"h2load did not finish within {duration + _GRACE:.0f}s") from None
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    if process.returncode != 0:
-        detail = (stderr or stdout).decode(errors="replace").strip().splitlines()
-        raise WrkError(f"h2load exited with {process.returncode}: {' '.join(detail[-2:])}")
+    output = await run_load(command, duration=duration, name="h2load")
     text = await asyncio.to_thread(log.read_text)  # megabytes after a long run
-    return parse_h2load(stdout.decode(errors="replace"), text)
+    return parse_h2load(output, text)

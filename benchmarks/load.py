@@ -117,8 +117,9 @@ def wrk_command(
     return [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *lua, url]
 
 
-async def run_wrk(command: list[str], *, duration: int) -> WrkStats:
-    """Run wrk to completion (bounded) and parse its report."""
+async def run_load(command: list[str], *, duration: int, name: str) -> str:
+    """Run a load generator to completion (bounded by ``duration`` plus a grace) and
+    return what it printed; WrkError, naming it, if it hangs or fails."""
     process = await asyncio.create_subprocess_exec(
         *command,
         stdin=asyncio.subprocess.DEVNULL,
@@ -129,12 +130,17 @@ async def run_wrk(command: list[str], *, duration: int) -> WrkStats:
         async with asyncio.timeout(duration + _GRACE):
             stdout, stderr = await process.communicate()
     except TimeoutError:
-        raise WrkError(f"wrk did not finish within {duration + _GRACE:.0f}s") from None
+        raise WrkError(f"{name} did not finish within {duration + _GRACE:.0f}s") from None
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
     if process.returncode != 0:
         detail = (stderr or stdout).decode(errors="replace").strip().splitlines()
-        raise WrkError(f"wrk exited with {process.returncode}: {' '.join(detail[-2:])}")
-    return parse_wrk(stdout.decode(errors="replace"))
+        raise WrkError(f"{name} exited with {process.returncode}: {' '.join(detail[-2:])}")
+    return stdout.decode(errors="replace")
+
+
+async def run_wrk(command: list[str], *, duration: int) -> WrkStats:
+    """Run wrk to completion (bounded) and parse its report."""
+    return parse_wrk(await run_load(command, duration=duration, name="wrk"))
