@@ -272,7 +272,7 @@ class H2Protocol(asyncio.Protocol):
             return
         self._cancel_timer()  # a request came: the head deadline and idle timer are met
         ended = event.stream_ended is not None
-        message, refusal = request_message(event.headers or [], ended=ended)
+        message, refusal = request_message(event.headers or [])
         protocol = StreamProtocol(self, stream_id)
         payload = body_reader(protocol, ended=ended)
         stream = self._streams[stream_id] = Stream(protocol, payload)

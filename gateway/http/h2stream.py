@@ -33,9 +33,7 @@ CONNECTION_SPECIFIC = frozenset(
 BODY_LIMIT = 1 << 16  # bytes buffered for a handler before the window stops opening
 
 
-def request_message(
-    headers: list[tuple[bytes, bytes]], *, ended: bool
-) -> tuple[RawRequestMessage, Refusal | None]:
+def request_message(headers: list[tuple[bytes, bytes]]) -> tuple[RawRequestMessage, Refusal | None]:
     """aiohttp's view of a request's header block (pseudo-headers already validated by
     h2), and a refusal for what the request path must not see."""
     pseudo: dict[bytes, bytes] = {}
