@@ -1,17 +1,19 @@
 """Shared rate limits: the same leaky buckets as ``gateway.limits.ratelimit``, kept on
 Redis so that every worker of every instance charges one bucket per key.
 
-One round trip per decision: a Lua script leaks the bucket by the time since it was last
-touched (Redis's own clock, so instances' clocks do not matter), charges the request if
-it fits, and lets the key expire once the bucket would be empty. Redis down or slower
-than ``timeout_ms``: the request is decided by ``on_error`` (this worker's local share by
-default), logged once per episode, counted, and shown in ``ready`` without failing it;
-the next decision tries Redis again, so recovery needs nothing.
+One round trip per event-loop tick: the decisions asked for in one pass of the loop go
+out together in one pipeline, each a Lua script that leaks the bucket by the time since
+it was last touched (Redis's own clock, so instances' clocks do not matter), charges the
+request if it fits, and lets the key expire once the bucket would be empty. Redis down
+or slower than ``timeout_ms``: the request is decided by ``on_error`` (this worker's
+local share by default), logged once per episode, counted, and shown in ``ready``
+without failing it; the next decision tries Redis again, so recovery needs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import ssl
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.config import RateLimitRule, RedisBackend
 from gateway.limits.ratelimit import Limiter, Refusal
@@ -47,6 +49,10 @@ redis.call('HSET', KEYS[1], 'level', tostring(level), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(level / per_second * 1000) + 1000)
 return {allowed, tostring(level)}
 """
+_SHA = hashlib.sha1(LEAKY_BUCKET.encode()).hexdigest()  # what EVALSHA names it by
+
+# One decision waiting for the tick's pipeline: key, burst, drain per second, answer.
+_Pending = tuple[str, int, float, "asyncio.Future[tuple[bool, float] | None]"]
 
 
 class SharedBackend:
@@ -62,30 +68,63 @@ class SharedBackend:
                 options["ssl_ca_certs"] = config.ca_file
         # hiredis parses the replies when installed (the "redis[hiredis]" extra).
         self._client = redis.Redis.from_url(config.url, **options)
-        self._script = self._client.register_script(LEAKY_BUCKET)
         self._timeout = config.timeout_ms / 1000
         self._count_error = count_error
         self._failing_since: float | None = None
         self._last_error = ""
+        self._pending: list[_Pending] = []
+        self._batches: set[asyncio.Task[None]] = set()  # in flight, held until done
 
     async def decide(self, key: str, burst: int, per_second: float) -> tuple[bool, float] | None:
         """Whether the request fits (then it is charged), and the bucket's level after
         it; None when Redis could not say in time."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[bool, float] | None] = loop.create_future()
+        if not self._pending:
+            # Sent once the loop has run every callback now ready: the requests of this
+            # pass share one round trip.
+            loop.call_soon(self._send)
+        self._pending.append((self.config.key_prefix + key, burst, per_second, answer))
+        return await answer
+
+    def _send(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._decide_batch(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _decide_batch(self, batch: list[_Pending]) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                allowed, level = await self._script(
-                    keys=[self.config.key_prefix + key], args=[burst, per_second]
-                )
+                replies = await self._evaluate(batch)
         except (TimeoutError, RedisError, OSError) as exc:
             self._failed("timeout" if isinstance(exc, TimeoutError) else "error", exc)
-            return None
-        if self._failing_since is not None:
-            log.warning(
-                "rate-limit backend %s answers again after %.1f s; shared limits resume",
-                self.config.url, time.monotonic() - self._failing_since,
-            )  # fmt: skip
-            self._failing_since = None
-        return bool(int(allowed)), float(level)
+            replies = [None] * len(batch)
+        else:
+            if self._failing_since is not None:
+                log.warning(
+                    "rate-limit backend %s answers again after %.1f s; shared limits resume",
+                    self.config.url, time.monotonic() - self._failing_since,
+                )  # fmt: skip
+                self._failing_since = None
+        for (*_, answer), reply in zip(batch, replies, strict=True):
+            if not answer.done():  # its request may have gone
+                answer.set_result(reply)
+
+    async def _evaluate(self, batch: list[_Pending]) -> list[tuple[bool, float] | None]:
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            for key, burst, per_second, _ in batch:
+                pipe.evalsha(_SHA, 1, key, burst, per_second)
+            replies = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
+                await self._client.script_load(LEAKY_BUCKET)  # a new or restarted Redis
+                continue
+            break
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [(bool(int(allowed)), float(level)) for allowed, level in replies]
 
     def _failed(self, reason: str, exc: BaseException) -> None:
         self._count_error(reason)
@@ -109,6 +148,8 @@ class SharedBackend:
         )
 
     async def close(self) -> None:
+        if self._batches:  # answered within timeout_ms, Redis or not
+            await asyncio.wait(self._batches)
         await self._client.aclose()
 
 
