@@ -71,7 +71,8 @@ class LocalBackend(_Model):
 
 
 class RedisBackend(_Model):
-    """Shared rules are decided on Redis: one round trip per decision, for all instances."""
+    """Shared rules are decided on Redis, for all instances: one round trip per event-loop
+    tick of a worker, for the decisions its requests asked for in it."""
 
     kind: Literal["redis"]
     url: str  # redis://host:port/db, or rediss:// for TLS
