@@ -37,7 +37,15 @@ from gateway.config.routes import (
     Segment,
     Snowplow,
 )
-from gateway.config.server import AccessLog, Http2, Limits, Listener, Server, Timeouts
+from gateway.config.server import (
+    AccessLog,
+    Http2,
+    Limits,
+    Listener,
+    Server,
+    Timeouts,
+    TraceContext,
+)
 from gateway.config.static import CacheControlRule, Static, StaticCache
 from gateway.config.tls import Acme, AcmeEab, Hsts, Tls, TlsCertificate
 
@@ -88,6 +96,7 @@ __all__ = [
     "Timeouts",
     "Tls",
     "TlsCertificate",
+    "TraceContext",
     "Tracking",
     "load_config",
     "parse_config",

@@ -21,6 +21,7 @@ from gateway.config.base import (
 )
 from gateway.config.events import Cookie
 from gateway.config.links import RedirectRoute
+from gateway.config.middleware import BasicAuth, CIDRs, Compress, ForwardAuth, HeaderRules
 from gateway.config.paths import ca_file_issue
 from gateway.config.proxy import Proxy
 from gateway.config.static import Static
@@ -162,6 +163,14 @@ class Route(_Model):
     redirect: RedirectRoute | None = None
     intake: Intake | None = None
     snowplow: Snowplow | None = None
+    # Middleware, applied in this order: ip_deny/ip_allow, rate limits, basic_auth,
+    # forward_auth, then the handler with headers and compress around it.
+    ip_allow: CIDRs = ()
+    ip_deny: CIDRs = ()
+    basic_auth: BasicAuth | None = None
+    forward_auth: ForwardAuth | None = None
+    headers: HeaderRules | None = None
+    compress: Compress | None = None
 
 
 def checks(config: Config) -> Iterator[ConfigIssue]:
@@ -193,6 +202,15 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
             yield ConfigIssue(f"{path}.proxy.hash_header", "is required by policy header_hash")
         if route.segment is not None and route.segment.enabled and not config.tracking.write_keys:
             yield ConfigIssue(f"{path}.segment", "needs tracking.write_keys to check callers")
+        if route.proxy is None:
+            if route.headers is not None and route.headers.request.names():
+                yield ConfigIssue(f"{path}.headers.request", "applies to proxy routes only")
+            if route.forward_auth is not None and route.forward_auth.copy_headers:
+                yield ConfigIssue(
+                    f"{path}.forward_auth.copy_headers", "applies to proxy routes only"
+                )
+        if route.compress is not None and route.proxy is None and route.respond is None:
+            yield ConfigIssue(f"{path}.compress", "applies to proxy and respond routes")
         for j, rule_name in enumerate(route.rate_limits):
             if rule_name not in rule_names:
                 known = ", ".join(rule_names) or "none defined in rate_limits.rules"

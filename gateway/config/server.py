@@ -95,6 +95,15 @@ class AccessLog(_Model):
     headers: bool = False
 
 
+class TraceContext(_Model):
+    """W3C Trace Context: every request in a trace, its id in logs, events and upstreams."""
+
+    enabled: bool = True
+    # Whose traceparent starts the request's trace: anyone's, only a trusted proxy's
+    # (server.trusted_proxies), or nobody's (the gateway starts every trace).
+    accept: Literal["any", "trusted", "none"] = "any"
+
+
 class Server(_Model):
     """Listeners, worker processes, timeouts, limits and proxy trust."""
 
@@ -109,6 +118,7 @@ class Server(_Model):
     builtin_prefix: str = "/_gateway/"
     public_metrics: bool = False
     access_log: AccessLog = AccessLog()
+    trace_context: TraceContext = TraceContext()
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -120,6 +120,7 @@ class RequestFacts:
     query: str
     user_agent: str
     referer: str
+    trace_id: str | None = None  # W3C Trace Context, when server.trace_context is on
 
 
 @dataclass(slots=True)
@@ -224,6 +225,7 @@ def build_event(
         "referer": request.referer,
         "status": status,
         "duration_ms": duration_ms,
+        "trace_id": request.trace_id,
         "received_at": now_text,
         "sent_at": seg.sent_at,
         "timestamp": seg.timestamp or now_text,
@@ -236,6 +238,12 @@ def build_event(
     owner = anonymous_id or user_id
     key = (owner or event_id).encode()
     # Kept: queued until Kafka has it (see jsonbytes).
-    return Event(
+    event = Event(
         event_id, event_type, key, dumps_kept(envelope), keyed=owner is not None, source=source
     )
+    if request.trace_id is not None:
+        event.headers = [
+            *record_headers(event_type, source),
+            ("trace_id", request.trace_id.encode()),
+        ]
+    return event

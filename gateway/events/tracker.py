@@ -23,6 +23,7 @@ from gateway.events.envelope import Event, RequestFacts, build_event, uuid7
 from gateway.events.segment import Message
 from gateway.events.snowplow import SnowplowEvent
 from gateway.request.cors import Cors
+from gateway.request.info import INFO
 
 # An id cookie that does not look like one of ours is replaced, never echoed back.
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -174,6 +175,7 @@ class Tracker:
             query=request.raw_path.partition("?")[2],  # as sent, still percent-encoded
             user_agent=request.headers.get("User-Agent", ""),
             referer=request.headers.get("Referer", ""),
+            trace_id=_trace_id(request),
         )
 
     def segment_facts(self, request: web.BaseRequest, client_ip: str) -> RequestFacts:
@@ -252,3 +254,8 @@ class Tracker:
             # requests are named by their type.
             source="tracker" if event_type == "track" else event_type,
         )
+
+
+def _trace_id(request: web.BaseRequest) -> str | None:
+    info = request.get(INFO)
+    return info.trace.trace_id if info is not None and info.trace is not None else None

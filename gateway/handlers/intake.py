@@ -114,6 +114,8 @@ class IntakeHandler:
             ("node", self._node.encode()),
             ("user", user.encode()),
         ]
+        if (trace := request[INFO].trace) is not None:
+            facts.append(("trace_id", trace.trace_id.encode()))
         events = [
             self._event(line, event, facts) for line, event in zip(lines, parsed, strict=True)
         ]

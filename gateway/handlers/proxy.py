@@ -18,6 +18,7 @@ from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from gateway.config import Proxy
+from gateway.middleware.compress import Compressor
 from gateway.proxy.balancer import Target
 from gateway.proxy.group import UpstreamGroup
 from gateway.proxy.headers import end_to_end, upstream_request_headers
@@ -106,7 +107,7 @@ class ProxyHandler:
         peer = request.remote or ""
         peer_ip = parse_ip(peer)
         config = self.config
-        return upstream_request_headers(
+        headers = upstream_request_headers(
             request.headers,
             peer=peer,
             peer_trusted=peer_ip is not None and self._resolver.is_trusted(peer_ip),
@@ -116,6 +117,28 @@ class ProxyHandler:
             via="1.1 edge-gateway" if config.via else None,
             target_host=target.authority,
         )
+        info = request[INFO]
+        if (trace := info.trace) is not None:
+            headers["traceparent"] = trace.traceparent()
+            if trace.state is not None:
+                headers["tracestate"] = trace.state
+            else:
+                headers.popall("tracestate", None)
+        if (middleware := info.middleware) is not None:
+            if middleware.forward is not None:
+                # Only the auth service's answer may carry these: never the client's.
+                for name in middleware.forward.config.copy_headers:
+                    headers.popall(name, None)
+                for name, value in info.upstream_headers or ():
+                    headers.add(name, value)
+            if middleware.request_headers is not None:
+                middleware.request_headers.apply(headers, middleware.facts(info, request.host))
+        return headers
+
+    @staticmethod
+    def _compressor(request: web.BaseRequest) -> Compressor | None:
+        middleware = request[INFO].middleware
+        return middleware.compress if middleware is not None else None
 
     def _hash_key(self, request: web.BaseRequest) -> str | None:
         if self.config.policy == "ip_hash":
@@ -163,7 +186,19 @@ class ProxyHandler:
                 if "Content-Type" not in upstream_headers:
                     whole_response[UNTYPED] = True
                 return whole_response
-            response = web.StreamResponse(status=status, headers=end_to_end(upstream_headers))
+            headers = end_to_end(upstream_headers)
+            encoder = None
+            compress = self._compressor(request)
+            if compress is not None and not no_body:
+                if declared is not None:
+                    headers["Content-Length"] = declared  # seen by the size rule only
+                encoder = compress.start(
+                    status, headers, request.method, request.headers.get("Accept-Encoding", "")
+                )
+                headers.popall("Content-Length", None)
+                if encoder is not None:
+                    declared = None  # the compressed size is known at the end only
+            response = web.StreamResponse(status=status, headers=headers)
             if "Content-Type" not in upstream_headers:
                 response[UNTYPED] = True
             if declared is not None and declared.isdigit():
@@ -175,7 +210,12 @@ class ProxyHandler:
                 if not no_body:
                     # Written as it arrives: event streams and chunked answers flow through.
                     async for chunk in conn.body(config.timeouts.idle_read):
-                        await response.write(chunk)
+                        if encoder is not None:
+                            chunk = encoder.chunk(chunk)
+                        if chunk:
+                            await response.write(chunk)
+                    if encoder is not None and (tail := encoder.end()):
+                        await response.write(tail)
             except UpstreamError:
                 # Too late for an error page: cut the client connection so it sees an
                 # incomplete response, never a silently short one.

@@ -18,7 +18,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from gateway.http.h1 import GatewayProtocol
 from gateway.http.head import settle
-from gateway.request.info import REFUSED
+from gateway.request.info import INFO, REFUSED
 from gateway.request.response import HstsPolicy, finish_head
 
 RequestFactory = Callable[
@@ -38,6 +38,11 @@ def request_factory(
     class GatewayRequest(web.BaseRequest):
         async def _prepare_hook(self, response: web.StreamResponse) -> None:
             finish_head(response, self.host, policy() if policy is not None else None)
+            info = self.get(INFO)
+            rules = info.middleware if info is not None else None
+            if rules is not None and rules.response_headers is not None:
+                assert info is not None
+                rules.response_headers.apply(response.headers, rules.facts(info, self.host))
             protocol = self._protocol
             if isinstance(protocol, GatewayProtocol) and protocol.draining:
                 # The hook runs after aiohttp chose the Connection header: set both.

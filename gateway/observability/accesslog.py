@@ -40,6 +40,8 @@ class AccessRecord:
     user_agent: str
     headers: Mapping[str, str] | None = None
     rate_limited: str | None = None
+    trace_id: str | None = None
+    user: str | None = None  # who basic_auth let in
 
 
 def redact(headers: Mapping[str, str]) -> dict[str, str]:
@@ -73,6 +75,10 @@ def format_record(record: AccessRecord, now: float) -> bytes:
         entry["headers"] = record.headers
     if record.rate_limited is not None:
         entry["rate_limited"] = record.rate_limited
+    if record.trace_id is not None:
+        entry["trace_id"] = record.trace_id
+    if record.user is not None:
+        entry["user"] = record.user
     # Kept until the next flush (see jsonbytes).
     return dumps_kept(entry, option=orjson.OPT_APPEND_NEWLINE)
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.middleware.chain import RouteMiddleware
+    from gateway.middleware.trace import Trace
     from gateway.request.cors import Cors
 
 
@@ -23,6 +25,11 @@ class RequestInfo:
     rate_limited: str | None = None  # the rule that flagged it, on a "flag" route
     track: bool = False  # copy the request to the event pipeline after the response
     cors: Cors | None = None  # the matched route's, for its error answers too
+    trace: Trace | None = None  # W3C Trace Context, when server.trace_context is on
+    middleware: RouteMiddleware | None = None  # the matched route's, for its answers too
+    user: str | None = None  # who basic_auth let in
+    # What forward_auth's service said to add to the request the upstream gets.
+    upstream_headers: list[tuple[str, str]] | None = None
 
 
 INFO = web.RequestKey("gateway.request.info", RequestInfo)

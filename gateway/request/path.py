@@ -20,8 +20,10 @@ from gateway.config import Listener
 from gateway.events.sink import EventsRefused
 from gateway.handlers.builtin import Builtins
 from gateway.limits.ratelimit import KeyContext, Refusal
+from gateway.middleware.trace import Trace, start_trace
 from gateway.observability.accesslog import AccessLog, AccessRecord, redact
 from gateway.observability.metrics import Metrics
+from gateway.request.clientip import parse_ip
 from gateway.request.errors import REQUEST_ID_HEADER, HTTPError, error_response
 from gateway.request.info import INFO, REFUSED, RequestInfo
 from gateway.request.router import normalize_host
@@ -85,6 +87,8 @@ class Gateway:
             ),
             start=perf_counter(),
         )
+        if server.trace_context.enabled:
+            info.trace = _trace(request, runtime, server.trace_context.accept)
         request[INFO] = info
         path = request.path
         try:
@@ -145,6 +149,9 @@ class Gateway:
         info.route = route.name
         info.track = route.track
         info.cors = route.cors
+        middleware = info.middleware = route.middleware
+        if middleware is not None:
+            middleware.admit(info)
         length = request.content_length
         if length is not None and length > route.max_body:
             # Answer before reading a byte of a body we will refuse (RFC 9110 §15.5.14).
@@ -160,7 +167,15 @@ class Gateway:
                     raise HTTPError(
                         429, f"rate limit {rule!r} exceeded", rate_limit_headers(details)
                     )
-        return await route.handler(request, route.max_body)
+        if middleware is None:
+            return await route.handler(request, route.max_body)
+        answer = await middleware.authenticate(request, info)
+        if answer is not None:
+            return answer
+        response = await route.handler(request, route.max_body)
+        if middleware.compress is not None:
+            middleware.compress_whole(request, response)
+        return response
 
     def observe(
         self, request: web.BaseRequest, response: web.StreamResponse, elapsed: float
@@ -197,6 +212,8 @@ class Gateway:
                 user_agent=request.headers.get("User-Agent", ""),
                 headers=redact(request.headers) if access.headers else None,
                 rate_limited=info.rate_limited if info is not None else None,
+                trace_id=info.trace.trace_id if info is not None and info.trace else None,
+                user=info.user if info is not None else None,
             )
         )
 
@@ -215,6 +232,17 @@ class Gateway:
             event_type="request", status=response.status, duration_ms=round(elapsed * 1000, 3),
         )  # fmt: skip
         runtime.sink.offer(event)  # a loss is counted by the pipeline
+
+
+def _trace(request: web.BaseRequest, runtime: Runtime, accept: str) -> Trace:
+    """The request's trace: the caller's, when ``accept`` believes it, else a new one."""
+    headers = request.headers
+    traceparent = headers.get("traceparent") if accept != "none" else None
+    if traceparent is not None and accept == "trusted":
+        peer = parse_ip(request.remote or "")
+        if peer is None or not runtime.client_ip.is_trusted(peer):
+            traceparent = None
+    return start_trace(traceparent, headers.get("tracestate"))
 
 
 def rate_limit_headers(refusal: Refusal) -> dict[str, str]:

@@ -23,6 +23,8 @@ from gateway.limits.ratelimit import Limiter, RouteLimits, Rule, local_limiter_f
 from gateway.limits.shared import SharedBackend, SharedLimiter
 from gateway.links.model import Link
 from gateway.links.store import LinkStore
+from gateway.middleware.chain import RouteMiddleware
+from gateway.middleware.forward import auth_proxy
 from gateway.observability.metrics import Metrics
 from gateway.proxy.group import UpstreamGroup, UpstreamRegistry
 from gateway.request.clientip import ClientIPResolver
@@ -42,6 +44,7 @@ class ActiveRoute:
     limits: RouteLimits | None = None
     track: bool = False
     cors: Cors | None = None  # the route's browser callers: on its error answers too
+    middleware: RouteMiddleware | None = None  # ip lists, auth, header rules, compression
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
             limits=limits,
             track=route.track,
             cors=tracker.cors if kind.cors else None,
+            middleware=RouteMiddleware.build(route, services.upstreams.get),
         )
         routes.append(RouteRule(HostMatcher.of(route.match.hosts), route.match.path_prefix, target))
     metrics.set_route_kinds({route.name: kind_name(route) for route in config.routes})
@@ -128,7 +132,12 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
         sink=services.sink,
         static_links=static_links,
         upstream_groups=frozenset(
-            services.upstreams.get(route.proxy) for route in config.routes if route.proxy
+            [services.upstreams.get(route.proxy) for route in config.routes if route.proxy]
+            + [
+                services.upstreams.get(auth_proxy(route.forward_auth))
+                for route in config.routes
+                if route.forward_auth
+            ]
         ),
         hsts=HstsPolicy(config.tls.hsts) if config.tls and config.tls.hsts else None,
         acme_storage=Storage(config.tls.acme.storage) if config.tls and config.tls.acme else None,

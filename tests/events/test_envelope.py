@@ -66,6 +66,7 @@ ENVELOPE_ORDER = [
     "anonymous_id", "user_id", "session_id",
     "properties", "traits", "context", "group_id", "previous_id",
     "ip", "method", "host", "path", "query", "user_agent", "referer", "status", "duration_ms",
+    "trace_id",
     "received_at", "sent_at", "timestamp", "original_timestamp", "message_id",
     "integrations", "extra",
     "gateway",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,13 @@ async def test_records_carry_headers_to_route_by(tmp_path: Path, kafka_broker: B
             assert (await request("GET", gw.url(path)))[0] in (200, 204)
     records = await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 3)
     by_type = {json.loads(r.value)["event_type"]: dict(r.headers) for r in records}
+    # Each request its own trace, its id in the envelope and in the record's headers.
+    trace_ids = {t: headers.pop("trace_id").decode() for t, headers in by_type.items()}
+    assert trace_ids == {
+        json.loads(r.value)["event_type"]: json.loads(r.value)["trace_id"] for r in records
+    }
+    assert all(re.fullmatch("[0-9a-f]{32}", t) for t in trace_ids.values())
+    assert len(set(trace_ids.values())) == 3
     assert by_type == {
         event_type: {"event_type": event_type.encode(), "schema": b"1",
                      "content-type": b"application/json", "source": source}

@@ -274,7 +274,7 @@ async def test_access_log_line(tmp_path: Path) -> None:
     entry = entries[0]
     assert set(entry) == {
         "time", "remote_ip", "client_ip", "method", "host", "uri", "proto", "status",
-        "size", "bytes_sent", "duration", "route", "request_id", "user_agent",
+        "size", "bytes_sent", "duration", "route", "request_id", "user_agent", "trace_id",
     }  # fmt: skip
     assert entry["method"] == "GET"
     assert entry["uri"] == "/x?y=1"

@@ -1,0 +1,1 @@
+"""Per-route middleware around the handlers: plain objects built once per runtime."""
