@@ -23,7 +23,14 @@ from gateway.config.events import (
 from gateway.config.limits import LocalBackend, RateLimitRule, RateLimits, RedisBackend
 from gateway.config.links import RedirectRoute, Redirects
 from gateway.config.load import load_config, parse_config
-from gateway.config.proxy import ActiveHealth, PassiveHealth, Proxy, ProxyTimeouts
+from gateway.config.proxy import (
+    ActiveHealth,
+    CircuitBreaker,
+    PassiveHealth,
+    Proxy,
+    ProxyTimeouts,
+    WeightedUpstream,
+)
 from gateway.config.root import Config
 from gateway.config.routes import (
     HANDLER_KINDS,
@@ -58,6 +65,7 @@ __all__ = [
     "AcmeEab",
     "ActiveHealth",
     "CacheControlRule",
+    "CircuitBreaker",
     "Collect",
     "Config",
     "ConfigError",
@@ -98,6 +106,7 @@ __all__ = [
     "TlsCertificate",
     "TraceContext",
     "Tracking",
+    "WeightedUpstream",
     "load_config",
     "parse_config",
 ]

@@ -49,10 +49,30 @@ class ActiveHealth(_Model):
         return value
 
 
+class WeightedUpstream(_Model):
+    """An upstream with a share of the traffic (canary releases: weight 1 beside 9)."""
+
+    url: str
+    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+
+
+class CircuitBreaker(_Model):
+    """Per target: open when, over ``window`` seconds and at least ``min_requests``,
+    the share of failures (errors, 5xx, or slower than ``latency_ms``) reaches
+    ``error_ratio``; open for ``open_seconds`` (no requests), then one probe decides."""
+
+    error_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    min_requests: Annotated[int, Field(ge=1, le=100_000)] = 20
+    window: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    latency_ms: Annotated[float, Field(gt=0, le=3_600_000)] | None = None
+    open_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+
 class Proxy(_Model):
     """Reverse proxy to a pool of upstream targets."""
 
-    upstreams: Annotated[tuple[str, ...], Field(min_length=1)]
+    # URLs, or {"url", "weight"} objects: every policy honours weights.
+    upstreams: Annotated[tuple[str | WeightedUpstream, ...], Field(min_length=1)]
     policy: Literal["round_robin", "least_conn", "random_two", "ip_hash", "header_hash"] = (
         "round_robin"
     )
@@ -72,14 +92,26 @@ class Proxy(_Model):
     timeouts: ProxyTimeouts = ProxyTimeouts()
     passive_health: PassiveHealth = PassiveHealth()
     active_health: ActiveHealth | None = None
+    circuit_breaker: CircuitBreaker | None = None
 
     @field_validator("upstreams")
     @classmethod
-    def _upstreams(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for i, url in enumerate(value):
+    def _upstreams(
+        cls, value: tuple[str | WeightedUpstream, ...]
+    ) -> tuple[str | WeightedUpstream, ...]:
+        for i, item in enumerate(value):
+            url = item if isinstance(item, str) else item.url
             if not _UPSTREAM.match(url):
                 raise ValueError(f"[{i}] {url!r} is not an http:// or https:// URL with a host")
         return value
+
+    @property
+    def weighted(self) -> tuple[tuple[str, int], ...]:
+        """(url, weight) of every upstream, in order."""
+        return tuple(
+            (item, 1) if isinstance(item, str) else (item.url, item.weight)
+            for item in self.upstreams
+        )
 
     @field_validator("rewrite_prefix")
     @classmethod

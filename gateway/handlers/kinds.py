@@ -145,7 +145,11 @@ def _segment_label(route: Route, config: Config) -> str:
 
 
 def _proxy_label(route: Route, config: Config) -> str:
-    return f"proxy {','.join(route.proxy.upstreams)} ({route.proxy.policy})" if route.proxy else ""
+    if route.proxy is None:
+        return ""
+    targets = ",".join(url if w == 1 else f"{url}*{w}" for url, w in route.proxy.weighted)
+    breaker = " circuit breaker" if route.proxy.circuit_breaker else ""
+    return f"proxy {targets} ({route.proxy.policy}){breaker}"
 
 
 def _static_label(route: Route, config: Config) -> str:

@@ -135,6 +135,15 @@ class ProxyHandler:
                 middleware.request_headers.apply(headers, middleware.facts(info, request.host))
         return headers
 
+    def _answered(self, target: Target, status: int, sent: float) -> None:
+        """The circuit breaker's view of an answer: 5xx, or slower than latency_ms, fails."""
+        breaker = self.config.circuit_breaker
+        if breaker is None:
+            return
+        waited = (asyncio.get_running_loop().time() - sent) * 1000
+        slow = breaker.latency_ms is not None and waited > breaker.latency_ms
+        self.group.outcome(target, status >= 500 or slow)
+
     @staticmethod
     def _compressor(request: web.BaseRequest) -> Compressor | None:
         middleware = request[INFO].middleware
@@ -166,11 +175,13 @@ class ProxyHandler:
             await conn.send(_head(request.method, self.upstream_target(request.raw_path), headers))
             if request.body_exists:
                 await self._send_body(request, conn.send, chunked, max_body, attempt)
+            sent = asyncio.get_running_loop().time()
             try:
                 async with asyncio.timeout(config.timeouts.first_byte):
                     status, upstream_headers = await conn.response_head()
             except TimeoutError:
                 raise UpstreamError("no response head in time", timeout=True) from None
+            self._answered(target, status, sent)
             if request.method == "HEAD":
                 conn.finish_head_only()
             declared = upstream_headers.get("Content-Length")

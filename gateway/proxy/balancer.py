@@ -2,19 +2,25 @@
 
 Passive health marks a target down after ``failures`` errors within ``window`` seconds,
 for ``cooldown`` seconds; active health (``gateway.proxy.health``) flips the same flag
-from periodic probes. Consistent policies use rendezvous hashing, so removing a target
-moves only the keys it owned.
+from periodic probes; a circuit breaker (``gateway.proxy.breaker``) keeps it out while
+open. Consistent policies use rendezvous hashing, so removing a target moves only the
+keys it owned. Every policy honours weights: smooth weighted round robin (nginx's), load
+per weight for least_conn and random_two (two distinct picks drawn by weight), and
+weighted rendezvous hashing (score -weight/ln(h)) for the hash policies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from gateway.proxy.breaker import Breaker
 
 
 @dataclass(eq=False)
@@ -22,14 +28,25 @@ class Target:
     """One upstream address and what this worker knows of its health and load."""
 
     url: str
+    weight: int = 1
+    breaker: Breaker | None = None
     in_flight: int = 0
     probe_healthy: bool = True  # from active checks; True when none are configured
     down_until: float = 0.0  # passive: marked down until this monotonic time
     failures: deque[float] = field(default_factory=deque)
     authority: str = field(init=False)
+    current: int = 0  # smooth weighted round robin's running score
 
     def available(self, now: float) -> bool:
-        return self.probe_healthy and now >= self.down_until
+        return (
+            self.probe_healthy
+            and now >= self.down_until
+            and (self.breaker is None or self.breaker.allows(now))
+        )
+
+    @property
+    def load(self) -> float:
+        return self.in_flight / self.weight
 
     def record_failure(self, now: float, threshold: int, window: float, cooldown: float) -> bool:
         """Count a failure; True when it takes the target down."""
@@ -50,9 +67,10 @@ class Target:
         self.authority = self.url.split("://", 1)[-1].split("/", 1)[0]
 
 
-def _weight(key: bytes, target: Target) -> int:
+def _weight(key: bytes, target: Target) -> float:
     digest = hashlib.blake2b(key + b"\x00" + target.url.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    # Weighted rendezvous: each target's share of keys is its share of the weights.
+    return -target.weight / math.log((int.from_bytes(digest, "big") + 1) / (2**64 + 1))
 
 
 class Balancer:
@@ -71,6 +89,7 @@ class Balancer:
         self._clock = clock
         self._rng = rng or random.Random()
         self._cycle = itertools.count()
+        self._weighted = len({t.weight for t in self.targets}) > 1
 
     def pick(
         self, key: str | None = None, exclude: frozenset[Target] = frozenset()
@@ -79,17 +98,36 @@ class Balancer:
         live = [t for t in self.targets if t.available(now) and t not in exclude]
         if not live:
             return None
+        chosen = self._choose(live, key)
+        if chosen.breaker is not None:
+            chosen.breaker.picked(now)
+        return chosen
+
+    def _choose(self, live: list[Target], key: str | None) -> Target:
         if self.policy == "round_robin":
-            return live[next(self._cycle) % len(live)]
+            if not self._weighted:
+                return live[next(self._cycle) % len(live)]
+            total = 0
+            for target in live:  # nginx's smooth weighted round robin
+                target.current += target.weight
+                total += target.weight
+            best = max(live, key=lambda t: t.current)
+            best.current -= total
+            return best
         if self.policy == "least_conn":
             # Ties go round-robin, as nginx does, so an idle pool still shares the load.
             start = next(self._cycle) % len(live)
-            return min(live[start:] + live[:start], key=lambda t: t.in_flight)
+            return min(live[start:] + live[:start], key=lambda t: t.load)
         if self.policy == "random_two":
             if len(live) == 1:
                 return live[0]
-            a, b = self._rng.sample(live, 2)
-            return a if a.in_flight <= b.in_flight else b
+            if not self._weighted:
+                a, b = self._rng.sample(live, 2)
+            else:
+                a = self._rng.choices(live, [t.weight for t in live])[0]
+                rest = [t for t in live if t is not a]
+                b = self._rng.choices(rest, [t.weight for t in rest])[0]
+            return a if a.load <= b.load else b
         # ip_hash / header_hash: the highest rendezvous weight among live targets.
         encoded = (key or "").encode()
         return max(live, key=lambda t: _weight(encoded, t))

@@ -15,6 +15,7 @@ import aiohttp
 
 from gateway.config import Proxy
 from gateway.proxy.balancer import Balancer, Target
+from gateway.proxy.breaker import Breaker
 from gateway.proxy.upstream import Pool
 
 log = logging.getLogger("gateway.proxy")
@@ -25,7 +26,11 @@ class UpstreamGroup:
 
     def __init__(self, config: Proxy) -> None:
         self.config = config
-        self.targets = [Target(url.rstrip("/")) for url in config.upstreams]
+        breaker = config.circuit_breaker
+        self.targets = [
+            Target(url.rstrip("/"), weight, Breaker(breaker, url) if breaker else None)
+            for url, weight in config.weighted
+        ]
         self.pools = {
             target: Pool(
                 target.url,
@@ -43,8 +48,14 @@ class UpstreamGroup:
     def failed(self, target: Target) -> None:
         passive = self.config.passive_health
         loop = asyncio.get_running_loop()
+        self.outcome(target, True)
         if target.record_failure(loop.time(), passive.failures, passive.window, passive.cooldown):
             log.warning("upstream %s marked down for %ss", target.url, passive.cooldown)
+
+    def outcome(self, target: Target, failed: bool) -> None:
+        """A request's outcome, for the target's circuit breaker (5xx and slow count)."""
+        if target.breaker is not None:
+            target.breaker.record(asyncio.get_running_loop().time(), failed)
 
     async def _probe(self, target: Target) -> None:
         check = self.config.active_health
