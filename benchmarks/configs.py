@@ -164,6 +164,36 @@ def proxy_site(upstream: str) -> Site:
     )
 
 
+def middleware_site(upstream: str) -> Site:
+    """The proxy with the middleware people add first: a security header on every
+    answer, an IP allow list, and gzip for JSON (each server's own: the gateway's route
+    middleware, nginx's add_header/allow/gzip, Caddy's header/remote_ip/encode)."""
+    return Site(
+        gateway_routes=(
+            {
+                "name": "app",
+                "match": {"path_prefix": "/"},
+                "ip_allow": ["127.0.0.0/8"],
+                "headers": {"response": {"set": {"X-Frame-Options": "DENY"}}},
+                "compress": {"encodings": ["gzip"]},
+                "proxy": {"upstreams": [f"http://{upstream}"]},
+            },
+        ),
+        nginx_http=f"upstream backend {{ server {upstream}; keepalive 64; }}",
+        nginx_locations=(
+            "location / { allow 127.0.0.0/8; deny all; add_header X-Frame-Options DENY; "
+            "gzip on; gzip_comp_level 5; gzip_types application/json; gzip_proxied any; "
+            "gzip_vary on; proxy_pass http://backend; proxy_http_version 1.1; "
+            'proxy_set_header Connection ""; }'
+        ),
+        caddy_directives=(
+            "@outside not remote_ip 127.0.0.0/8\n\trespond @outside 403\n\t"
+            "header X-Frame-Options DENY\n\tencode gzip\n\t"
+            f"reverse_proxy {upstream}"
+        ),
+    )
+
+
 def static_site(root: Path) -> Site:
     """Files under ``root``: the gateway's static route (small files from memory), nginx
     with sendfile and its open-file cache, Caddy's file_server."""
@@ -184,6 +214,7 @@ def backend_site(root: Path, small_body: str) -> Site:
         nginx_locations=_server_lines(
             *_NGINX_FILES,
             f"location = {SMALL_PATH} {{ return 200 {nginx_quote(small_body)}; }}",
+            f"location ~ \\.json$ {{ root {root}; types {{ }} default_type application/json; }}",
             f"location / {{ root {root}; }}",
         ),
         caddy_directives="",

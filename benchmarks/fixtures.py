@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,15 +32,24 @@ from benchmarks.servers import running
 KIB = 1024
 MIB = 1024 * KIB
 # The files every scenario's directory holds, by name: static and proxied downloads.
-FILES = {"1k.bin": KIB, "1m.bin": MIB}
+FILES = {"1k.bin": KIB, "1m.bin": MIB, "10k.json": 10 * KIB}
 BACKEND_BODY = "hello from the backend\n"
 
 
 def file_bytes(name: str) -> bytes:
     """The content of fixture file ``name``: pseudo-random, so it neither compresses nor
     repeats and an offset or truncation shows in the exact-bytes check, yet the same on
-    every run."""
-    return random.Random(name).randbytes(FILES[name])
+    every run. A ``.json`` file is an API answer instead: records that compress as JSON
+    does, padded to the exact size."""
+    rng = random.Random(name)
+    if name.endswith(".json"):
+        size = FILES[name]
+        records: list[dict[str, object]] = []
+        while len(body := orjson.dumps(records)) < size - 200:
+            user, score = f"user {rng.randrange(10**6)}", round(rng.random(), 4)
+            records.append({"id": len(records), "name": user, "on": score < 0.5, "score": score})
+        return body[:-1] + b', "' + b"x" * (size - len(body) - 4) + b'"]'
+    return rng.randbytes(FILES[name])
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from benchmarks.configs import (
     Site,
     intake_site,
     limited_site,
+    middleware_site,
     pixel_site,
     proxy_site,
     redirect_site,
@@ -112,6 +113,11 @@ def _hello(_: Fixtures) -> Site:
 def _proxied(fixtures: Fixtures) -> Site:
     assert fixtures.backend is not None, "proxy scenarios set backend=True"
     return proxy_site(fixtures.backend)
+
+
+def _middleware(fixtures: Fixtures) -> Site:
+    assert fixtures.backend is not None, "proxy scenarios set backend=True"
+    return middleware_site(fixtures.backend)
 
 
 def _static(fixtures: Fixtures) -> Site:
@@ -297,6 +303,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         "reverse proxy to an nginx backend on loopback, small response",
         SMALL_PATH,
         BACKEND_BODY.encode(),
+    ),
+    Scenario(
+        "proxy_middleware",
+        "proxy_small's path with a security header, an IP allow list and gzip of 10 KiB JSON",
+        site=_middleware,
+        path="/10k.json",
+        headers={"Accept-Encoding": "gzip"},
+        expected_body=file_bytes("10k.json"),
+        expected_headers={"Content-Encoding": "gzip", "X-Frame-Options": "DENY"},
+        backend=True,
     ),
     _proxy(
         "proxy_small_c1000",

@@ -104,6 +104,13 @@ def _action(route: Route, config: Config) -> str:
     extras = [f"rate_limits={','.join(route.rate_limits)}"] if route.rate_limits else []
     if route.track:
         extras.append("track")
+    middleware = [
+        name
+        for name in ("ip_allow", "ip_deny", "basic_auth", "forward_auth", "headers", "compress")
+        if getattr(route, name)
+    ]
+    if middleware:
+        extras.append(f"middleware={','.join(middleware)}")
     return " ".join([kind_of(route).describe(route, config), *extras])
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -222,7 +224,8 @@ def test_tracker_post_request_is_a_small_json_object_answered_204() -> None:
 
 def test_scenarios_stay_in_registry_order_with_fast_variants_beside_durable_ones() -> None:
     assert [scenario.name for scenario in SCENARIOS] == [
-        "hello", "proxy_small", "proxy_small_c1000", "proxy_1m", "static_1k", "static_1m",
+        "hello", "proxy_small", "proxy_middleware", "proxy_small_c1000", "proxy_1m", "static_1k",
+        "static_1m",
         "pixel", "tracker_post", "tracker_post_fast", "segment_batch", "segment_batch_fast",
         "intake_batch", "snowplow_tp2", "redirect", "local_limited", "redis_limited",
         "hello_https", "hello_https_new", "proxy_https", "hello_h2", "proxy_h2", "static_h2",
@@ -585,6 +588,7 @@ def test_backend_answers_the_small_body_from_memory_and_files_from_disk() -> Non
         "sendfile on;\n"
         "        open_file_cache max=1000 inactive=20s;\n"
         '        location = /small { return 200 "hi\\n"; }\n'
+        "        location ~ \\.json$ { root /w/files; types { } default_type application/json; }\n"
         "        location / { root /w/files; }"
     )
 
@@ -595,6 +599,9 @@ def test_fixture_files_are_the_same_bytes_every_run_and_differ_by_name() -> None
     assert file_bytes("1m.bin") == large
     assert large[:1024] != small
     assert large[: 512 * 1024] != large[512 * 1024 :]  # no repeated half to hide a wrong offset
+    api = file_bytes("10k.json")  # an API answer: valid JSON that compresses like one
+    assert len(api) == 10 * 1024 and isinstance(json.loads(api), list)
+    assert len(gzip.compress(api)) < len(api) / 3
 
 
 async def test_prepared_writes_every_file_readable_by_nginx_workers(tmp_path: Path) -> None:
@@ -648,6 +655,7 @@ def test_scenario_clients_follow_the_run_unless_the_scenario_sets_its_own() -> N
     assert BY_NAME["idle_10k"].clients(settings) == 500
     assert {name for name, s in BY_NAME.items() if s.backend} == {
         "proxy_small",
+        "proxy_middleware",
         "proxy_small_c1000",
         "proxy_1m",
         "proxy_https",

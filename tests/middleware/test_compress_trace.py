@@ -17,6 +17,7 @@ import cramjam
 import pytest
 from aiohttp import web
 
+from gateway.middleware.trace import parse_traceparent
 from tests.backends import backends
 from tests.client import fetch
 from tests.middleware.test_headers_access_auth import upstream_saw
@@ -192,3 +193,22 @@ async def test_whose_traceparent_is_believed(
     assert (TRACE in sent) is kept
     if trace_context.get("enabled") is False:
         assert sent == PARENT and "trace_id" not in log[0]  # passed through untouched
+
+
+@pytest.mark.parametrize(
+    ("header", "parsed"),
+    [(PARENT, (TRACE, "01")),
+     (f" 00-{TRACE}-00f067aa0ba902b7-00 ", (TRACE, "00")),
+     (f"cc-{TRACE}-00f067aa0ba902b7-01-future", (TRACE, "01")),  # a later version
+     (f"cc-{TRACE}-00f067aa0ba902b7-01x", None),
+     (f"00-{TRACE}-00f067aa0ba902b7-01-extra", None),  # version 00 has nothing after
+     (f"ff-{TRACE}-00f067aa0ba902b7-01", None),
+     (f"00-{'0' * 32}-00f067aa0ba902b7-01", None),
+     (f"00-{TRACE}-{'0' * 16}-01", None),
+     (f"00-{TRACE.upper()}-00f067aa0ba902b7-01", None),
+     ("00-abc-def-01", None), ("", None)],
+)  # fmt: skip
+def test_traceparent_parsing_follows_the_w3c_rules(
+    header: str, parsed: tuple[str, str] | None
+) -> None:
+    assert parse_traceparent(header) == parsed

@@ -7,6 +7,8 @@ import base64
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,20 @@ async def test_forward_auth_lets_through_copies_headers_and_relays_refusals(
     )  # fmt: skip
     assert a.hits == 1  # the refused request never reached the upstream
     assert down[0] == 502 and down[2].startswith(b"502 Bad Gateway: auth service unavailable")
+
+
+def test_check_names_each_routes_middleware_and_weighted_targets(tmp_path: Path) -> None:
+    route = {"name": "admin", "ip_allow": ["10.0.0.0/8"], "compress": {},
+             "basic_auth": {"users": [{"username": "ann", "password_hash": HASH}]},
+             "proxy": {"upstreams": [{"url": "http://10.0.0.5:8080", "weight": 9},
+                                     "http://10.0.0.6:8080"], "circuit_breaker": {}}}  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(with_routes(base_config(tmp_path), route)))
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "--config", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert (
+        "  admin        host=* path=/ -> proxy http://10.0.0.5:8080*9,http://10.0.0.6:8080 "
+        "(round_robin) circuit breaker middleware=ip_allow,basic_auth,compress"
+    ) in result.stdout.splitlines()
