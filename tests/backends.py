@@ -110,6 +110,20 @@ def _app(backend: Backend) -> web.Application:
 
 
 @contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` on an ephemeral loopback port, as ``http://127.0.0.1:PORT``."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def backends(*names: str) -> AsyncIterator[list[Backend]]:
     runners: list[web.AppRunner] = []
     started: list[Backend] = []

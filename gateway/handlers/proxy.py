@@ -21,7 +21,7 @@ from gateway.config import Proxy
 from gateway.middleware.compress import Compressor
 from gateway.proxy.balancer import Target
 from gateway.proxy.group import UpstreamGroup
-from gateway.proxy.headers import end_to_end, upstream_request_headers
+from gateway.proxy.headers import end_to_end, request_head, upstream_request_headers
 from gateway.proxy.paths import ambiguous_path
 from gateway.proxy.upstream import UpstreamError
 from gateway.request.clientip import ClientIPResolver, parse_ip
@@ -31,14 +31,6 @@ from gateway.request.response import UNTYPED
 
 CHUNK = 64 * 1024
 _BUSY = {"Retry-After": "1"}
-
-
-def _head(method: str, target: str, headers: CIMultiDict[str]) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-    lines.append("\r\n")
-    # aiohttp decoded header bytes as UTF-8 with surrogateescape: this restores them.
-    return "".join(lines).encode("utf-8", "surrogateescape")
 
 
 class _Attempt:
@@ -172,7 +164,9 @@ class ProxyHandler:
                 headers["Content-Length"] = str(length)
             elif chunked:
                 headers["Transfer-Encoding"] = "chunked"
-            await conn.send(_head(request.method, self.upstream_target(request.raw_path), headers))
+            await conn.send(
+                request_head(request.method, self.upstream_target(request.raw_path), headers)
+            )
             if request.body_exists:
                 await self._send_body(request, conn.send, chunked, max_body, attempt)
             sent = asyncio.get_running_loop().time()

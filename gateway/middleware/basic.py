@@ -10,8 +10,6 @@ past ``failures_per_minute`` wrong answers gets 429 without a bcrypt check at al
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import time
 
@@ -19,25 +17,12 @@ import bcrypt
 from multidict import MultiMapping
 
 from gateway.config.middleware import BasicAuth
+from gateway.request.auth import basic_credentials
 from gateway.request.errors import HTTPError
 
 MAX_CACHED = 10_000  # verified pairs; past it the cache starts over
 MAX_CLIENTS = 100_000  # clients with recent failures; past it the oldest window goes
-
-
-def parse_basic(header: str | None) -> tuple[str, str] | None:
-    """(user, password) from ``Authorization: Basic ...``, None if absent or malformed."""
-    if not header:
-        return None
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not encoded or len(encoded) > 4096:
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, colon, password = decoded.partition(":")
-    return (user, password) if colon else None
+MAX_AUTHORIZATION = 4102  # "Basic " and 4096 characters of base64: longer is not decoded
 
 
 class BasicAuthenticator:
@@ -61,7 +46,9 @@ class BasicAuthenticator:
         if failures >= self.config.failures_per_minute:
             retry = max(1, int(60 - (now - started)) + 1)
             raise HTTPError(429, "too many failed logins", {"Retry-After": str(retry)})
-        credentials = parse_basic(headers.get("Authorization"))
+        header = headers.get("Authorization")
+        too_long = header is not None and len(header) > MAX_AUTHORIZATION
+        credentials = None if too_long else basic_credentials(header)
         if credentials is None:
             raise HTTPError(401, "authentication required", self._challenge)
         user, password = credentials

@@ -12,12 +12,12 @@ import asyncio
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from multidict import CIMultiDict, MultiMapping
+from multidict import CIMultiDict
 
 from gateway.config import Proxy
 from gateway.config.middleware import ForwardAuth
 from gateway.proxy.group import UpstreamGroup
-from gateway.proxy.headers import FORWARDING, end_to_end
+from gateway.proxy.headers import FORWARDING, end_to_end, request_head
 from gateway.proxy.upstream import UpstreamError
 from gateway.request.errors import HTTPError
 
@@ -63,7 +63,7 @@ class ForwardAuthenticator:
         self, request: web.BaseRequest, client_ip: str, traceparent: str | None = None
     ) -> list[tuple[str, str]] | web.Response:
         """The headers to add upstream (allowed), or the answer for the client."""
-        head = self._head(self._headers(request, client_ip, traceparent))
+        head = request_head("GET", self._path, self._headers(request, client_ip, traceparent))
         try:
             async with asyncio.timeout(self.config.timeout):
                 status, headers, body = await self._ask(head)
@@ -99,9 +99,3 @@ class ForwardAuthenticator:
                     conn.close()
                 pool.release(conn)
         raise AssertionError("unreachable")
-
-    def _head(self, headers: MultiMapping[str]) -> bytes:
-        lines = [f"GET {self._path} HTTP/1.1\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-        lines.append("\r\n")
-        return "".join(lines).encode("utf-8", "surrogateescape")

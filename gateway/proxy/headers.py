@@ -31,6 +31,15 @@ _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]
 FRAMING = frozenset({"content-length", "transfer-encoding"})
 
 
+def request_head(method: str, target: str, headers: MultiMapping[str]) -> bytes:
+    """An HTTP/1.1 request head for an upstream."""
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+    lines.append("\r\n")
+    # aiohttp decoded header bytes as UTF-8 with surrogateescape: this restores them.
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
 def connection_tokens(headers: MultiMapping[str]) -> set[str]:
     return {
         token.strip().lower()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from gateway.middleware.trace import parse_traceparent
-from tests.backends import backends
+from tests.backends import backends, serving
 from tests.client import fetch
 from tests.middleware.test_headers_access_auth import upstream_saw
 from tests.support import base_config, in_process_gateway, with_routes
@@ -54,15 +53,8 @@ async def json_upstream() -> AsyncIterator[str]:
     app.router.add_get("/doc", doc)
     app.router.add_get("/stream", stream)
     app.router.add_get("/special/{kind}", special)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 def compress_config(tmp_path: Path, upstream: str) -> dict[str, object]:

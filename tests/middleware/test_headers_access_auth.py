@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from aiohttp import web
 
 from gateway.config import ConfigError, parse_config
 from gateway.middleware import basic
-from tests.backends import backends
+from tests.backends import backends, serving
 from tests.client import fetch
 from tests.support import base_config, in_process_gateway, with_routes
 
@@ -180,15 +179,8 @@ async def auth_service() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
 
     app = web.Application()
     app.router.add_get("/verify", check)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/verify", seen
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield f"{url}/verify", seen
 
 
 async def test_forward_auth_lets_through_copies_headers_and_relays_refusals(
