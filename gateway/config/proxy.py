@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
+    BeforeValidator,
     Field,
     field_validator,
 )
@@ -68,11 +69,19 @@ class CircuitBreaker(_Model):
     open_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 
+def _as_upstream(value: object) -> object:
+    # A bare URL is an upstream of weight 1: one type for all, one error path per item.
+    return {"url": value} if isinstance(value, str) else value
+
+
 class Proxy(_Model):
     """Reverse proxy to a pool of upstream targets."""
 
     # URLs, or {"url", "weight"} objects: every policy honours weights.
-    upstreams: Annotated[tuple[str | WeightedUpstream, ...], Field(min_length=1)]
+    upstreams: Annotated[
+        tuple[Annotated[WeightedUpstream, BeforeValidator(_as_upstream)], ...],
+        Field(min_length=1),
+    ]
     policy: Literal["round_robin", "least_conn", "random_two", "ip_hash", "header_hash"] = (
         "round_robin"
     )
@@ -96,22 +105,18 @@ class Proxy(_Model):
 
     @field_validator("upstreams")
     @classmethod
-    def _upstreams(
-        cls, value: tuple[str | WeightedUpstream, ...]
-    ) -> tuple[str | WeightedUpstream, ...]:
+    def _upstreams(cls, value: tuple[WeightedUpstream, ...]) -> tuple[WeightedUpstream, ...]:
         for i, item in enumerate(value):
-            url = item if isinstance(item, str) else item.url
-            if not _UPSTREAM.match(url):
-                raise ValueError(f"[{i}] {url!r} is not an http:// or https:// URL with a host")
+            if not _UPSTREAM.match(item.url):
+                raise ValueError(
+                    f"[{i}] {item.url!r} is not an http:// or https:// URL with a host"
+                )
         return value
 
     @property
     def weighted(self) -> tuple[tuple[str, int], ...]:
         """(url, weight) of every upstream, in order."""
-        return tuple(
-            (item, 1) if isinstance(item, str) else (item.url, item.weight)
-            for item in self.upstreams
-        )
+        return tuple((item.url, item.weight) for item in self.upstreams)
 
     @field_validator("rewrite_prefix")
     @classmethod

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.config import Proxy
+from gateway.config import Proxy, WeightedUpstream
 from gateway.config.middleware import ForwardAuth
 from gateway.proxy.group import UpstreamGroup
 from gateway.proxy.headers import FORWARDING, end_to_end, request_head
@@ -28,7 +28,7 @@ _NOT_SENT = ("content-length", "expect", *FORWARDING)
 def auth_proxy(config: ForwardAuth) -> Proxy:
     """The upstream group settings for the auth service: one target, no retries."""
     parts = urlsplit(config.url)
-    return Proxy(upstreams=(f"{parts.scheme}://{parts.netloc}",), max_tries=1)
+    return Proxy(upstreams=(WeightedUpstream(url=f"{parts.scheme}://{parts.netloc}"),), max_tries=1)
 
 
 class ForwardAuthenticator:

@@ -550,8 +550,8 @@ def test_gateway_proxy_route_sends_every_path_to_the_backend(tmp_path: Path) -> 
     ]
     [route] = parse_config(text.encode(), env={}).routes
     assert route.proxy is not None
-    assert (route.proxy.upstreams, route.proxy.policy) == (
-        ("http://127.0.0.1:9000",),
+    assert (route.proxy.weighted, route.proxy.policy) == (
+        (("http://127.0.0.1:9000", 1),),
         "round_robin",
     )
 

@@ -231,3 +231,30 @@ def test_check_names_each_routes_middleware_and_weighted_targets(tmp_path: Path)
         "  admin        host=* path=/ -> proxy http://10.0.0.5:8080*9,http://10.0.0.6:8080 "
         "(round_robin) circuit breaker middleware=ip_allow,basic_auth,compress"
     ) in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "message"),
+    [
+        ({"ip_allow": ["10.0.0.0/33"]}, "routes[0].ip_allow[0]",
+         "'10.0.0.0/33' is not an IP address or CIDR"),
+        ({"basic_auth": {"users": [{"username": "ann", "password_hash": "plain"}]}},
+         "routes[0].basic_auth.users[0].password_hash",
+         "is not a bcrypt hash ($2b$<cost>$<53 characters>)"),
+        ({"forward_auth": {"url": "ftp://auth/verify"}}, "routes[0].forward_auth.url",
+         "'ftp://auth/verify' is not an http:// or https:// URL without a query"),
+        ({"forward_auth": {"url": "http://auth/v", "copy_headers": ["X-Forwarded-For"]}},
+         "routes[0].forward_auth.copy_headers", "x-forwarded-for: set by the gateway itself"),
+        ({"compress": {"encodings": ["deflate"]}}, "routes[0].compress.encodings[0]",
+         "Input should be 'zstd', 'br' or 'gzip'"),
+        ({"proxy": {"upstreams": [{"url": "http://a", "weight": 0}]}},
+         "routes[0].proxy.upstreams[0].weight", "Input should be greater than or equal to 1"),
+    ],
+)  # fmt: skip
+def test_check_refuses_bad_middleware_values_naming_the_key(
+    tmp_path: Path, extra: dict[str, Any], path: str, message: str
+) -> None:
+    route = {"name": "app", "proxy": {"upstreams": ["http://a"]}, **extra}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(json.dumps(with_routes(base_config(tmp_path), route)).encode(), env={})
+    assert (path, message) in [(i.path, i.message) for i in caught.value.issues]
