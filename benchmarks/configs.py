@@ -8,7 +8,7 @@ the same slack.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +36,32 @@ class Site:
     nginx_http: str = ""  # directives in nginx's ``http { }`` before the server: upstreams
     # (certificate chain, key) when every server listens with TLS on its port.
     tls: tuple[str, str] | None = None
+    # nginx answering the same requests and recording each as a JSON line (``nginx+log``,
+    # the native floor of answering and recording a hit); None: no such peer here.
+    nginx_log_locations: str | None = None
+    # The gateway serves this config file as it is, but for its ports and spool (the
+    # shipped config.json, for the footprint); no peer serves such a site.
+    config_file: Path | None = None
+
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.json"
+
+
+def shipped_site() -> Site:
+    """The gateway as ``make run`` starts it: the project's own config.json."""
+    return Site(
+        gateway_routes=(), nginx_locations="", caddy_directives="", config_file=SHIPPED_CONFIG
+    )
+
+
+def shipped_config(path: Path, *, ports: Iterator[int], workdir: Path) -> str:
+    """``path``'s config with each listener on the next of ``ports`` (the first is the
+    one probed) and the spool in ``workdir``: the rest as shipped."""
+    config = json.loads(path.read_text())
+    for listener in config["server"]["listeners"]:
+        listener["port"] = next(ports)
+    config["spool"] = {**config.get("spool", {}), "dir": str(workdir / "spool")}
+    return json.dumps(config, indent=2) + "\n"
 
 
 def respond_site(body: str) -> Site:
@@ -71,6 +97,9 @@ def pixel_site() -> Site:
         gateway_routes=({"name": "collect", "collect": {}},),
         nginx_locations="location /img/ { empty_gif; }",
         caddy_directives="header Content-Type image/gif\n\trespond 200",
+        nginx_log_locations=(
+            'location /img/ { add_header Cache-Control "no-store" always; empty_gif; }'
+        ),
     )
 
 
@@ -80,6 +109,8 @@ def tracker_site(delivery: Delivery) -> Site:
         gateway_routes=({"name": "collect", "collect": {}, "delivery": delivery},),
         nginx_locations="location / { return 204; }",
         caddy_directives="respond 204",
+        # The echo module reads the body, so that $request_body is there to be logged.
+        nginx_log_locations="location / { echo_read_request_body; echo_status 204; }",
     )
 
 
@@ -131,14 +162,16 @@ def snowplow_site(delivery: Delivery) -> Site:
 def redirect_site(slug: str, target: str) -> Site:
     """Short link ``/l/<slug>`` answering 302 to ``target``: the gateway's redirect route
     with the link declared in its config, nginx's ``return``, Caddy's ``redir``."""
+    nginx = _server_lines(
+        # The 302 body nginx writes names its version unless told not to.
+        "server_tokens off;",
+        f"location = /l/{slug} {{ return 302 {target}; }}",
+    )
     return Site(
         gateway_routes=({"name": "links", "match": {"path_prefix": "/l"}, "redirect": {}},),
-        nginx_locations=_server_lines(
-            # The 302 body nginx writes names its version unless told not to.
-            "server_tokens off;",
-            f"location = /l/{slug} {{ return 302 {target}; }}",
-        ),
+        nginx_locations=nginx,
         caddy_directives=f"redir /l/{slug} {target} 302",
+        nginx_log_locations=nginx,
         gateway_sections={"redirects": {"links": [{"slug": slug, "target": target}]}},
     )
 
@@ -282,10 +315,46 @@ def gateway_config(
     return json.dumps(config, indent=2) + "\n"
 
 
-def nginx_config(site: Site, *, port: int, workers: int, capacity: int, prefix: Path) -> str:
-    """nginx.conf with every path nginx writes (pid, logs, temp files) under ``prefix``."""
+# What the envelope takes from a request, one JSON object per line (nginx+log's record).
+NGINX_EVENTS_LOG = "events.jsonl"
+NGINX_LOG_FORMAT = (
+    "log_format events escape=json '{"
+    '"event_id":"$request_id","event_time":"$time_iso8601","ip":"$remote_addr",'
+    '"method":"$request_method","host":"$host","path":"$uri","query":"$args",'
+    '"user_agent":"$http_user_agent","referer":"$http_referer",'
+    '"content_type":"$content_type","body":"$request_body","status":"$status"'
+    "}';"
+)
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"  # Debian's libnginx-mod-http-echo
+
+
+def nginx_config(
+    site: Site,
+    *,
+    port: int,
+    workers: int,
+    capacity: int,
+    prefix: Path,
+    recording: bool = False,
+) -> str:
+    """nginx.conf with every path nginx writes (pid, logs, temp files) under ``prefix``;
+    ``recording``: the site's nginx+log variant, every request a buffered JSON line in
+    ``prefix / NGINX_EVENTS_LOG``."""
+    locations, record, module = site.nginx_locations, "", ""
+    if recording:
+        assert site.nginx_log_locations is not None, "only sites with an nginx+log variant"
+        locations = site.nginx_log_locations
+        module = f"load_module {ECHO_MODULE};\n"
+        record = (
+            f"\n    {NGINX_LOG_FORMAT}\n"
+            # The body stays in memory (so $request_body has it) up to 64 KiB.
+            "    client_body_buffer_size 64k;\n    client_body_in_single_buffer on;"
+        )
+        locations = _server_lines(
+            f"access_log {prefix / NGINX_EVENTS_LOG} events buffer=64k flush=1s;", locations
+        )
     return f"""\
-daemon off;
+{module}daemon off;
 master_process on;
 worker_processes {workers};
 pid {prefix / "nginx.pid"};
@@ -306,11 +375,11 @@ http {{
     charset utf-8;
     # The default (1000) closes each wrk connection every 1000 requests; neither the
     # gateway nor Caddy does that, so it would skew the comparison.
-    keepalive_requests 1000000;
+    keepalive_requests 1000000;{record}
 {_nginx_http(site)}
     server {{
         listen 127.0.0.1:{port}{" ssl http2" if site.tls else ""};{_nginx_tls(site)}
-        {site.nginx_locations}
+        {locations}
     }}
 }}
 """

@@ -59,13 +59,23 @@ class IdleResult:
 
 
 @dataclass(frozen=True, slots=True)
+class FootprintResult:
+    """The gateway serving its shipped config, idle after one request: what a worker holds."""
+
+    worker_rss_mib: float  # the largest worker's RSS
+    supervisor_rss_mib: float
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """A run that produced no figures: a server that did not start, a wrong body, wrk failing."""
 
     reason: str
 
 
-Run = LoadResult | IdleResult | Failure
+Measured = LoadResult | IdleResult | FootprintResult
+Run = Measured | Failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +83,7 @@ class ServerSummary:
     """One server's runs in a scenario: medians of the good ones, and why others failed."""
 
     server: str
-    median: LoadResult | IdleResult | None  # None when every run failed
+    median: Measured | None  # None when every run failed
     runs: int
     failures: tuple[str, ...]
 
@@ -86,7 +96,7 @@ class ScenarioOutcome:
     skipped: str | None = None
     servers: tuple[ServerSummary, ...] = ()
 
-    def median(self, server: str) -> LoadResult | IdleResult | None:
+    def median(self, server: str) -> Measured | None:
         for summary in self.servers:
             if summary.server == server:
                 return summary.median
@@ -97,8 +107,9 @@ def summarize(server: str, runs: Sequence[Run]) -> ServerSummary:
     """Medians over the successful runs; errors are summed, since any error matters."""
     loads = [run for run in runs if isinstance(run, LoadResult)]
     idles = [run for run in runs if isinstance(run, IdleResult)]
+    footprints = [run for run in runs if isinstance(run, FootprintResult)]
     failures = tuple(run.reason for run in runs if isinstance(run, Failure))
-    median: LoadResult | IdleResult | None = None
+    median: Measured | None = None
     if loads:
         median = LoadResult(
             requests_per_s=statistics.median(r.requests_per_s for r in loads),
@@ -116,6 +127,12 @@ def summarize(server: str, runs: Sequence[Run]) -> ServerSummary:
             opened=min(r.opened for r in idles),
             errors=sum(r.errors for r in idles),
             rss_mib=statistics.median(r.rss_mib for r in idles),
+        )
+    elif footprints:
+        median = FootprintResult(
+            worker_rss_mib=statistics.median(r.worker_rss_mib for r in footprints),
+            supervisor_rss_mib=statistics.median(r.supervisor_rss_mib for r in footprints),
+            workers=min(r.workers for r in footprints),
         )
     return ServerSummary(server, median, len(runs), failures)
 
@@ -141,18 +158,23 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def requests_per_s(result: LoadResult | IdleResult | None) -> float | None:
+def requests_per_s(result: Measured | None) -> float | None:
     """The requests/s of a load result; None for anything else."""
     return result.requests_per_s if isinstance(result, LoadResult) else None
 
 
-def events_per_s(result: LoadResult | IdleResult | None) -> float | None:
+def events_per_s(result: Measured | None) -> float | None:
     """The events/s that reached Kafka in a tracking run; None for anything else."""
     if isinstance(result, LoadResult) and result.delivery is not None:
         return result.delivery.events_per_s
     return None
 
 
-def kib_per_connection(result: LoadResult | IdleResult | None) -> float | None:
+def kib_per_connection(result: Measured | None) -> float | None:
     """The KiB per idle connection of an idle result; None for anything else."""
     return result.kib_per_connection if isinstance(result, IdleResult) else None
+
+
+def worker_rss_mib(result: Measured | None) -> float | None:
+    """An idle worker's RSS in a footprint result; None for anything else."""
+    return result.worker_rss_mib if isinstance(result, FootprintResult) else None

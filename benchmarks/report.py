@@ -5,19 +5,22 @@ Rendering is pure (results in, text out) so the exact layout is tested without r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from benchmarks.machine import Machine
 from benchmarks.outcomes import (
+    FootprintResult,
     IdleResult,
     LoadResult,
+    Measured,
     ScenarioOutcome,
     ServerSummary,
     kib_per_connection,
     ratio,
     requests_per_s,
+    worker_rss_mib,
 )
-from benchmarks.scenarios import BY_NAME
+from benchmarks.scenarios import BY_NAME, Scenario
 from benchmarks.settings import LABELS, SERVERS, Settings
 from benchmarks.targets import TargetRow, evaluate
 
@@ -92,13 +95,14 @@ def results_section(outcomes: Sequence[ScenarioOutcome]) -> str:
         "p99 (ms)",
         "Errors",
         "CPU (cores)",
+        "CPU µs/req",
         "Peak RSS (MiB)",
     )
     rows: list[tuple[str, ...]] = []
     notes: list[str] = []
     for outcome in outcomes:
         if outcome.skipped is not None:
-            rows.append((outcome.name, DASH, f"skipped: {outcome.skipped}", "", "", "", "", ""))
+            rows.append((outcome.name, DASH, f"skipped: {outcome.skipped}", *[""] * 6))
             continue
         for summary in outcome.servers:
             rows.append((outcome.name, LABELS[summary.server], *_figures(summary)))
@@ -108,11 +112,22 @@ def results_section(outcomes: Sequence[ScenarioOutcome]) -> str:
                     f"{summary.runs} runs failed: {_cell(summary.failures[0])}"
                 )
     text = "## Results\n\n" + _table(header, "--:", rows)
+    notes.append(
+        "- CPU µs/req = the server's cores x 10^6 / requests/s: its CPU per request, "
+        "comparable across machines of different speeds."
+    )
     if any(isinstance(s.median, IdleResult) for outcome in outcomes for s in outcome.servers):
         notes.append(
             "- idle rows: Errors = connections that could not be opened; "
             "Peak RSS = the server's RSS with every connection open."
         )
+    for outcome in outcomes:
+        footprint = outcome.median("gateway")
+        if isinstance(footprint, FootprintResult):
+            notes.append(
+                f"- {outcome.name}: Peak RSS = the largest of {footprint.workers} idle workers "
+                f"(supervisor {footprint.supervisor_rss_mib:.1f} MiB), serving config.json."
+            )
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
@@ -125,11 +140,19 @@ def _figures(summary: ServerSummary) -> tuple[str, ...]:
             f"{median.p99_ms:.2f}",
             str(median.errors),
             f"{median.cpu_cores:.2f}",
+            _number(cpu_us(median.cpu_cores, median.requests_per_s), ",.0f"),
             f"{median.peak_rss_mib:.1f}",
         )
     if isinstance(median, IdleResult):
-        return (DASH, DASH, DASH, str(median.errors), DASH, f"{median.rss_mib:.1f}")
-    return ("failed", "", "", "", "", "")
+        return (DASH, DASH, DASH, str(median.errors), DASH, DASH, f"{median.rss_mib:.1f}")
+    if isinstance(median, FootprintResult):
+        return (DASH, DASH, DASH, "0", DASH, DASH, f"{median.worker_rss_mib:.1f}")
+    return ("failed", "", "", "", "", "", "")
+
+
+def cpu_us(cores: float, per_s: float) -> float | None:
+    """CPU microseconds per unit of work: ``cores`` busy while doing ``per_s`` of it."""
+    return cores * 1e6 / per_s if per_s > 0 else None
 
 
 def events_section(outcomes: Sequence[ScenarioOutcome], settings: Settings) -> str:
@@ -145,6 +168,7 @@ def events_section(outcomes: Sequence[ScenarioOutcome], settings: Settings) -> s
         "Drain (s)",
         "Events/s",
         "Events/s per worker",
+        "CPU µs/event",
         "Broker CPU (cores)",
     )
     by_name = {outcome.name: outcome for outcome in outcomes}
@@ -168,6 +192,7 @@ def events_section(outcomes: Sequence[ScenarioOutcome], settings: Settings) -> s
                 f"{events.drain_s:.1f}",
                 f"{events.events_per_s:,.0f}",
                 f"{events.events_per_s / settings.workers:,.0f}",
+                _number(cpu_us(result.cpu_cores, _answered_events(result, scenario)), ",.1f"),
                 f"{events.broker_cores:.2f}",
             )
         )
@@ -184,32 +209,55 @@ def events_section(outcomes: Sequence[ScenarioOutcome], settings: Settings) -> s
         "- Events/s = Delivered / (load + Drain); Drain = seconds from the end of the load "
         "until the last event reached Kafka. The broker (Tansu, in memory, fresh per run) "
         "shares the machine's cores with the gateway.",
+        "- CPU µs/event = the gateway's cores x 10^6 / events answered per second (requests/s "
+        "x events per request): the serving processes' CPU per event, answering included.",
     ]
     return (
         "## Event delivery (gateway)\n\n" + _table(header, "--:", rows) + "\n\n" + "\n".join(notes)
     )
 
 
+def _answered_events(result: LoadResult, scenario: Scenario | None) -> float:
+    return result.requests_per_s * (scenario.events_per_request if scenario else 1)
+
+
 def ratios_section(outcomes: Sequence[ScenarioOutcome]) -> str:
-    header = ("Scenario", "Measure", "gateway", "nginx", "Caddy", "gateway/nginx", "gateway/Caddy")
+    """Each scenario's figure per server, and the gateway's over each peer's; nginx+log
+    (nginx recording every hit) only where the scenario has it."""
+    header = (
+        "Scenario",
+        "Measure",
+        *(LABELS[server] for server in SERVERS),
+        *(f"gateway/{LABELS[server]}" for server in SERVERS[1:]),
+    )
     rows: list[tuple[str, ...]] = []
     for outcome in outcomes:
         if outcome.skipped is not None:
-            rows.append((outcome.name, f"skipped: {outcome.skipped}", "", "", "", "", ""))
+            rows.append((outcome.name, f"skipped: {outcome.skipped}", *[""] * (len(header) - 2)))
             continue
-        idle = any(isinstance(s.median, IdleResult) for s in outcome.servers)
-        figure = kib_per_connection if idle else requests_per_s
-        gateway, nginx, caddy = (figure(outcome.median(server)) for server in SERVERS)
+        measure, figure, spec = _measure_of(outcome)
+        gateway, *peers = (figure(outcome.median(server)) for server in SERVERS)
         rows.append(
             (
                 outcome.name,
-                "KiB per idle connection" if idle else "requests/s",
-                *(_number(value, ".1f" if idle else ",.0f") for value in (gateway, nginx, caddy)),
-                _times(ratio(gateway, nginx)),
-                _times(ratio(gateway, caddy)),
+                measure,
+                *(_number(value, spec) for value in (gateway, *peers)),
+                *(_times(ratio(gateway, peer)) for peer in peers),
             )
         )
     return "## Ratios\n\n" + _table(header, "--:", rows)
+
+
+def _measure_of(
+    outcome: ScenarioOutcome,
+) -> tuple[str, Callable[[Measured | None], float | None], str]:
+    """What the ratios compare for a scenario: its label, how to read it, its format."""
+    medians = [summary.median for summary in outcome.servers]
+    if any(isinstance(median, IdleResult) for median in medians):
+        return "KiB per idle connection", kib_per_connection, ".1f"
+    if any(isinstance(median, FootprintResult) for median in medians):
+        return "MiB per idle worker", worker_rss_mib, ".1f"
+    return "requests/s", requests_per_s, ",.0f"
 
 
 def targets_section(rows: Sequence[TargetRow]) -> str:

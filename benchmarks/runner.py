@@ -22,6 +22,7 @@ from benchmarks.load import WrkError, run_wrk, wrk_command
 from benchmarks.machine import Tools
 from benchmarks.outcomes import (
     Failure,
+    FootprintResult,
     IdleResult,
     LoadResult,
     Run,
@@ -30,10 +31,10 @@ from benchmarks.outcomes import (
     summarize,
 )
 from benchmarks.probe import answer_mismatch
-from benchmarks.procstat import Usage, sample_tree, sampling
+from benchmarks.procstat import PAGE_SIZE, Usage, sample_tree, sampling
 from benchmarks.scenarios import Scenario
 from benchmarks.servers import RunningServer, ServerError, running
-from benchmarks.settings import LABELS, SERVERS, Settings, capacity
+from benchmarks.settings import EVERYWHERE, LABELS, SERVERS, Settings, capacity
 
 MIB = 1024 * 1024
 # Lets the server finish allocating for the last connections before memory is read.
@@ -58,7 +59,7 @@ async def run_scenarios(
 async def _run_scenario(
     scenario: Scenario, settings: Settings, tools: Tools, tmp: Path
 ) -> ScenarioOutcome:
-    runs: dict[str, list[Run]] = {server: [] for server in SERVERS}
+    runs: dict[str, list[Run]] = {}
     try:
         async with prepared(
             tmp / f"{scenario.name}-shared",
@@ -72,8 +73,9 @@ async def _run_scenario(
             mismatch = await _backend_mismatch(scenario, fixtures)
             if mismatch is not None:
                 return _failed(scenario, mismatch)
+            runs = {server: [] for server in servers_of(scenario, fixtures)}
             for round_number in range(1, settings.rounds + 1):
-                for server in SERVERS:
+                for server in runs:
                     workdir = tmp / f"{scenario.name}-{server}-{round_number}"
                     workdir.mkdir()
                     run = await _run_once(scenario, server, settings, tools, workdir, fixtures)
@@ -86,8 +88,19 @@ async def _run_scenario(
         _progress(f"backend: {exc}; last lines of its output:\n{exc.log_tail}")
         return _failed(scenario, f"backend: {exc}")
     return ScenarioOutcome(
-        scenario.name, servers=tuple(summarize(server, runs[server]) for server in SERVERS)
+        scenario.name,
+        servers=tuple(summarize(server, server_runs) for server, server_runs in runs.items()),
     )
+
+
+def servers_of(scenario: Scenario, fixtures: Fixtures) -> tuple[str, ...]:
+    """The servers a scenario compares: all but nginx+log, which only some sites have;
+    the gateway alone for its footprint."""
+    assert scenario.site is not None, "only runnable scenarios get here"
+    if scenario.measure == "footprint":
+        return ("gateway",)
+    recording = scenario.site(fixtures).nginx_log_locations is not None
+    return tuple(server for server in SERVERS if server != "nginx_log" or recording)
 
 
 async def _backend_mismatch(scenario: Scenario, fixtures: Fixtures) -> str | None:
@@ -104,7 +117,8 @@ def _failed(scenario: Scenario, reason: str) -> ScenarioOutcome:
     """A scenario no server could be measured in, such as when its backend did not start."""
     _progress(f"{scenario.name}: FAILED: {reason}")
     return ScenarioOutcome(
-        scenario.name, servers=tuple(summarize(server, [Failure(reason)]) for server in SERVERS)
+        scenario.name,
+        servers=tuple(summarize(server, [Failure(reason)]) for server in EVERYWHERE),
     )
 
 
@@ -168,6 +182,8 @@ async def _run_once(
                 return Failure(mismatch)
             if scenario.measure == "idle":
                 return await _measure_idle(scenario, server, settings)
+            if scenario.measure == "footprint":
+                return await _measure_footprint(server)
             return await _measure_load(scenario, server, settings, tools, workdir, kafka)
     except ServerError as exc:
         _progress(f"{exc}; last lines of its output:\n{exc.log_tail}")
@@ -262,6 +278,19 @@ async def _measure_idle(scenario: Scenario, server: RunningServer, settings: Set
     )
 
 
+async def _measure_footprint(server: RunningServer) -> Run:
+    await asyncio.sleep(IDLE_SETTLE)
+    processes = sample_tree(server.pid).processes
+    workers = [stat.rss_pages for pid, stat in processes.items() if pid != server.pid]
+    if server.pid not in processes or not workers:
+        return Failure("the supervisor or its workers were gone")
+    return FootprintResult(
+        worker_rss_mib=max(workers) * PAGE_SIZE / MIB,
+        supervisor_rss_mib=processes[server.pid].rss_pages * PAGE_SIZE / MIB,
+        workers=len(workers),
+    )
+
+
 def _describe(run: Run) -> str:
     if isinstance(run, LoadResult):
         text = (
@@ -275,6 +304,11 @@ def _describe(run: Run) -> str:
                 f"({events.events_per_s:,.0f}/s, shortfall {events.shortfall:,})"
             )
         return text
+    if isinstance(run, FootprintResult):
+        return (
+            f"{run.workers} workers, {run.worker_rss_mib:.1f} MiB each at most, "
+            f"supervisor {run.supervisor_rss_mib:.1f} MiB"
+        )
     if isinstance(run, IdleResult):
         kib = run.kib_per_connection
         each = "n/a" if kib is None else f"{kib:.1f}"

@@ -31,6 +31,7 @@ from benchmarks.configs import (
     redirect_site,
     respond_site,
     segment_site,
+    shipped_site,
     snowplow_site,
     static_site,
     tracker_site,
@@ -58,11 +59,12 @@ NGINX_302_BODY = (
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """One benchmark: ``load`` runs wrk for the duration, ``idle`` holds connections open."""
+    """One benchmark: ``load`` runs wrk for the duration, ``idle`` holds connections open,
+    ``footprint`` reads what an idle gateway worker holds (the gateway alone)."""
 
     name: str
     summary: str
-    measure: Literal["load", "idle"] = "load"
+    measure: Literal["load", "idle", "footprint"] = "load"
     # Builds every server's config from what the scenario shares (files, backend).
     site: Callable[[Fixtures], Site] | None = None
     path: str = "/"
@@ -103,6 +105,8 @@ class Scenario:
         return wrk_script(self.method, self.body, self.headers)
 
     def expected_body_for(self, server: str) -> bytes:
+        if server == "nginx_log":  # nginx recording its hits answers what nginx answers
+            server = "nginx"
         return self.expected_bodies.get(server, self.expected_body)
 
 
@@ -449,6 +453,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "memory per idle keep-alive connection (10,000 connections; 500 in --smoke)",
         measure="idle",
         site=_hello,
+        expected_body=HELLO_BODY.encode(),
+    ),
+    Scenario(
+        "worker_rss",
+        "an idle worker's RSS serving the shipped config.json, after one request",
+        measure="footprint",
+        site=lambda _: shipped_site(),
         expected_body=HELLO_BODY.encode(),
     ),
 )

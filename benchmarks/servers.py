@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
+import json
 import os
 import re
 import signal
@@ -18,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.configs import Site, caddyfile, gateway_config, nginx_config
+from benchmarks.configs import Site, caddyfile, gateway_config, nginx_config, shipped_config
 from benchmarks.machine import Tools
 from benchmarks.probe import fetch
 
@@ -81,31 +84,42 @@ class Slot:
 
 def _gateway(site: Site, slot: Slot) -> Launch:
     path = slot.workdir / "gateway.json"
-    path.write_text(
-        gateway_config(
-            site,
-            port=slot.port,
-            workers=slot.workers,
-            capacity=slot.capacity,
-            workdir=slot.workdir,
-            kafka=slot.kafka,
+    if site.config_file is not None:
+        ports = itertools.chain((slot.port,), iter(free_port, None))
+        path.write_text(shipped_config(site.config_file, ports=ports, workdir=slot.workdir))
+        workers = json.loads(path.read_text())["server"].get("workers") or os.cpu_count() or 1
+    else:
+        workers = slot.workers
+        path.write_text(
+            gateway_config(
+                site,
+                port=slot.port,
+                workers=slot.workers,
+                capacity=slot.capacity,
+                workdir=slot.workdir,
+                kafka=slot.kafka,
+            )
         )
-    )
     return Launch(
         argv=(sys.executable, "-m", "gateway", "run", "--config", str(path)),
         ready_path="/_gateway/ready",
         ready_status=200,
         # Ready answers from whichever worker accepts; wait until every worker serves.
-        ready_log=(r"worker \d+ serving", slot.workers),
+        ready_log=(r"worker \d+ serving", workers),
     )
 
 
-def _nginx(site: Site, slot: Slot) -> Launch:
+def _nginx(site: Site, slot: Slot, *, recording: bool = False) -> Launch:
     prefix = slot.workdir / "nginx"
     prefix.mkdir()
     path, error_log = prefix / "nginx.conf", prefix / "error.log"
     config = nginx_config(
-        site, port=slot.port, workers=slot.workers, capacity=slot.capacity, prefix=prefix
+        site,
+        port=slot.port,
+        workers=slot.workers,
+        capacity=slot.capacity,
+        prefix=prefix,
+        recording=recording,
     )
     path.write_text(config)
     # -e: nginx writes to its built-in error log (/var/log/nginx) until it has read the config.
@@ -133,6 +147,7 @@ PREPARE: dict[str, Callable[[Site, Slot], Launch]] = {
     "gateway": _gateway,
     "nginx": _nginx,
     "caddy": _caddy,
+    "nginx_log": functools.partial(_nginx, recording=True),
 }
 
 

@@ -19,9 +19,11 @@ class Settings:
     idle_connections: int
 
 
-# The servers compared, in the order each round runs them and the report lists them.
-SERVERS = ("gateway", "nginx", "caddy")
-LABELS = {"gateway": "gateway", "nginx": "nginx", "caddy": "Caddy"}
+# The servers compared, in the order each round runs them and the report lists them;
+# nginx_log runs only in scenarios whose site has an nginx+log variant (recording hits).
+EVERYWHERE = ("gateway", "nginx", "caddy")
+SERVERS = (*EVERYWHERE, "nginx_log")
+LABELS = {"gateway": "gateway", "nginx": "nginx", "caddy": "Caddy", "nginx_log": "nginx+log"}
 
 
 def capacity(clients: int, *, proxied: bool = False) -> int:
