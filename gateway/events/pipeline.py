@@ -206,7 +206,8 @@ class EventPipeline:
             headers = record_headers(event.event_type, event.source)
         else:
             headers = event.headers
-            stored += 2 + len(encode_headers(headers))  # measured, not HEADER_BYTES's bound
+            # Measured unless the event knows (a traced event: HEADER_BYTES and its id).
+            stored += event.headers_bytes or 2 + len(encode_headers(headers))
         record = SpoolRecord(topic, event.key, event.value, event.keyed, headers)
         return _Pending(record, event.event_type, None, stored)
 

@@ -116,3 +116,19 @@ def test_record_headers_are_stored_and_older_records_without_them_still_read(
     assert len(encode(with_headers)) - len(encode(older)) <= HEADER_BYTES
     assert len(encode(older)) == FRAMING + len("events") + 1 + 2
     assert 2 + len(encode_headers(headers)) <= HEADER_BYTES
+
+
+def test_a_traced_records_headers_take_no_more_than_the_pipelines_estimate() -> None:
+    from gateway.events.envelope import TRACE_HEADER_BYTES, traced_headers
+    from gateway.events.spool import HEADER_BYTES
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = traced_headers("dead_letter", "segment", trace_id)  # the longest type there is
+    assert headers[-1] == ("trace_id", trace_id.encode())
+    # One request's events share one list; another request's trace gets its own.
+    assert traced_headers("dead_letter", "segment", trace_id) is headers
+    other = traced_headers("dead_letter", "segment", "0" * 31 + "1")
+    assert other is not headers and other[:-1] == headers[:-1]
+    traced = SpoolRecord("events", b"k", b"{}", headers=headers)
+    plain = SpoolRecord("events", b"k", b"{}")
+    assert len(encode(traced)) - len(encode(plain)) <= HEADER_BYTES + TRACE_HEADER_BYTES
