@@ -11,8 +11,6 @@ import os
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-
 
 def ca_file_issue(path: str) -> str | None:
     """Why ``path`` cannot serve as a bundle of trusted CA certificates, if it cannot."""
@@ -55,6 +53,8 @@ def directory_issue(path: str) -> str | None:
 def certificate_pair_issue(cert: str, key: str, password: str | None = None) -> str | None:
     """Why ``cert`` and ``key`` (decrypted with ``password``) cannot be used together for
     TLS, if they cannot: the certificate must be PEM and the key its own."""
+    from cryptography import x509  # only configs with certificate files need it
+
     try:
         with open(cert, "rb") as handle:
             x509.load_pem_x509_certificate(handle.read())

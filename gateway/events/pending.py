@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import orjson
 
 from gateway.config import EVENT_TYPES
-from gateway.events.envelope import Event
-from gateway.events.spool import SpoolRecord
+from gateway.events.envelope import Event, record_headers
+from gateway.events.spool import FRAMING, HEADER_BYTES, SpoolRecord, encode_headers
 from gateway.observability.metrics import Metrics
 
 
@@ -60,6 +60,24 @@ class _Pending:
     event_type: str
     waiting: _Waiting | None
     stored: int  # bytes the record takes in the spool, framing included
+
+
+# Spool bytes of a record beside its topic, key and value (headers within HEADER_BYTES).
+OVERHEAD = FRAMING + HEADER_BYTES
+
+
+def queued(event: Event, topic: str) -> _Pending:
+    """The event as queued for ``topic``: its record (headers its own, as intake's, else
+    by type and source) and the bytes that takes in the spool."""
+    stored = OVERHEAD + len(topic) + len(event.key) + len(event.value)
+    if event.headers is None:
+        headers = record_headers(event.event_type, event.source)
+    else:
+        headers = event.headers
+        # Measured unless the event knows (a traced event: HEADER_BYTES and its id).
+        stored += event.headers_bytes or 2 + len(encode_headers(headers))
+    record = SpoolRecord(topic, event.key, event.value, event.keyed, headers)
+    return _Pending(record, event.event_type, None, stored)
 
 
 def event_type_of(record: SpoolRecord) -> str:

@@ -26,13 +26,11 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config import Kafka
 from gateway.config import Spool as SpoolConfig
-from gateway.events.envelope import Event, record_headers
-from gateway.events.kafka import KafkaWriter
-from gateway.events.kafka_security import Failure, diagnose
+from gateway.events.envelope import Event
 from gateway.events.pending import (
     CannotKeep,
     EventTooLarge,
@@ -42,27 +40,27 @@ from gateway.events.pending import (
     _Waiting,
     count_by_type,
     event_type_of,
+    queued,
 )
 from gateway.events.spool import (
-    FRAMING,
-    HEADER_BYTES,
     MAX_RECORD,
     Spool,
     SpoolError,
     SpoolFull,
-    SpoolRecord,
-    encode_headers,
     open_spool,
 )
 from gateway.observability.health import CheckResult
 from gateway.observability.metrics import Metrics
+
+if TYPE_CHECKING:  # aiokafka is imported only with a kafka section (the spool alone needs none)
+    from gateway.events.kafka import KafkaWriter
+    from gateway.events.kafka_security import Failure
 
 log = logging.getLogger("gateway.events")
 
 T = TypeVar("T")
 
 MAX_BATCH = 5000
-_OVERHEAD = FRAMING + HEADER_BYTES  # spool bytes of a record beside topic, key and value
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
 
 
@@ -82,7 +80,11 @@ class EventPipeline:
     ) -> None:
         self._kafka_config = kafka
         self._topics: dict[str, str] = {}
-        self._kafka = KafkaWriter(kafka) if kafka is not None else None
+        self._kafka: KafkaWriter | None = None
+        if kafka is not None:
+            from gateway.events.kafka import KafkaWriter
+
+            self._kafka = KafkaWriter(kafka)
         self._spool = Spool(f"{spool.dir}/worker-{slot}", spool.segment_bytes, spool.max_bytes)
         self._spool_root = Path(spool.dir)
         self._adopts = slot == 0  # worker 0 takes over spools of slots that no longer exist
@@ -198,18 +200,7 @@ class EventPipeline:
         return done
 
     def _pending(self, event: Event) -> _Pending:
-        """The event as queued: its record (topic and headers its own, as intake's, else by
-        type and source) and the bytes that takes in the spool."""
-        topic = event.topic or self._topic(event.event_type)
-        stored = _OVERHEAD + len(topic) + len(event.key) + len(event.value)
-        if event.headers is None:
-            headers = record_headers(event.event_type, event.source)
-        else:
-            headers = event.headers
-            # Measured unless the event knows (a traced event: HEADER_BYTES and its id).
-            stored += event.headers_bytes or 2 + len(encode_headers(headers))
-        record = SpoolRecord(topic, event.key, event.value, event.keyed, headers)
-        return _Pending(record, event.event_type, None, stored)
+        return queued(event, event.topic or self._topic(event.event_type))
 
     def _has_room(self, stored: int) -> bool:
         """Whether the spool can take ``stored`` more bytes after everything queued and in
@@ -383,6 +374,8 @@ class EventPipeline:
 
     async def _kafka_failed(self, exc: BaseException, what: str) -> None:
         """Count a failure by its reason; log it once per episode, not every retry."""
+        from gateway.events.kafka_security import diagnose
+
         assert self._kafka_config is not None
         failure = await diagnose(exc, self._kafka_config)
         self._metrics.producer_errors.labels(failure.reason).inc()

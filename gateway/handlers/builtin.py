@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -18,7 +19,9 @@ from gateway.links.api import LinksApi
 from gateway.observability.health import Readiness
 from gateway.observability.metrics import CONTENT_TYPE, Metrics
 from gateway.request.errors import HTTPError
-from gateway.tls.manager import Certificates
+
+if TYPE_CHECKING:  # only a TLS config builds them (cryptography, acme)
+    from gateway.tls.manager import Certificates
 
 Reload = Callable[[], Awaitable[tuple[int, list[ConfigIssue]]]]
 

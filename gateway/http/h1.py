@@ -21,7 +21,6 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.config import Server as ServerConfig
-from gateway.http.h2 import H2Protocol
 from gateway.http.negotiate import Negotiating
 from gateway.request.errors import BodyTimeout
 
@@ -251,6 +250,10 @@ class GatewayServer(web.Server):
         self._hooks = hooks
         # How a connection may become HTTP/2 on this listener (gateway.http.negotiate).
         self._http2 = http2
+        if http2 is not None:  # h2 is imported only where a listener offers it
+            from gateway.http.h2 import H2Protocol
+
+            self._h2_protocol = H2Protocol
         self.open_connections = 0
 
     def __call__(self) -> RequestHandler:
@@ -263,7 +266,7 @@ class GatewayServer(web.Server):
             return self._http1(settings)
         return Negotiating(  # type: ignore[return-value]
             lambda: self._http1(settings),
-            lambda: H2Protocol(
+            lambda: self._h2_protocol(
                 self,
                 settings,
                 handler=self.request_handler,

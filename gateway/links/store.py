@@ -18,12 +18,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import ValidationError
 
 from gateway.config import Kafka
-from gateway.events.kafka_security import client_options
 from gateway.links.model import Link
 from gateway.observability.health import CheckResult
 
@@ -72,6 +69,12 @@ class KafkaLinkStore:
         self._caught_up = asyncio.Event()
 
     async def start(self) -> None:
+        # Imported here: a gateway without Kafka never loads aiokafka.
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        from gateway.events.kafka_security import client_options
+
         # The event producer's TLS and SASL settings, for every client here too.
         options = client_options(self._kafka)
         admin = AIOKafkaAdminClient(**options)

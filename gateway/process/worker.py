@@ -26,7 +26,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
@@ -37,7 +37,6 @@ from gateway.handlers.builtin import Builtins
 from gateway.http.h1 import GatewayServer
 from gateway.http.h1request import request_factory
 from gateway.http.listen import AcceptSite
-from gateway.limits.shared import SharedBackend
 from gateway.links.api import LinksApi
 from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
 from gateway.observability.accesslog import AccessLog
@@ -48,7 +47,12 @@ from gateway.proxy.group import UpstreamRegistry
 from gateway.request.errors import HTTPError
 from gateway.request.path import Gateway
 from gateway.request.runtime import RuntimeHolder, Services
-from gateway.tls.manager import Certificates
+
+# What a config does not use is never imported (a worker's memory): redis with shared
+# limits, cryptography and acme with TLS.
+if TYPE_CHECKING:
+    from gateway.limits.shared import SharedBackend
+    from gateway.tls.manager import Certificates
 
 log = logging.getLogger("gateway.process.worker")
 
@@ -108,11 +112,11 @@ class Worker:
         )
         backend = config.rate_limits.backend
         # Before the runtime, whose shared rules decide on it; closed in the shutdown order.
-        self.limits_backend = (
-            SharedBackend(backend, self.metrics.ratelimit_backend_errors_for)
-            if isinstance(backend, RedisBackend)
-            else None
-        )
+        self.limits_backend: SharedBackend | None = None
+        if isinstance(backend, RedisBackend):
+            from gateway.limits.shared import SharedBackend
+
+            self.limits_backend = SharedBackend(backend, self.metrics.ratelimit_backend_errors_for)
         self.services = Services(
             self.metrics, self.upstreams, Sink(self.pipeline), limits_backend=self.limits_backend
         )
@@ -163,6 +167,8 @@ class Worker:
 
         certificates = None
         if config.tls is not None and any(listener.tls for listener, _ in self._sockets):
+            from gateway.tls.manager import Certificates
+
             # Blocking (reads the certificate files): once, before serving.
             certificates = self.certificates = Certificates(config.tls, self.metrics)
             self.readiness.add_check("certificates", certificates.health)

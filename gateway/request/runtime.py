@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -20,7 +21,6 @@ from gateway.handlers import Handler
 from gateway.handlers.kinds import BuildContext, kind_name, kind_of
 from gateway.handlers.static import StaticHandler
 from gateway.limits.ratelimit import Limiter, RouteLimits, Rule, local_limiter_for
-from gateway.limits.shared import SharedBackend, SharedLimiter
 from gateway.links.model import Link
 from gateway.links.store import LinkStore
 from gateway.middleware.chain import RouteMiddleware
@@ -32,6 +32,9 @@ from gateway.request.cors import Cors
 from gateway.request.response import HstsPolicy
 from gateway.request.router import HostMatcher, Router, RouteRule
 from gateway.tls.storage import Storage
+
+if TYPE_CHECKING:  # redis is imported only with a shared-limits backend
+    from gateway.limits.shared import SharedBackend
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ def _rules(config: Config, services: Services, previous: Mapping[str, Rule]) -> 
             services.metrics.limiter_size(rule_config.name),
         )
         if rule_config.shared and services.limits_backend is not None:
+            from gateway.limits.shared import SharedLimiter
+
             # The local share stays as the fallback for when Redis cannot answer.
             limiter = SharedLimiter(rule_config, services.limits_backend, limiter)
         rules[rule_config.name] = Rule(rule_config, limiter)

@@ -21,14 +21,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from gateway.config import TlsCertificate
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # RFC 8555 §8.3: tokens are base64url; anything else is not ours to look up.
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -77,10 +77,16 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
 
 def certificate_info(pem: bytes) -> CertificateInfo:
     """The leaf (first) certificate of a PEM chain: its names and validity."""
+    # cryptography (8 MiB) is imported by the functions that read certificates: a worker
+    # without TLS keeps its challenge paths (Storage) and never loads it.
+    from cryptography import x509
+
     return _info(x509.load_pem_x509_certificate(pem))
 
 
 def _public(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return bytes(
         key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -90,6 +96,9 @@ def _public(key: Any) -> bytes:
 
 def _info(cert: x509.Certificate) -> CertificateInfo:
     """Its DNS names (subjectAltName entries, else the CN) and validity."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         found = san.value.get_values_for_type(x509.DNSName)
@@ -119,6 +128,9 @@ class Storage:
     def read_certificate(self, domain: str) -> CertificateInfo | None:
         """The stored certificate, or None when it is missing, unreadable, or not the
         pair of the stored key (a crash between the two writes): then a new one is due."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
         pair = self.pair(domain)
         try:
             with open(pair.cert, "rb") as handle:

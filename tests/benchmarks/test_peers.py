@@ -126,6 +126,12 @@ async def test_the_footprint_run_starts_the_shipped_gateway_and_reads_its_worker
             answer = await fetch(server.url("/"))
             assert (answer.status, answer.body) == (200, b"Hello from the gateway\n")
             workers = [pid for pid in sample_tree(server.pid).processes if pid != server.pid]
+            for pid in workers:
+                # The shipped config has no Kafka, TLS or Redis: their native code is not
+                # loaded (the worker's memory; tests/layout checks the Python side).
+                maps = Path(f"/proc/{pid}/maps").read_text()
+                assert "cryptography" not in maps and "aiokafka" not in maps, pid
+                assert "hiredis" not in maps, pid
             # The shipped config sets no worker count: one per CPU, whatever the run's budget.
             assert (
                 len(workers)

@@ -4,6 +4,8 @@ and the aiolimiter internals the rate limiter reads still where it reads them.""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import aiolimiter
@@ -122,3 +124,17 @@ async def test_aiolimiter_internals_the_headers_read_are_still_there() -> None:
     await bucket.acquire()
     assert 1.9 < bucket.level() <= 2
     assert aiolimiter.__version__.startswith(("1.1", "1.2", "1.3"))
+
+
+# Capabilities whose libraries cost a worker memory (about 30 MiB together): imported by
+# the code that builds them from the config (Kafka, shared limits, TLS and ACME, HTTP/2).
+OPTIONAL = {"aiokafka", "redis", "hiredis", "acme", "josepy", "cryptography", "h2"}
+
+
+def test_a_worker_imports_no_optional_capability_until_its_config_uses_it() -> None:
+    code = (
+        "import sys, gateway.process.worker, gateway.request.path;"
+        "print(' '.join({name.split('.')[0] for name in sys.modules}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert OPTIONAL.isdisjoint(done.stdout.split()), OPTIONAL & set(done.stdout.split())
