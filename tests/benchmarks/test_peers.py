@@ -117,6 +117,11 @@ def test_the_shipped_config_keeps_everything_but_its_ports_and_spool(tmp_path: P
     parse_config(text.encode(), env={})  # still a valid config
 
 
+def mapped_files(pid: int) -> str:
+    """The files a process has mapped (its shared libraries among them), as /proc lists them."""
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
 async def test_the_footprint_run_starts_the_shipped_gateway_and_reads_its_workers() -> None:
     tools = find_tools()
     with work_directory() as tmp:
@@ -129,7 +134,7 @@ async def test_the_footprint_run_starts_the_shipped_gateway_and_reads_its_worker
             for pid in workers:
                 # The shipped config has no Kafka, TLS or Redis: their native code is not
                 # loaded (the worker's memory; tests/layout checks the Python side).
-                maps = Path(f"/proc/{pid}/maps").read_text()
+                maps = mapped_files(pid)
                 assert "cryptography" not in maps and "aiokafka" not in maps, pid
                 assert "hiredis" not in maps, pid
             # The shipped config sets no worker count: one per CPU, whatever the run's budget.
