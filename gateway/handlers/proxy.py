@@ -27,7 +27,7 @@ from gateway.proxy.upstream import UpstreamError
 from gateway.request.clientip import ClientIPResolver, parse_ip
 from gateway.request.errors import HTTPError
 from gateway.request.info import INFO
-from gateway.request.response import UNTYPED
+from gateway.request.response import UNTYPED, send_continue
 
 CHUNK = 64 * 1024
 _BUSY = {"Retry-After": "1"}
@@ -71,6 +71,8 @@ class ProxyHandler:
             raise HTTPError(400, f"{reason}: the upstream could read it as another path")
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request)
+        if request.content_length and not request.body_exists:
+            raise HTTPError(400, "the request body disagrees with its content-length")
         attempt = _Attempt()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.try_duration
@@ -250,8 +252,7 @@ class ProxyHandler:
         attempt: _Attempt,
     ) -> None:
         if request.headers.get("Expect", "").lower() == "100-continue":
-            # RFC 9110 §10.1.1: the gateway answers Expect itself, as it reads the body.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await send_continue(request)  # the gateway answers Expect as it reads the body
         total = 0
         async for chunk in _chunks(request):
             attempt.body_read = True
@@ -262,6 +263,10 @@ class ProxyHandler:
             await send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
         if chunked:
             await send(b"0\r\n\r\n")
+        elif total != request.content_length:
+            # The shells refuse such a body; were one to pass, the upstream would wait for
+            # bytes that never come while holding a pooled connection (issue 27, D1).
+            raise HTTPError(400, "the request body disagrees with its content-length")
 
     async def _websocket(self, request: web.BaseRequest) -> web.StreamResponse:
         """Both directions of a WebSocket, message for message, with close codes."""

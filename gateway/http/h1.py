@@ -103,7 +103,8 @@ class GatewayProtocol(RequestHandler):
         "_min_body_rate",
         "_read_body_timeout",
         "_read_header_timeout",
-        "draining",
+        "_server",
+        "input_pending",
     )
 
     def __init__(
@@ -123,7 +124,21 @@ class GatewayProtocol(RequestHandler):
         self._body: StreamReader | None = None
         self._body_seen = 0
         self._body_check: asyncio.TimerHandle | None = None
-        self.draining = False  # the worker is stopping: answers say Connection: close
+        self._server = manager
+        # Bytes came since the last request began: the connection is not idle, whatever
+        # aiohttp's parser has made of them so far (a drain answers them).
+        self.input_pending = False
+
+    @property
+    def awaiting_request(self) -> bool:
+        """A request has begun to arrive, or none has come yet on a new connection: not
+        an idle keep-alive connection, whose client expects it may be closed."""
+        return self.input_pending or self._request_count == 0
+
+    @property
+    def draining(self) -> bool:
+        """The worker is stopping: answers say Connection: close."""
+        return self._server.draining
 
     def watch_body(self, body: StreamReader) -> None:
         """From its head on, until it is all in: every ``read_body`` seconds the body must
@@ -174,6 +189,8 @@ class GatewayProtocol(RequestHandler):
             self.force_close()
 
     def data_received(self, data: bytes) -> None:
+        if not self._request_in_progress:
+            self.input_pending = True
         if self._close and not self._force_close and self._request_in_progress:
             # A graceful shutdown sets _close, after which aiohttp drops incoming bytes;
             # an upload still arriving would then stall until the drain timeout cut it.
@@ -190,7 +207,22 @@ class GatewayProtocol(RequestHandler):
         # aiohttp's shutdown force-closes first, which stops reading a request body that
         # is still arriving, then waits for a handler that can no longer finish. Wait for
         # the in-flight request with the connection still readable, then let aiohttp close.
-        self.draining = True
+        if self.awaiting_request and not self._request_in_progress and timeout:
+            # A request sent just before the stop (issue 27, D8), or a connection the
+            # client has not written on yet (Go's Shutdown gives those 5 s; here their
+            # head deadline): let the request be read and answered, with Connection:
+            # close, as an in-flight one is.
+            loop = self._loop
+            started = loop.time()
+            self._handler_waiter = loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._handler_waiter
+            except TimeoutError:
+                pass
+            finally:
+                self._handler_waiter = None
+            timeout = max(0.001, timeout - (loop.time() - started))
         if self._request_in_progress and timeout:
             loop = self._loop
             started = loop.time()
@@ -208,6 +240,9 @@ class GatewayProtocol(RequestHandler):
         await super().shutdown(timeout)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        waiter = self._handler_waiter
+        if waiter is not None and not waiter.done() and not self._request_in_progress:
+            waiter.set_result(None)  # shutdown() waits for a request that will never come
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
@@ -252,9 +287,14 @@ class GatewayServer(web.Server):
         self._http2 = http2
         if http2 is not None:  # h2 is imported only where a listener offers it
             from gateway.http.h2 import H2Protocol
+            from gateway.http.h2state import refusals_log
 
             self._h2_protocol = H2Protocol
+            self.h2_refusals = refusals_log()
         self.open_connections = 0
+        # Set when the worker starts stopping, before the listeners close: every answer
+        # from then on says Connection: close.
+        self.draining = False
 
     def __call__(self) -> RequestHandler:
         # Read per connection so a config reload applies to new connections.
@@ -287,6 +327,13 @@ class GatewayServer(web.Server):
             min_body_rate=settings.limits.min_body_rate,
             **self._kwargs,
         )
+
+    def pre_shutdown(self) -> None:
+        # aiohttp closes every connection with no request in progress; one awaiting its
+        # request is left to its own shutdown, which answers it.
+        for conn in self._connections:
+            if not (isinstance(conn, GatewayProtocol) and conn.awaiting_request):
+                conn.close()
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)

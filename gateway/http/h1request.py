@@ -57,8 +57,10 @@ def request_factory(
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
         message, refusal = settle(message, max_line)
-        if payload is not EMPTY_PAYLOAD and isinstance(protocol, GatewayProtocol):
-            protocol.watch_body(payload)
+        if isinstance(protocol, GatewayProtocol):
+            protocol.input_pending = False  # what came is this request (and its body)
+            if payload is not EMPTY_PAYLOAD:
+                protocol.watch_body(payload)
         request = GatewayRequest(message, payload, protocol, writer, task, loop)
         if refusal is not None:
             request[REFUSED] = refusal

@@ -32,14 +32,16 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import DenialOfServiceError, ProtocolError, StreamClosedError
+from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import GoAwayFrame
 
 from gateway.config import Server as ServerConfig
-from gateway.http.h2state import H2Hooks, PerSecond, Stream, h2_connection
+from gateway.http.h2state import Floods, H2Hooks, Stream, h2_connection, initiate
 from gateway.http.h2stream import StreamProtocol, StreamWriter, body_reader, request_message
 from gateway.request.info import REFUSED
 
 log = logging.getLogger("gateway.http.h2")
+
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 Factory = Callable[..., web.BaseRequest]
@@ -63,6 +65,7 @@ class H2Protocol(asyncio.Protocol):
         self._hooks = hooks
         self._limits = limits = settings.http2
         self._timeouts = settings.timeouts
+        self._head_limits = settings.limits
         self._read_body_rate = settings.limits.min_body_rate
         self._loop = asyncio.get_running_loop()
         self._conn = h2_connection(limits)
@@ -74,8 +77,7 @@ class H2Protocol(asyncio.Protocol):
         self._task_handler = None  # read by aiohttp's Server.connection_lost
         self._closing = False  # GOAWAY sent: no new streams
         self._refused = False  # ... and with an error: the connection is over
-        self._resets = PerSecond()
-        self._control = PerSecond()
+        self._floods = Floods(limits)
         self._timer: asyncio.TimerHandle | None = None
         self._writable: asyncio.Future[None] | None = None
         self._idle = asyncio.Event()  # set while no stream is open
@@ -89,11 +91,7 @@ class H2Protocol(asyncio.Protocol):
         self.sockname = transport.get_extra_info("sockname")
         self.ssl_context = transport.get_extra_info("sslcontext")
         self._manager.connection_made(self, transport)
-        conn = self._conn
-        conn.initiate_connection()
-        extra = self._limits.connection_window_bytes - conn.inbound_flow_control_window
-        if extra > 0:
-            conn.increment_flow_control_window(extra)
+        initiate(self._conn, self._limits)
         self._flush()
         # Until the first request: the head deadline, as for HTTP/1.1 (slow-loris).
         self._timer = self._loop.call_later(self._timeouts.read_header, self._timed_out)
@@ -105,7 +103,7 @@ class H2Protocol(asyncio.Protocol):
             # h2 queued a GOAWAY naming the error; send it and hang up.
             calm = isinstance(exc, DenialOfServiceError)
             self._hooks.h2("goaway", "enhance_your_calm" if calm else "protocol_error")
-            log.info("HTTP/2 connection from %s refused: %s", self.peername, exc)
+            self._manager.h2_refusals("HTTP/2 connection from %s refused: %s", self.peername, exc)
             self._flush()
             self._close_transport()
             return
@@ -126,10 +124,7 @@ class H2Protocol(asyncio.Protocol):
             elif isinstance(event, WindowUpdated):
                 self._window_opened(event.stream_id)
             elif isinstance(event, RemoteSettingsChanged | PingReceived | PriorityUpdated):
-                if (
-                    self._control.add(self._loop.time())
-                    > self._limits.max_control_frames_per_second
-                ):
+                if self._floods.control(self._loop.time()):
                     self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "control_flood")
                     return
                 if isinstance(event, RemoteSettingsChanged):
@@ -145,6 +140,9 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_timer()
+        # h2's connection is a reference cycle, freed by a full collection the worker's
+        # thresholds make rare: its buffer, up to a header block, goes now (issue 27, D7).
+        self._conn.incoming_buffer = FrameBuffer(server=True)
         for stream in list(self._streams.values()):
             if stream.task is not None:
                 stream.task.cancel()
@@ -272,7 +270,7 @@ class H2Protocol(asyncio.Protocol):
             return
         self._cancel_timer()  # a request came: the head deadline and idle timer are met
         ended = event.stream_ended is not None
-        message, refusal = request_message(event.headers or [])
+        message, refusal = request_message(event.headers or [], self._head_limits, ended=ended)
         protocol = StreamProtocol(self, stream_id)
         payload = body_reader(protocol, ended=ended)
         stream = self._streams[stream_id] = Stream(protocol, payload)
@@ -339,7 +337,7 @@ class H2Protocol(asyncio.Protocol):
                 stream.task.cancel()  # nobody will read the answer: stop working on it
             stream.payload.set_exception(ConnectionResetError("the client reset the stream"))
             self._stream_gone()
-        if self._resets.add(self._loop.time()) > self._limits.max_resets_per_second:
+        if self._floods.reset(self._loop.time()):
             self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "rapid_reset")
 
     def _stream_gone(self) -> None:

@@ -4,6 +4,7 @@ it advertises, each stream's body watch, and the per-second counters of the defe
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from h2.settings import SettingCodes, Settings
 
 from gateway.config import Http2
 from gateway.http.h2stream import StreamProtocol
+from gateway.observability.throttle import ThrottledLog
 from gateway.request.errors import BodyTimeout
 
 
@@ -25,6 +27,12 @@ class H2Hooks(Protocol):
 
     def h2(self, event: str, reason: str = "") -> None:
         """``stream_opened``, ``stream_closed``, ``reset_received``, ``goaway`` (reason)."""
+
+
+def refusals_log() -> ThrottledLog:
+    """A listener's log of refused HTTP/2 connections: one client can make thousands a
+    second, so one line per episode, with a count."""
+    return ThrottledLog(logging.getLogger("gateway.http.h2"), "HTTP/2 connections refused")
 
 
 def h2_connection(limits: Http2) -> H2Connection:
@@ -46,6 +54,35 @@ def h2_connection(limits: Http2) -> H2Connection:
     conn.decoder.max_allowed_table_size = limits.header_table_bytes
     conn.max_inbound_frame_size = limits.max_frame_bytes
     return conn
+
+
+def initiate(conn: H2Connection, limits: Http2) -> None:
+    """The server's preface: its SETTINGS, and the connection window opened to
+    ``limits.connection_window_bytes`` (SETTINGS cannot: RFC 9113 §6.9.2)."""
+    conn.initiate_connection()
+    extra = limits.connection_window_bytes - conn.inbound_flow_control_window
+    if extra > 0:
+        conn.increment_flow_control_window(extra)
+
+
+class Floods:
+    """RFC 9113 §10.5: frames a client may make the server process for free, counted per
+    second against ``server.http2``'s limits; past one, the connection is cut."""
+
+    __slots__ = ("_control", "_limits", "_resets")
+
+    def __init__(self, limits: Http2) -> None:
+        self._limits = limits
+        self._resets = PerSecond()
+        self._control = PerSecond()
+
+    def reset(self, now: float) -> bool:
+        """A RST_STREAM came; True past ``max_resets_per_second`` (rapid reset)."""
+        return self._resets.add(now) > self._limits.max_resets_per_second
+
+    def control(self, now: float) -> bool:
+        """A SETTINGS, PING or PRIORITY came; True past ``max_control_frames_per_second``."""
+        return self._control.add(now) > self._limits.max_control_frames_per_second
 
 
 class Stream:

@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import hdrs
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.http_writer import HttpVersion
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
+from gateway.config import Limits
 from gateway.request.info import Refusal
+from gateway.request.wellformed import declared_length, head_refusal, length_refusal
 
 if TYPE_CHECKING:
     from gateway.http.h2 import H2Protocol
@@ -30,38 +33,62 @@ HTTP2 = HttpVersion(2, 0)
 CONNECTION_SPECIFIC = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 )
-BODY_LIMIT = 1 << 16  # bytes buffered for a handler before the window stops opening
+BODY_LIMIT = 1 << 16
+# aiohttp's HTTP/1.1 parser spells the names it knows its own way (``Content-Type``);
+# HTTP/2's are lowercase. Spelt alike, an upstream gets the same bytes from either.
+_CANONICAL = {
+    str(name).lower(): str(name) for name in vars(hdrs).values() if isinstance(name, istr)
+}  # bytes buffered for a handler before the window stops opening
 
 
-def request_message(headers: list[tuple[bytes, bytes]]) -> tuple[RawRequestMessage, Refusal | None]:
-    """aiohttp's view of a request's header block (pseudo-headers already validated by
-    h2), and a refusal for what the request path must not see."""
+def request_message(
+    headers: list[tuple[bytes, bytes]], limits: Limits, *, ended: bool
+) -> tuple[RawRequestMessage, Refusal | None]:
+    """aiohttp's view of a request's header block, and a refusal for what the request path
+    must not see. h2 has checked the pseudo-headers' presence and order, connection-specific
+    fields and ``Host`` against ``:authority``; the rules every shell shares
+    (``gateway.request.wellformed``) are checked here, before routing."""
     pseudo: dict[bytes, bytes] = {}
-    fields: CIMultiDict[str] = CIMultiDict()
+    pairs: list[tuple[str, str]] = []
     raw = []
+    cookie = -1  # where the first cookie field is
     for name, value in headers:
         if name.startswith(b":"):
             pseudo[name] = value
+            if name == b":authority":
+                # First, where an HTTP/1.1 client writes Host; h2 refused a host field
+                # that disagrees, and a request with neither (RFC 9113 §8.3.1).
+                pairs.append(("Host", value.decode("latin-1")))
             continue
-        text = value.decode("latin-1")
-        # RFC 9113 §8.2.3: a cookie may come split in several fields; one for HTTP/1.1.
-        if name == b"cookie" and "Cookie" in fields:
-            fields["Cookie"] = fields["Cookie"] + "; " + text
-        else:
-            fields.add(name.decode("latin-1"), text)
         raw.append((name, value))
+        if name == b"host" and b":authority" in pseudo:
+            continue
+        # As aiohttp's HTTP/1.1 parser decodes values, so an upstream gets the same bytes.
+        text = value.decode("utf-8", "surrogateescape")
+        if name == b"cookie":
+            # RFC 9113 §8.2.3: a cookie may come split in several fields; one for HTTP/1.1.
+            if cookie >= 0:
+                pairs[cookie] = ("Cookie", pairs[cookie][1] + "; " + text)
+                continue
+            cookie = len(pairs)
+        decoded = name.decode("latin-1")
+        pairs.append((_CANONICAL.get(decoded, decoded), text))
+    fields = CIMultiDict(pairs)
     method = pseudo.get(b":method", b"GET").decode("latin-1")
     target = pseudo.get(b":path", b"/").decode("latin-1")
     authority = pseudo.get(b":authority")
-    refusal = None
-    if method == "CONNECT":
-        refusal = Refusal(405, "CONNECT is not supported")
-    elif authority is not None:
-        # h2 refused a Host that disagrees, and a request with neither (RFC 9113 §8.3.1).
-        fields["Host"] = authority.decode("latin-1")
-    if not target.startswith("/"):
-        refusal = refusal or Refusal(400, "the :path must start with /")
-        target = "/"
+    refusal = head_refusal(
+        method,
+        target,
+        authority,
+        raw,
+        max_fields=limits.max_headers,
+    )
+    if ended and refusal is None:
+        # h2 checks a body against content-length, but not a body that never came.
+        refusal = length_refusal(declared_length(raw), 0, ended=True)
+    if refusal is not None and not target.startswith("/"):
+        target = "/"  # refused: the access log keeps the method, the path is unusable
     path, _, query = target.partition("?")
     url = URL.build(path=path, query_string=query, encoded=True)
     message = RawRequestMessage(
@@ -171,6 +198,10 @@ class StreamWriter(AbstractStreamWriter):
 
     def send_headers(self) -> None:
         pass  # with the first DATA or the end: see the class docstring
+
+    async def informational(self, status: int) -> None:
+        """An interim answer (``100 Continue``): a HEADERS frame of its own."""
+        self._connection.send_headers(self._stream_id, [(":status", str(status))], end=False)
 
     def _flush_headers(self, end: bool) -> None:
         if self._headers is not None:

@@ -24,6 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.request.info import Refusal
+from gateway.request.wellformed import line_refusal
 
 
 def settle(message: RawRequestMessage, max_line: int) -> tuple[RawRequestMessage, Refusal | None]:
@@ -35,10 +36,8 @@ def settle(message: RawRequestMessage, max_line: int) -> tuple[RawRequestMessage
         refusal = Refusal(505, "HTTP/0.9 is not supported")
     elif message.chunked and _codings(message.headers) != ["chunked"]:
         refusal = Refusal(501, "transfer codings other than chunked are not supported")
-    elif len(message.method) + len(message.path) + 10 > max_line:  # "M T HTTP/1.1"
-        refusal = Refusal(414, f"request line is longer than {max_line} bytes")
-    elif any(len(name) + len(value) + 2 > max_line for name, value in message.raw_headers):
-        refusal = Refusal(431, f"a header line is longer than {max_line} bytes")
+    else:
+        refusal = line_refusal(message.method, message.path, message.raw_headers, max_line)
     if refusal is not None:
         return message._replace(should_close=True), refusal
     if message.path[:1] != "/" and message.url.absolute:

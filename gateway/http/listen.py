@@ -23,6 +23,7 @@ from aiohttp import web
 log = logging.getLogger("gateway.http.listen")
 
 ACCEPT_BATCH = 512  # connections taken per readiness of the listening socket
+ACCEPT_ALL = 1 << 16  # at stop: the whole queue (the kernel caps it at somaxconn)
 # Out of descriptors or kernel memory: accepting again at once would spin.
 _PAUSE_ON = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 PAUSE = 0.1  # seconds before accepting again after one of those
@@ -67,14 +68,22 @@ class AcceptSite(web.BaseSite):
         self._resume()
 
     async def stop(self) -> None:
-        # Closed, as uvloop's server closes its socket: this process takes no more. (Under
-        # the supervisor, which holds a copy, what queues meanwhile waits for the next
-        # worker of this slot.)
+        # Connections the kernel completed are taken before the socket closes: closing
+        # resets them, and their requests may already be sent (issue 27, D8). They are
+        # then served as the drain serves the others, with Connection: close.
         self._pause()
+        if self._sock.fileno() != -1:
+            self._accept(ACCEPT_ALL)
         self._sock.close()
-        for task in self._handshakes:  # not yet a connection aiohttp will drain
-            task.cancel()
-        await asyncio.gather(*self._handshakes, return_exceptions=True)
+        connecting = list(self._handshakes)
+        if self._ssl_context is not None:
+            # A client still in its TLS handshake has sent no request yet: not kept
+            # waiting for (a silent one would hold the drain for read_header).
+            for task in connecting:
+                task.cancel()
+        await asyncio.gather(*connecting, return_exceptions=True)
+        if connecting:
+            await asyncio.sleep(0)  # one poll: what the plain connections sent is read
         await super().stop()
 
     def _resume(self) -> None:
@@ -87,11 +96,11 @@ class AcceptSite(web.BaseSite):
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._accepting = False
 
-    def _accept(self) -> None:
+    def _accept(self, batch: int = ACCEPT_BATCH) -> None:
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(batch):
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):

@@ -284,6 +284,9 @@ class Worker:
     async def _drain_listeners(self) -> None:
         # ServerRunner.cleanup: stop accepting, close idle keep-alives, wait for in-flight
         # requests up to shutdown_timeout, cancel the rest. All listeners drain together.
+        for runner in self._runners:
+            if isinstance(runner.server, GatewayServer):
+                runner.server.draining = True
         await asyncio.gather(*(runner.cleanup() for runner in self._runners))
 
     async def _cancel_tasks(self) -> None:

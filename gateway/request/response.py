@@ -14,6 +14,8 @@ The protocol shell applies them as a head is prepared (streamed answers too).
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
@@ -60,3 +62,20 @@ def finish_head(response: web.StreamResponse, host: str, hsts: HstsPolicy | None
         header = hsts.header_for(normalize_host(host))
         if header is not None:
             headers[HEADER] = header
+
+
+@runtime_checkable
+class Informational(Protocol):
+    """A writer of a protocol whose interim answers are frames (HTTP/2, HTTP/3)."""
+
+    async def informational(self, status: int) -> None: ...
+
+
+async def send_continue(request: web.BaseRequest) -> None:
+    """``100 Continue`` before a body is read (RFC 9110 §10.1.1): a status line over
+    HTTP/1.1, an interim HEADERS frame where the protocol has them."""
+    writer = request.writer
+    if isinstance(writer, Informational):
+        await writer.informational(100)
+    else:
+        await writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

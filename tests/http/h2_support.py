@@ -53,9 +53,18 @@ def client_context(tmp_path: Path, alpn: list[str]) -> ssl.SSLContext:
 class RawH2:
     """One HTTP/2 client connection whose frames the test writes itself."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, strict: bool = True
+    ) -> None:
         self.reader, self.writer = reader, writer
-        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        # Not strict: h2 sends whatever header block the test writes (attacks).
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding="utf-8",
+            validate_outbound_headers=strict,
+            normalize_outbound_headers=strict,
+            split_outbound_cookies=False,
+        )
         self.conn = h2.connection.H2Connection(config=config)
         self.events: list[Any] = []
         self.raw = bytearray()  # every byte the server sent
@@ -161,9 +170,17 @@ class RawH2:
 
 
 @contextlib.asynccontextmanager
-async def raw_h2(port: int, *, settings: dict[int, int] | None = None) -> AsyncIterator[RawH2]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    client = RawH2(reader, writer)
+async def raw_h2(
+    port: int,
+    *,
+    settings: dict[int, int] | None = None,
+    tls: ssl.SSLContext | None = None,
+    strict: bool = True,
+) -> AsyncIterator[RawH2]:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
+    )
+    client = RawH2(reader, writer, strict=strict)
     if settings:
         client.conn.local_settings = h2.settings.Settings(client=True, initial_values=settings)
     client.conn.initiate_connection()

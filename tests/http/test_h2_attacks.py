@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
 import time
+import tracemalloc
 from pathlib import Path
 
 import aiohttp
 import h2.events
+import pytest
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe.frame import (
@@ -23,8 +27,9 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from gateway.process.run import GC_THRESHOLDS
 from tests.backends import backends, raw_backend, read_head
-from tests.http.h2_support import RawH2, h2_config, raw_h2
+from tests.http.h2_support import PREFACE, RawH2, h2_config, raw_h2
 from tests.support import HELLO, InProcessGateway, in_process_gateway, with_routes
 
 ENDS = ["END_HEADERS", "END_STREAM"]
@@ -84,6 +89,46 @@ async def test_continuation_flood_is_refused_before_the_block_grows(tmp_path: Pa
                 attacker.send_raw(ContinuationFrame(1, data=b"\x40\x01a\x01b").serialize())
             await refused_with(attacker, ErrorCodes.PROTOCOL_ERROR)
         await still_serving(gw)
+
+
+async def test_reconnecting_continuation_floods_leave_no_memory_behind(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 27, D7: one client reconnecting with CONTINUATION floods, under the worker's
+    own collector thresholds. h2's connection is a reference cycle: each refused one kept
+    its header block (up to 1 MiB) until a full collection; 150 MB after a flood. Now
+    what the flood allocated is let go of as each connection ends, and the refusals are
+    logged once with a count, not once each."""
+    flood = (
+        PREFACE
+        + SettingsFrame(0).serialize()
+        + HeadersFrame(1, data=b"\x82").serialize()
+        + ContinuationFrame(1, data=b"\x40\x01a" + b"\x7f" * 16000).serialize() * 80
+    )
+    frozen = gc.get_threshold()
+    caplog.set_level(logging.INFO, logger="gateway.http.h2")
+    async with in_process_gateway(h2_config(tmp_path), tmp_path) as gw:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(60):
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+                writer.write(flood)
+                with contextlib.suppress(ConnectionError):
+                    await reader.read()
+                writer.close()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            gc.set_threshold(*frozen)
+            gc.unfreeze()
+        await still_serving(gw)
+    assert held < 8 << 20, f"{held / 2**20:.1f} MiB held after 60 floods"
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("HTTP/2 connection from ")
 
 
 async def test_hpack_bomb_is_refused_as_it_decodes(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +368,56 @@ async def test_shutdown_lets_in_flight_request_finish(tmp_path: Path) -> None:
         status, _, body = await in_flight
         await stopping
     assert (status, body) == (200, b"done")
+
+
+async def _until_closed(sock: socket.socket) -> bytes:
+    loop, received = asyncio.get_running_loop(), b""
+    sock.setblocking(False)
+    async with asyncio.timeout(5):
+        while chunk := await loop.sock_recv(sock, 65536):
+            received += chunk
+    return received
+
+
+async def test_requests_sent_just_before_the_stop_are_answered(tmp_path: Path) -> None:
+    """Issue 27, D8: connections queued in the kernel and keep-alive connections whose
+    next request has arrived but is not yet read, when the stop begins, are answered
+    (with Connection: close); a connection that sent nothing is closed at its head
+    deadline."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    config = base_config(tmp_path, timeouts={"read_header": 0.5})
+    async with in_process_gateway(config, tmp_path) as gw:
+        address = ("127.0.0.1", gw.ports["public"])
+        with contextlib.ExitStack() as stack:
+
+            def connect() -> socket.socket:
+                return stack.enter_context(socket.create_connection(address))
+
+            kept = [connect() for _ in range(5)]
+            for sock in kept:
+                sock.sendall(request)
+                assert (await _until_answered(sock)).endswith(HELLO.encode())
+            silent = connect()
+            # Blocking connects and writes: the kernel queues them, the loop has not run.
+            queued = [connect() for _ in range(20)]
+            for sock in kept + queued:
+                sock.sendall(request)
+            await gw.worker.stop()
+            replies = [await _until_closed(sock) for sock in [*kept, *queued, silent]]
+    answered = [r for r in replies[:-1] if r.startswith(b"HTTP/1.1 200 OK\r\n")]
+    assert len(answered) == 25
+    assert all(b"\r\nConnection: close\r\n" in r and r.endswith(HELLO.encode()) for r in answered)
+    assert replies[-1] == b""
+
+
+async def _until_answered(sock: socket.socket) -> bytes:
+    loop, received = asyncio.get_running_loop(), b""
+    sock.setblocking(False)
+    async with asyncio.timeout(5):
+        while not received.endswith(HELLO.encode()):
+            received += await loop.sock_recv(sock, 65536)
+    sock.setblocking(True)
+    return received
 
 
 async def test_shutdown_cancels_requests_past_the_timeout(tmp_path: Path) -> None:

@@ -6,9 +6,12 @@ import asyncio
 import json
 import os
 import re
+import selectors
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -223,6 +226,58 @@ async def test_sigterm_drains_an_in_flight_request(tmp_path: Path) -> None:
         assert await gw.wait() == 0
     finally:
         await stop_process(gw)
+
+
+async def test_requests_queued_when_sigterm_lands_are_all_answered(tmp_path: Path) -> None:
+    """Issue 27, D8: requests whose connections the kernel took before the stop began
+    are answered (Connection: close), not reset with the listening socket. The workers
+    are paused while the requests queue and SIGTERM arrives, so the stop and the queued
+    connections meet in the same turn of their loops."""
+    config = base_config(tmp_path, workers=2)
+    gw = await start_process(write_config(tmp_path, config), workers=2)
+    try:
+        loop = asyncio.get_running_loop()
+        address = ("127.0.0.1", gw.ports["public"])
+        workers = list(gw.worker_pids().values())
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        socks = [socket.create_connection(address) for _ in range(100)]
+        for sock in socks:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        gw.signal(signal.SIGTERM)
+        await gw.wait_for("stopping: draining workers")
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        replies = await loop.run_in_executor(None, read_until_closed, socks)
+        assert await gw.wait() == 0
+    finally:
+        await stop_process(gw)
+    assert [r for r in replies if not r.endswith(HELLO.encode())] == []
+    assert all(r.startswith(b"HTTP/1.1 200 OK\r\n") for r in replies)
+    assert all(b"\r\nConnection: close\r\n" in r for r in replies)
+
+
+def read_until_closed(socks: list[socket.socket], limit: float = 10.0) -> list[bytes]:
+    """What each socket receives until the gateway closes it (at most ``limit`` s)."""
+    replies = {sock: b"" for sock in socks}
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        deadline = time.monotonic() + limit
+        while selector.get_map() and time.monotonic() < deadline:
+            for key, _ in selector.select(0.5):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    chunk = b""
+                replies[sock] += chunk
+                if not chunk:
+                    selector.unregister(sock)
+    for sock in socks:
+        sock.close()
+    return list(replies.values())
 
 
 async def test_a_draining_gateway_refuses_new_connections_at_once(tmp_path: Path) -> None:
