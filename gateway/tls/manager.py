@@ -58,6 +58,7 @@ class Certificates:
         self.store = CertificateStore(tls)
         self._renewer = Renewer(tls.acme, Storage(tls.acme.storage), metrics) if tls.acme else None
         self._failures: dict[str, str] = {}  # domain -> last failure this worker saw
+        self._rescheduled = asyncio.Event()
         self.publish()
 
     def tasks(self) -> list[Coroutine[Any, Any, None]]:
@@ -66,7 +67,20 @@ class Certificates:
             tasks.append(self.store.watch_challenges())
         if self._renewer is not None:
             tasks.append(self._renew_forever())
+            tasks.append(self._follow_failures())
         return tasks
+
+    async def _follow_failures(self) -> None:
+        """Whichever worker ordered, every worker's ``ready`` and ``certificates`` show a
+        failed order until one succeeds (read from the storage each ``reload_interval``)."""
+        assert self._renewer is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._tls.reload_interval)
+            try:
+                self._failures = await loop.run_in_executor(None, self._renewer.failures)
+            except Exception:  # a storage hiccup: the next turn reads again
+                log.exception("reading the renewal state failed")
 
     async def _renew_forever(self) -> None:
         assert self._renewer is not None and self._tls.acme is not None
@@ -77,7 +91,11 @@ class Certificates:
             except Exception:  # a full disk, a permission: keep trying, never stop renewing
                 log.exception("certificate check failed; trying again later")
                 wake = self._tls.acme.retry_min
-            await asyncio.sleep(wake)
+            # Until the next check, or sooner when a forced renewal set a new time.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wake):
+                    await self._rescheduled.wait()
+            self._rescheduled.clear()
 
     async def renew_now(self) -> list[Outcome] | None:
         """Order every ACME certificate now; "busy" outcomes while another process
@@ -86,6 +104,7 @@ class Certificates:
             return None
         outcomes, _ = await _in_thread(self._renewer.check, True)
         await self._after(outcomes)
+        self._rescheduled.set()  # a failure is retried at its next attempt, not next check
         return outcomes
 
     async def _after(self, outcomes: list[Outcome]) -> None:

@@ -91,7 +91,10 @@ class Renewer:
         state = self._storage.read_state(domain)
         if not force:
             fresh = info is not None and state.directory in ("", self._acme.directory)
-            if fresh and info is not None and now < renew_at(info, self._acme.renew_remaining):
+            # A failed order, due or forced, is retried until it succeeds (issue 27, D6: a
+            # forced renewal that failed was forgotten until the certificate fell due).
+            current = fresh and info is not None and not state.failures
+            if current and info is not None and now < renew_at(info, self._acme.renew_remaining):
                 return Outcome(domain, "current")
             if now < state.next_attempt:
                 return Outcome(domain, "waiting", state.last_error)
@@ -119,6 +122,16 @@ class Renewer:
         log.info("certificate for %s obtained", domain)
         return Outcome(domain, "issued")
 
+    def failures(self) -> dict[str, str]:
+        """Each domain whose last order failed, with its error, as every worker and
+        process sharing the storage sees it (blocking: run off the loop)."""
+        failed = {}
+        for domain in self._acme.domains:
+            state = self._storage.read_state(domain)
+            if state.failures:
+                failed[domain] = state.last_error
+        return failed
+
     def _next_wake(self) -> float:
         """Until the next check: the check interval (+-10%), or sooner when a retry or a
         renewal falls due before it."""
@@ -128,7 +141,7 @@ class Renewer:
             info = self._storage.read_certificate(domain)
             due = renew_at(info, self._acme.renew_remaining) if info is not None else now
             state = self._storage.read_state(domain)
-            if state.failures:  # due, but backing off: not before the next attempt
-                due = max(due, state.next_attempt)
+            if state.failures:  # a failed order: retried at its next attempt, due or not
+                due = state.next_attempt
             wake = min(wake, due - now)
         return max(wake, MIN_WAKE)

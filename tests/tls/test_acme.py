@@ -29,6 +29,7 @@ from gateway.process.worker import Worker
 from gateway.tls.renewal import Outcome, Renewer, backoff, renew_at
 from gateway.tls.storage import CertificateInfo, RenewalState, Storage
 from tests.acme_support import Pebble
+from tests.client import eventually
 from tests.support import HELLO, base_config
 
 PebbleFactory = Callable[..., Pebble]
@@ -288,6 +289,39 @@ async def test_ca_down_keeps_the_current_certificate_and_schedules_a_retry(
         assert "last attempt failed" in ready["checks"]["certificates"]["detail"]
 
 
+async def test_a_failed_order_is_retried_until_the_ca_returns(
+    tmp_path: Path, pebble_factory: PebbleFactory
+) -> None:
+    """Issue 27, D6: with the CA down, a forced renewal fails and ``ready`` says so;
+    once the CA is back the order is made again at its next attempt, and the error
+    clears from ``ready`` and ``certificates``."""
+    async with acme_gateway(tmp_path, pebble_factory, retry_min=0.5, retry_max=1) as gw:
+        await gw.issued("a.test")
+        context = gw.pebble.client_context()
+        serial, _ = await https_get(gw.ports["https"], "a.test", context)
+        gw.pebble.stop()
+        status, (result,) = await gw.renew()
+        assert (status, result["status"]) == (502, "failed")
+        ready = await get_json(gw.admin("ready"))
+        assert "last attempt failed" in ready["checks"]["certificates"]["detail"]
+        gw.pebble.start()
+
+        async def retried() -> bool:
+            report = await get_json(gw.admin("certificates"))
+            return report["certificates"][0]["last_error"] is None
+
+        await eventually(retried, "the order made again and issued", limit=30)
+        ready = await get_json(gw.admin("ready"))
+        new_serial, _ = await https_get(gw.ports["https"], "a.test", gw.pebble.client_context())
+    assert "last attempt failed" not in ready["checks"]["certificates"]["detail"]
+    assert new_serial != serial
+
+
+async def get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return await resp.json()
+
+
 async def test_failed_validation_is_reported_and_the_placeholder_stays(
     tmp_path: Path, pebble_factory: PebbleFactory
 ) -> None:
@@ -476,6 +510,29 @@ def test_failed_orders_wait_for_their_backoff(tmp_path: Path) -> None:
     now[0] = state.next_attempt + 1
     (again,), _ = renewer.check()
     assert again.status == "failed"
+    assert storage.read_state("a.test").failures == 2
+
+
+def test_a_failed_forced_renewal_is_retried_before_the_certificate_is_due(
+    tmp_path: Path,
+) -> None:
+    """Issue 27, D6: a forced renewal that failed is retried at its next attempt, not
+    forgotten until the certificate falls due months later."""
+    now = [time.time()]
+    renewer, storage = _renewer(tmp_path, now, retry_min=60, retry_max=3600)
+    info = _stored_certificate(storage, "a.test", days=90)
+    storage.write_state("a.test", RenewalState(directory="https://127.0.0.1:9/dir"))
+    assert now[0] < renew_at(info, 1 / 3)  # not due
+    (forced,), wake = renewer.check(force=True)
+    assert forced.status == "failed"
+    state = storage.read_state("a.test")
+    assert wake == pytest.approx(state.next_attempt - now[0])
+    assert renewer.failures() == {"a.test": state.last_error}
+    now[0] += 30
+    assert renewer.check()[0] == [Outcome("a.test", "waiting", state.last_error)]
+    now[0] = state.next_attempt + 1
+    (retried,), _ = renewer.check()
+    assert retried.status == "failed"  # it ordered again
     assert storage.read_state("a.test").failures == 2
 
 
