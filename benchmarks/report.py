@@ -25,6 +25,10 @@ from benchmarks.settings import LABELS, SERVERS, Settings
 from benchmarks.targets import TargetRow, evaluate
 
 DASH = "—"
+BROKERS = {
+    "kafka": "Apache Kafka (single-node KRaft, tests/kafka/pom.xml)",
+    "tansu": "Tansu (in memory)",
+}
 
 
 def render(machine: Machine, settings: Settings, outcomes: Sequence[ScenarioOutcome]) -> str:
@@ -69,6 +73,8 @@ def settings_section(settings: Settings, outcomes: Sequence[ScenarioOutcome]) ->
         f"- rounds: {settings.rounds}, the servers alternating within each round; "
         "medians reported, errors summed over rounds",
         f"- idle_10k: {settings.idle_connections:,} keep-alive connections per server",
+        f"- broker: {BROKERS[settings.broker]}, started fresh for each tracking run; its CPU "
+        "is in the event table, not in the gateway's columns",
     ]
     ran = [BY_NAME[o.name] for o in outcomes if o.skipped is None and o.name in BY_NAME]
     lines += [
@@ -207,8 +213,8 @@ def events_section(outcomes: Sequence[ScenarioOutcome], settings: Settings) -> s
         "- Shortfall = answered but not in Kafka once the count stopped growing (at most 10 s "
         "after the load); a durable row must show 0.",
         "- Events/s = Delivered / (load + Drain); Drain = seconds from the end of the load "
-        "until the last event reached Kafka. The broker (Tansu, in memory, fresh per run) "
-        "shares the machine's cores with the gateway.",
+        f"until the last event reached Kafka. The broker ({BROKERS[settings.broker]}, fresh "
+        "per run) shares the machine's cores with the gateway.",
         "- CPU µs/event = the gateway's cores x 10^6 / events answered per second (requests/s "
         "x events per request): the serving processes' CPU per event, answering included.",
     ]

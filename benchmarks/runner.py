@@ -13,7 +13,15 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from benchmarks.broker import Broker, CountError, RecordCounter, record_counter, settle, tansu
+from benchmarks.broker import (
+    Broker,
+    CountError,
+    RecordCounter,
+    apache_kafka,
+    record_counter,
+    settle,
+    tansu,
+)
 from benchmarks.configs import EVENTS_TOPIC
 from benchmarks.fixtures import Fixtures, prepared, work_directory
 from benchmarks.h2load import STREAMS, h2load_command, run_h2load
@@ -131,8 +139,9 @@ class _Kafka:
 
 
 @contextlib.asynccontextmanager
-async def _kafka(workdir: Path) -> AsyncIterator[_Kafka]:
-    async with tansu(workdir) as broker, record_counter(broker.bootstrap, EVENTS_TOPIC) as counter:
+async def _kafka(workdir: Path, kind: str) -> AsyncIterator[_Kafka]:
+    starting = apache_kafka(workdir) if kind == "kafka" else tansu(workdir)
+    async with starting as broker, record_counter(broker.bootstrap, EVENTS_TOPIC) as counter:
         yield _Kafka(broker, counter)
 
 
@@ -153,7 +162,7 @@ async def _run_once(
         async with contextlib.AsyncExitStack() as stack:
             kafka = None
             if kind == "gateway" and scenario.events_per_request > 0:
-                kafka = await stack.enter_async_context(_kafka(workdir))
+                kafka = await stack.enter_async_context(_kafka(workdir, settings.broker))
             server = await stack.enter_async_context(
                 running(
                     kind,

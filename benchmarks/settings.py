@@ -17,6 +17,7 @@ class Settings:
     workers: int
     rounds: int
     idle_connections: int
+    broker: str = "kafka"  # what tracking runs send to: "kafka" (Apache Kafka) or "tansu"
 
 
 # The servers compared, in the order each round runs them and the report lists them;

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from tests.apache_kafka import ApacheKafka
 from tests.ports import free_port, wait_listening
 
 
@@ -97,9 +98,10 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
 
 
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[Broker]:
-    """A session-wide in-memory Kafka-protocol broker on an ephemeral port."""
-    broker = Broker().start()
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
+    """Apache Kafka for the session (a KRaft broker on ephemeral ports, every listener
+    kind): the broker of record of every Kafka claim. Tests keep to topics of their own."""
+    broker = ApacheKafka(tmp_path_factory.mktemp("kafka")).start()
     try:
         yield broker
     finally:
@@ -107,8 +109,26 @@ def kafka_broker() -> Iterator[Broker]:
 
 
 @pytest.fixture
+def kafka_factory(tmp_path: Path) -> Iterator[Callable[..., ApacheKafka]]:
+    """Apache Kafka brokers a test stops, kills and restarts itself; stopped at the end."""
+    started: list[ApacheKafka] = []
+
+    def make(**options: Any) -> ApacheKafka:
+        broker = ApacheKafka(tmp_path / f"kafka{len(started)}", **options)
+        started.append(broker)
+        return broker
+
+    try:
+        yield make
+    finally:
+        for broker in started:
+            broker.kill()
+
+
+@pytest.fixture
 def broker_factory() -> Iterator[type[Broker]]:
-    """Brokers a test starts and stops itself (outage tests); all stopped at the end."""
+    """In-memory brokers (Tansu) a test starts and stops itself, where a broker that
+    forgets everything when stopped is the point (outages); all stopped at the end."""
     started: list[Broker] = []
 
     class TrackedBroker(Broker):

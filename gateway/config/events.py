@@ -90,7 +90,8 @@ class Kafka(_Model):
     # The gateway hands aiokafka whole batches; lingering would only delay them.
     linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 0
     batch_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 1 << 20
-    enable_idempotence: bool = False
+    # aiokafka's enable_idempotence: a batch retried after a lost answer is written once.
+    idempotence: bool = False
     ack_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
     dead_letter_topic: str = "events-dead-letter"
     # true or {}: TLS with the system trust store; false or absent: none.
@@ -210,7 +211,15 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
     if problem := directory_issue(config.spool.dir):
         yield ConfigIssue("spool.dir", problem)
     if config.kafka is not None:
+        yield from _kafka_producer(config.kafka)
         yield from _kafka_security(config.kafka)
+
+
+def _kafka_producer(kafka: Kafka) -> Iterator[ConfigIssue]:
+    if kafka.idempotence and kafka.acks != "all":
+        # What the Java client and aiokafka require: a leader's lone ack is not enough to
+        # know a retried batch was or was not written.
+        yield ConfigIssue("kafka.idempotence", 'needs acks: "all"')
 
 
 def _kafka_security(kafka: Kafka) -> Iterator[ConfigIssue]:

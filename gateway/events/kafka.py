@@ -81,7 +81,7 @@ class KafkaWriter:
             compression_type=None if config.compression == "none" else config.compression,
             linger_ms=config.linger_ms,
             max_batch_size=config.batch_bytes,
-            enable_idempotence=config.enable_idempotence,
+            enable_idempotence=config.idempotence,
             request_timeout_ms=int(config.ack_timeout * 1000),
         )
         try:

@@ -7,6 +7,7 @@ failure into a reason an operator can act on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import ssl
@@ -17,7 +18,7 @@ from aiokafka.abc import AbstractTokenProvider
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from gateway.config import Kafka
+from gateway.config import Kafka, KafkaTls
 
 
 class MissingTopic(KafkaError):  # type: ignore[misc]
@@ -57,10 +58,15 @@ class TokenFileProvider(AbstractTokenProvider):  # type: ignore[misc]
 
 
 def ssl_context_for(config: Kafka) -> ssl.SSLContext | None:
-    """The client TLS context of ``kafka.tls``, or None without TLS."""
+    """The client TLS context of ``kafka.tls``, or None without TLS: built once per
+    settings (the files are read at start; ``kafka`` changes need a restart anyway), not
+    on every reconnect while Kafka is down (issue 28)."""
     tls = config.tls_settings
-    if tls is None:
-        return None
+    return None if tls is None else _context(tls)
+
+
+@functools.lru_cache(maxsize=4)
+def _context(tls: KafkaTls) -> ssl.SSLContext:
     context: ssl.SSLContext = create_ssl_context(
         cafile=tls.ca_file,
         certfile=tls.cert_file,
@@ -71,12 +77,9 @@ def ssl_context_for(config: Kafka) -> ssl.SSLContext | None:
     return context
 
 
-def client_options(config: Kafka) -> dict[str, Any]:
-    """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": list(config.bootstrap_servers),
-        "security_protocol": config.security_protocol,
-    }
+def connection_options(config: Kafka) -> dict[str, Any]:
+    """How any aiokafka connection logs in: security protocol, TLS context, SASL."""
+    options: dict[str, Any] = {"security_protocol": config.security_protocol}
     context = ssl_context_for(config)
     if context is not None:
         options["ssl_context"] = context
@@ -90,6 +93,11 @@ def client_options(config: Kafka) -> dict[str, Any]:
             options["sasl_plain_username"] = sasl.username
             options["sasl_plain_password"] = sasl.password
     return options
+
+
+def client_options(config: Kafka) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+    return {"bootstrap_servers": list(config.bootstrap_servers), **connection_options(config)}
 
 
 _VERIFY_FAILED = re.compile(r"certificate verify failed: ([^(]+?)\s*\(_ssl")
@@ -133,25 +141,69 @@ def describe_failure(exc: BaseException, config: Kafka) -> Failure:
 
 
 async def diagnose(exc: BaseException, config: Kafka) -> Failure:
-    """:func:`describe_failure`, and where aiokafka only says it could not bootstrap
-    (it logs a TLS verification failure but raises a connection error), a TLS handshake
-    of our own with the first bootstrap server to name what failed."""
+    """:func:`describe_failure`; where aiokafka only says it could not bootstrap (it logs
+    the reason, a refused login or certificate, and raises a connection error), one
+    connection of our own to the first bootstrap server, through aiokafka's, says why."""
     failure = describe_failure(exc, config)
-    context = ssl_context_for(config)
-    if failure.reason != "unreachable" or context is None:
+    if failure.reason != "unreachable":
         return failure
+    for probe in (_login_probe, _tls_probe):
+        found = await probe(config)
+        if found is not None and found.reason != "unreachable":
+            return found
+    return failure
+
+
+def _first_server(config: Kafka) -> tuple[str, int]:
     host, _, port = config.bootstrap_servers[0].rpartition(":")
-    host = host.strip("[]")
+    return host.strip("[]"), int(port)
+
+
+async def _login_probe(config: Kafka) -> Failure | None:
+    """A connection as aiokafka's clients make it (API versions, then the SASL login):
+    what it raises is what the clients met."""
+    from aiokafka.conn import create_conn
+
+    host, port = _first_server(config)
     try:
         async with asyncio.timeout(config.ack_timeout):
-            _, writer = await asyncio.open_connection(
-                host, int(port), ssl=context, server_hostname=host
+            conn = await create_conn(
+                host,
+                port,
+                request_timeout_ms=int(config.ack_timeout * 1000),
+                **connection_options(config),
             )
-        writer.close()
-    except (ssl.SSLError, OSError, TimeoutError) as probe:
-        if isinstance(probe, ssl.SSLError):
-            return describe_failure(probe, config)
-    return failure
+    except Exception as probe:  # whatever it is, it is the answer
+        return describe_failure(probe, config)
+    conn.close()
+    return None
+
+
+async def _tls_probe(config: Kafka) -> Failure | None:
+    """A TLS handshake of our own, and a moment's read: a broker that refuses our client
+    certificate says so in an alert after the handshake (TLS 1.3), which aiokafka only
+    sees as a closed connection."""
+    context = ssl_context_for(config)
+    if context is None:
+        return None
+    host, port = _first_server(config)
+    try:
+        async with asyncio.timeout(config.ack_timeout):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host
+            )
+        try:
+            async with asyncio.timeout(min(1.0, config.ack_timeout)):
+                await reader.read(1)
+        except TimeoutError:
+            pass  # the broker waits for a request: the handshake was accepted
+        finally:
+            writer.close()
+    except ssl.SSLError as probe:
+        return describe_failure(probe, config)
+    except (OSError, TimeoutError):
+        return None
+    return None
 
 
 def _is_auth_failure(exc: BaseException) -> bool:

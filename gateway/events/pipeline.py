@@ -167,10 +167,10 @@ class EventPipeline:
 
     def submit_all(self, events: Sequence[Event], *, durable: bool) -> asyncio.Future[None] | None:
         """Take all the events or none (a batch is never half accepted), and only if they
-        can be kept: in the queue's bounds and, with everything queued and in flight, in
-        the spool's room. For ``durable``, one future that resolves once every one of them is
-        safe, or fails with :class:`SpoolFull`. Raises :class:`Overloaded` (one of its
-        kinds saying why) when they are not taken; the caller answers 503 or 413."""
+        can be kept: in the queue's bounds and, with all queued and in flight, in the
+        spool's room. For ``durable``, one future that resolves once all are safe, or fails
+        with :class:`SpoolFull`. Raises :class:`Overloaded` (one of its kinds saying why)
+        when they are not taken; the caller answers 503 or 413."""
         if any(len(event.value) > self._max_event for event in events):
             count_by_type(self._metrics, events, "refused")
             raise EventTooLarge(f"an event is larger than {self._max_event} bytes")
@@ -184,12 +184,15 @@ class EventPipeline:
             count_by_type(self._metrics, events, "refused")
             raise Overloaded("event queue is full")
         stored = sum(pending.stored for pending in pendings)
-        # Whatever the mode: events queued while Kafka answers go to the spool if it
-        # stops answering, so an answer that takes them must know the spool has room
-        # (issue 27, D9: a spool smaller than the queue lost acknowledged fast events).
-        if not self._has_room(stored):
+        if self._mode is Mode.SPOOLING:
+            if not self._has_room(stored):
+                count_by_type(self._metrics, events, "refused")
+                raise CannotKeep("events cannot be stored right now")
+        elif self._spool.total_bytes + self._unspooled + stored > self._spool.max_bytes:
+            # What is queued goes to the spool if Kafka stops answering (issue 27, D9: a
+            # small spool lost acknowledged fast-mode events when Kafka froze).
             count_by_type(self._metrics, events, "refused")
-            raise CannotKeep("events cannot be stored right now")
+            raise Overloaded("event queue is full")
         done = asyncio.get_running_loop().create_future() if durable else None
         if done is not None:
             waiting = _Waiting(done, len(events))

@@ -27,6 +27,7 @@ from gateway.observability.health import CheckResult
 log = logging.getLogger("gateway.links")
 
 FOLLOW_INTERVAL = 0.2
+FOLLOW_BACKOFF_MAX = 10.0  # seconds between retries of a follower that cannot read
 
 
 class LinkStore(Protocol):
@@ -67,30 +68,22 @@ class KafkaLinkStore:
         self._consumer: Any = None
         self._follower: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
+        self._failing: str | None = None  # why links cannot be read, while they cannot
 
     async def start(self) -> None:
         # Imported here: a gateway without Kafka never loads aiokafka.
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
         from gateway.events.kafka_security import client_options
 
         # The event producer's TLS and SASL settings, for every client here too.
         options = client_options(self._kafka)
-        admin = AIOKafkaAdminClient(**options)
-        await admin.start()
-        try:
-            topic = NewTopic(self._topic, 1, 1, topic_configs={"cleanup.policy": "compact"})
-            with contextlib.suppress(Exception):  # it exists already: fine
-                await admin.create_topics([topic])
-        finally:
-            await admin.close()
+        await self._create_topic(options)
         self._producer = AIOKafkaProducer(**options, acks="all")
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
         await self._consumer.start()
-        await self._consumer.topics()  # fetches the cluster's metadata
-        partitions = self._consumer.partitions_for_topic(self._topic) or {0}
+        partitions = await self._partitions()
         assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         self._consumer.assign(assigned)
         await self._consumer.seek_to_beginning(*assigned)
@@ -98,11 +91,64 @@ class KafkaLinkStore:
         async with asyncio.timeout(30):
             await self._caught_up.wait()
 
+    async def _create_topic(self, options: dict[str, Any]) -> None:
+        """The compacted topic, created if missing; any other refusal (authorisation, a
+        policy) is raised naming the topic, never guessed past."""
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+        admin = AIOKafkaAdminClient(**options)
+        await admin.start()
+        try:
+            topic = NewTopic(self._topic, 1, 1, topic_configs={"cleanup.policy": "compact"})
+            response = await admin.create_topics([topic])
+        finally:
+            await admin.close()
+        for name, code, *rest in response.topic_errors:
+            error = for_code(code) if code else None
+            if error is not None and error is not TopicAlreadyExistsError:
+                detail = rest[0] if rest and rest[0] else error.__name__
+                refused = error(f"links topic {name!r} cannot be created: {detail}")
+                self._failing = str(refused)  # ready says why while the worker retries
+                raise refused
+        self._failing = None
+
+    async def _partitions(self) -> set[int]:
+        """The topic's partitions, as soon as the cluster's metadata knows them (a topic
+        just created takes a moment to reach every broker); the producer waits for them."""
+        try:
+            async with asyncio.timeout(10):
+                partitions: set[int] = await self._producer.partitions_for(self._topic)
+        except TimeoutError:
+            raise LookupError(f"links topic {self._topic!r} has no partitions") from None
+        return partitions
+
     async def _follow(self) -> None:
+        """Applies every record as it comes, for as long as the worker runs: a record it
+        cannot read is logged and skipped, and a failing poll is logged once, shown in
+        ``ready`` and retried with backoff (issue 28: a follower that died was silent)."""
+        delay = FOLLOW_INTERVAL
         while True:
-            batches = await self._consumer.getmany(timeout_ms=int(FOLLOW_INTERVAL * 1000))
+            try:
+                batches = await self._consumer.getmany(timeout_ms=int(FOLLOW_INTERVAL * 1000))
+            except Exception as exc:
+                if self._failing is None:
+                    log.error("links: reading topic %r failed: %r; retrying", self._topic, exc)
+                self._failing = f"links may be stale: reading {self._topic!r} failed: {exc!r}"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FOLLOW_BACKOFF_MAX)
+                continue
+            if self._failing is not None:
+                log.info("links: reading topic %r again", self._topic)
+                self._failing, delay = None, FOLLOW_INTERVAL
             for records in batches.values():
                 for record in records:
+                    if record.key is None:
+                        log.warning(
+                            "links: skipping a record with no key at %s[%d]@%d",
+                            record.topic, record.partition, record.offset,
+                        )  # fmt: skip
+                        continue
                     _apply(self.links, record.key.decode(errors="replace"), record.value)
             if not batches:
                 self._caught_up.set()  # an empty poll: everything there was has been read
@@ -117,6 +163,10 @@ class KafkaLinkStore:
         self.links.pop(slug, None)
 
     def health(self) -> CheckResult:
+        if self._failing is not None:
+            return CheckResult(False, self._failing)
+        if self._follower is not None and self._follower.done():
+            return CheckResult(False, "links are no longer followed")
         ok = self._caught_up.is_set()
         return CheckResult(ok, f"{len(self.links)} links" if ok else "loading links")
 

@@ -19,7 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from gateway.config import parse_config
-from tests.conftest import Broker
+from tests.apache_kafka import ApacheKafka
 from tests.events_support import consume, tracking_config, values
 from tests.support import in_process_gateway
 
@@ -91,7 +91,7 @@ async def title_after(driver: webdriver.Chrome, url: str, limit: float) -> str:
 
 
 async def test_analytics_js_on_another_origin_delivers_through_the_gateway(
-    tmp_path: Path, kafka_broker: Broker, browser: webdriver.Chrome
+    tmp_path: Path, kafka_broker: ApacheKafka, browser: webdriver.Chrome
 ) -> None:
     config = site_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -114,7 +114,7 @@ async def test_analytics_js_on_another_origin_delivers_through_the_gateway(
 
 
 async def test_a_page_from_an_origin_not_allowed_delivers_nothing(
-    tmp_path: Path, kafka_broker: Broker, browser: webdriver.Chrome
+    tmp_path: Path, kafka_broker: ApacheKafka, browser: webdriver.Chrome
 ) -> None:
     config = site_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:

@@ -6,10 +6,10 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tests.conftest import Broker
+from tests.apache_kafka import ApacheKafka
 
 
-async def test_broker_round_trips_a_record(kafka_broker: Broker) -> None:
+async def test_broker_round_trips_a_record(kafka_broker: ApacheKafka) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, enable_idempotence=False)
     await producer.start()

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from gateway.events.spool import Spool
+from tests.apache_kafka import ApacheKafka
 from tests.client import eventually, fetch
 from tests.conftest import Broker
 from tests.events_support import (
@@ -96,7 +97,7 @@ async def test_shutdown_spools_what_kafka_did_not_take(
 
 
 async def test_corrupt_spool_tail_does_not_stop_startup(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     event = {"event_id": "0193a5b8-7c1d-7e2f-8a3b-4c5d6e7f8091", "event_type": "track"}
@@ -150,7 +151,7 @@ async def test_durable_events_survive_sigkill(tmp_path: Path, broker_factory: ty
 
 
 async def test_spool_of_a_removed_worker_slot_is_taken_over(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     # A previous run had four workers; this one has one.

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.events.spool import read_all
 from gateway.handlers.collect import PIXEL
-from tests.conftest import Broker
+from tests.apache_kafka import ApacheKafka
 from tests.events_support import SCHEMA, consume, tracking_config, values
 from tests.support import in_process_gateway
 
@@ -28,7 +28,9 @@ async def request(
         return resp.status, resp, await resp.read()
 
 
-async def test_tuplets_and_query_become_one_event(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_tuplets_and_query_become_one_event(
+    tmp_path: Path, kafka_broker: ApacheKafka
+) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
         status, resp, body = await request(
@@ -55,7 +57,7 @@ async def test_tuplets_and_query_become_one_event(tmp_path: Path, kafka_broker: 
 
 
 async def test_post_json_body_and_str_returns_event_id(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -76,7 +78,7 @@ async def test_post_json_body_and_str_returns_event_id(
 
 
 async def test_pixel_answers_exact_gif_and_records_event(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -146,7 +148,7 @@ async def test_cookies_set_once_and_session_renewed(tmp_path: Path) -> None:
     assert second.cookies["sid"].value == sid.value  # same session, expiry slid forward
 
 
-async def test_dnt_means_no_cookie_and_no_ip(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_dnt_means_no_cookie_and_no_ip(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap, honor_dnt=True)
     async with in_process_gateway(config, tmp_path) as gw:
         _, resp, _ = await request("GET", gw.url("/tr/v1/a/b"), headers={"Sec-GPC": "1"})
@@ -155,7 +157,9 @@ async def test_dnt_means_no_cookie_and_no_ip(tmp_path: Path, kafka_broker: Broke
     assert (event["ip"], event["anonymous_id"], event["session_id"]) == (None, None, None)
 
 
-async def test_client_ip_from_trusted_proxy_truncated(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_client_ip_from_trusted_proxy_truncated(
+    tmp_path: Path, kafka_broker: ApacheKafka
+) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap, truncate_ip=True)
     config["server"]["trusted_proxies"] = ["127.0.0.0/8"]
     async with in_process_gateway(config, tmp_path) as gw:
@@ -168,7 +172,7 @@ async def test_client_ip_from_trusted_proxy_truncated(tmp_path: Path, kafka_brok
 
 
 async def test_tracked_route_emits_request_event_after_response(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -182,7 +186,7 @@ async def test_tracked_route_emits_request_event_after_response(
     assert event["duration_ms"] >= 0
 
 
-async def test_event_topic_per_type(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_event_topic_per_type(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     pixel_topic = config["kafka"]["topic"] + "-pixel"
     config["kafka"]["topics"] = {"pixel": pixel_topic}
@@ -194,7 +198,7 @@ async def test_event_topic_per_type(tmp_path: Path, kafka_broker: Broker) -> Non
     assert track[0]["event_type"] == "track"
 
 
-async def test_metrics_count_delivered_events(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_metrics_count_delivered_events(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
         for _ in range(3):
@@ -226,7 +230,7 @@ async def test_queue_full_answers_503_for_ingestion_and_gif_for_pixel(tmp_path: 
 
 @pytest.mark.parametrize("compression", ["gzip", "lz4", "zstd"])
 async def test_compressed_batches_arrive(
-    tmp_path: Path, kafka_broker: Broker, compression: str
+    tmp_path: Path, kafka_broker: ApacheKafka, compression: str
 ) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     config["kafka"]["compression"] = compression
@@ -249,7 +253,7 @@ async def test_queue_is_bounded_in_bytes_too(tmp_path: Path) -> None:
     assert statuses == [204, 204, 503, 503]
 
 
-async def test_event_too_large_for_kafka_is_413(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_event_too_large_for_kafka_is_413(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     config["kafka"]["batch_bytes"] = 16384
     async with in_process_gateway(config, tmp_path) as gw:
@@ -278,7 +282,7 @@ async def test_fast_tracker_refuses_what_a_full_spool_cannot_keep(tmp_path: Path
             )  # fmt: skip
 
 
-async def test_records_carry_headers_to_route_by(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_records_carry_headers_to_route_by(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
         for path in ("/tr/v1/ename/signup", "/img/v1", "/app"):
@@ -300,7 +304,9 @@ async def test_records_carry_headers_to_route_by(tmp_path: Path, kafka_broker: B
     }  # fmt: skip
 
 
-async def test_both_eras_of_tracker_urls_are_served(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_both_eras_of_tracker_urls_are_served(
+    tmp_path: Path, kafka_broker: ApacheKafka
+) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
         classic = await request("POST", gw.url("/tr/v1/ename/a"), json={})
@@ -319,7 +325,7 @@ async def test_both_eras_of_tracker_urls_are_served(tmp_path: Path, kafka_broker
 
 
 async def test_client_ids_are_identity_and_malformed_ones_are_not(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     sid, uid = "0193a5b8-7c1d-7e2f-8a3b-000000000001", "0193a5b8-7c1d-7e2f-8a3b-000000000002"
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
@@ -357,7 +363,7 @@ async def test_ping_and_a_visitors_forget_me_link(tmp_path: Path) -> None:
 
 
 async def test_current_era_redirects_follow_only_safe_targets(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     from urllib.parse import quote
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import Broker
+from tests.apache_kafka import ApacheKafka
 from tests.events_support import consume, tracking_config
 from tests.support import in_process_gateway, with_routes
 
@@ -54,7 +54,7 @@ async def post_like_rill(
 
 
 async def test_events_arrive_byte_for_byte_keyed_and_routed(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = intake_config(tmp_path, kafka_broker.bootstrap)
     lines = [rill_event(1, "behavioral", user_id="u-7"), rill_event(2, "metric", value=3.5),
@@ -78,7 +78,7 @@ async def test_events_arrive_byte_for_byte_keyed_and_routed(
 
 
 async def test_a_bad_line_keeps_nothing_and_names_line_and_field(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = intake_config(tmp_path, kafka_broker.bootstrap)
     bad = json.dumps({"event_id": "e-2", "event_time": "2026-12-02T06:00:00Z",
@@ -118,7 +118,7 @@ async def test_credentials_are_checked(tmp_path: Path) -> None:
 
 
 async def test_gzip_arrays_single_objects_and_size_limits(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = intake_config(tmp_path, kafka_broker.bootstrap, max_body_bytes=4096)
     async with in_process_gateway(config, tmp_path) as gw:

@@ -1,48 +1,21 @@
-"""Events and links over TLS and mutual TLS to a real broker (Tansu behind stunnel), a
-TLS failure named, and a refused SASL login that loses nothing."""
+"""Events and links to Apache Kafka over each secured listener kind it serves natively:
+TLS and mutual TLS, SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (over plaintext and
+over TLS) and OAUTHBEARER; and each refusal (a wrong password, an unknown user, a CA
+nobody trusts, a missing client certificate) named, with nothing lost once fixed."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
-from aiokafka.helpers import create_ssl_context
 
 from gateway.events.spool import read_all
+from tests.apache_kafka import ApacheKafka, Listener, unsecured_jws
 from tests.client import eventually, fetch
-from tests.conftest import Broker
-from tests.events.secured_kafka import TlsBroker, TlsFiles, make_certificates
 from tests.events_support import consume, tracking_config, values
 from tests.support import in_process_gateway
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> TlsFiles:
-    (tmp_path / "tls").mkdir()
-    return make_certificates(tmp_path / "tls", trustme.CA())
-
-
-def running(tmp_path: Path, *, mutual: bool) -> Iterator[TlsBroker]:
-    broker = TlsBroker(tmp_path / "tls", mutual=mutual).start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def tls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[TlsBroker]:
-    yield from running(tmp_path, mutual=False)
-
-
-@pytest.fixture
-def mtls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[TlsBroker]:
-    """Stunnel verifying client certificates: mutual TLS."""
-    yield from running(tmp_path, mutual=True)
 
 
 async def post_events(gw: Any, count: int) -> list[str]:
@@ -60,25 +33,76 @@ async def ready_events(gw: Any) -> dict[str, Any]:
     return detail
 
 
-async def test_events_reach_kafka_over_tls(tmp_path: Path, tls_broker: TlsBroker) -> None:
-    config = tracking_config(tmp_path, tls_broker.bootstrap)
-    ca = tls_broker.directory / "ca.pem"
-    config["kafka"]["tls"] = {"ca_file": str(ca)}
-    async with in_process_gateway(config, tmp_path) as gw:
-        assert await ready_events(gw) == {"ok": True, "detail": "kafka"}
-        sent = await post_events(gw, 5)
-    security = {"security_protocol": "SSL", "ssl_context": create_ssl_context(cafile=str(ca))}
-    records = await consume(tls_broker.bootstrap, config["kafka"]["topic"], 5, **security)
+async def error_metrics(gw: Any) -> str:
+    gw.worker.metrics.flush()
+    return (await fetch(gw.url("/_gateway/metrics", listener="admin")))[2].decode()
+
+
+def secured_config(
+    tmp_path: Path, kafka: ApacheKafka, listener: Listener, **security: Any
+) -> dict[str, Any]:
+    """Events to ``listener``; ``security`` is the config's ``tls`` and ``sasl``."""
+    config = tracking_config(tmp_path, kafka.address(listener))
+    config["kafka"].update(security)
+    return config
+
+
+def tls(kafka: ApacheKafka, *, mutual: bool = False) -> dict[str, str]:
+    files = kafka.tls
+    settings = {"ca_file": str(files.ca)}
+    if mutual:
+        settings |= {"cert_file": str(files.client_cert), "key_file": str(files.client_key)}
+    return settings
+
+
+async def delivered(kafka: ApacheKafka, config: dict[str, Any], sent: list[str]) -> None:
+    """Every event sent is in the topic (read back over the plaintext listener)."""
+    records = await consume(kafka.bootstrap, config["kafka"]["topic"], len(sent))
     assert sorted(event["event_id"] for event in values(records)) == sorted(sent)
 
 
-async def test_events_and_links_over_mutual_tls(
-    tmp_path: Path, mtls_broker: TlsBroker, tls_files: TlsFiles
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+@pytest.mark.parametrize("listener", ["sasl_plaintext", "sasl_ssl"])
+async def test_a_sasl_login_succeeds_and_events_arrive(
+    tmp_path: Path, kafka_broker: ApacheKafka, mechanism: str, listener: Listener
 ) -> None:
-    config = tracking_config(tmp_path, mtls_broker.bootstrap)
-    tls = {"ca_file": str(tls_files.ca), "cert_file": str(tls_files.client_cert),
-           "key_file": str(tls_files.client_key)}  # fmt: skip
-    config["kafka"]["tls"] = tls
+    users = kafka_broker.plain_users if mechanism == "PLAIN" else kafka_broker.scram_users
+    sasl = {"mechanism": mechanism, "username": "gw", "password": users["gw"]}
+    security: dict[str, Any] = {"sasl": sasl}
+    if listener == "sasl_ssl":
+        security["tls"] = tls(kafka_broker)
+    else:
+        security["allow_plaintext_sasl"] = True
+    config = secured_config(tmp_path, kafka_broker, listener, **security)
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert await ready_events(gw) == {"ok": True, "detail": "kafka"}
+        sent = await post_events(gw, 3)
+    await delivered(kafka_broker, config, sent)
+
+
+async def test_an_oauthbearer_token_from_its_file_logs_in(
+    tmp_path: Path, kafka_broker: ApacheKafka
+) -> None:
+    token = tmp_path / "token"
+    token.write_text(unsecured_jws("gw"))
+    sasl = {"mechanism": "OAUTHBEARER", "token_file": str(token)}
+    config = secured_config(tmp_path, kafka_broker, "sasl_ssl", sasl=sasl, tls=tls(kafka_broker))
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert await ready_events(gw) == {"ok": True, "detail": "kafka"}
+        sent = await post_events(gw, 2)
+    await delivered(kafka_broker, config, sent)
+
+
+async def test_events_reach_kafka_over_tls(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
+    config = secured_config(tmp_path, kafka_broker, "ssl", tls=tls(kafka_broker))
+    async with in_process_gateway(config, tmp_path) as gw:
+        assert await ready_events(gw) == {"ok": True, "detail": "kafka"}
+        sent = await post_events(gw, 5)
+    await delivered(kafka_broker, config, sent)
+
+
+async def test_events_and_links_over_mutual_tls(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
+    config = secured_config(tmp_path, kafka_broker, "mtls", tls=tls(kafka_broker, mutual=True))
     config["redirects"] = {"topic": f"links-{config['kafka']['topic']}",
                            "admin_token": "t" * 32}  # fmt: skip
     config["routes"].insert(0, {"name": "go", "match": {"path_prefix": "/go"}, "redirect": {}})
@@ -92,62 +116,74 @@ async def test_events_and_links_over_mutual_tls(
         status, headers, _ = await fetch(gw.url("/go/spring"))
         assert (status, headers["Location"]) == (302, "https://shop.example/sale")
         sent = await post_events(gw, 3)
-    context = create_ssl_context(
-        cafile=str(tls_files.ca), certfile=str(tls_files.client_cert),
-        keyfile=str(tls_files.client_key),
-    )  # fmt: skip
-    security = {"security_protocol": "SSL", "ssl_context": context}
-    records = await consume(mtls_broker.bootstrap, config["kafka"]["topic"], 4, **security)
+    records = await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 4)
     tracked = [e for e in values(records) if e["event_type"] == "track"]
     assert sorted(e["event_id"] for e in tracked) == sorted(sent)
-    links = await consume(mtls_broker.bootstrap, config["redirects"]["topic"], 1, **security)
+    links = await consume(kafka_broker.bootstrap, config["redirects"]["topic"], 1)
     assert json.loads(links[0].value)["target"] == "https://shop.example/sale"
 
 
-async def test_an_untrusted_broker_certificate_is_named_and_events_are_kept(
-    tmp_path: Path, tls_broker: TlsBroker
+REFUSED: list[tuple[str, Listener, dict[str, Any], str, str]] = [
+    ("wrong-scram-password", "sasl_plaintext",
+     {"sasl": {"mechanism": "SCRAM-SHA-512", "username": "gw", "password": "wrong"}},
+     "auth", "authentication failed (SCRAM-SHA-512 as 'gw'): "),
+    ("unknown-scram-user", "sasl_plaintext",
+     {"sasl": {"mechanism": "SCRAM-SHA-256", "username": "nobody", "password": "x" * 12}},
+     "auth", "authentication failed (SCRAM-SHA-256 as 'nobody'): "),
+    ("wrong-plain-password", "sasl_plaintext",
+     {"sasl": {"mechanism": "PLAIN", "username": "gw", "password": "wrong"},
+      "allow_plaintext_sasl": True},
+     "auth", "authentication failed (PLAIN as 'gw'): "),
+    ("untrusted-broker-certificate", "ssl", {"tls": "untrusted-ca"},
+     "tls", "TLS verification failed: unable to get local issuer certificate"),
+    ("no-client-certificate", "mtls", {"tls": "ca-only"},
+     "tls", "TLS failed: "),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "listener", "security", "reason", "detail"), REFUSED, ids=[r[0] for r in REFUSED]
+)
+async def test_a_refusal_is_named_and_the_events_are_kept(
+    tmp_path: Path,
+    kafka_broker: ApacheKafka,
+    case: str,
+    listener: Listener,
+    security: dict[str, Any],
+    reason: str,
+    detail: str,
 ) -> None:
-    other = tmp_path / "other-ca.pem"
-    trustme.CA().cert_pem.write_to_path(other)
-    config = tracking_config(tmp_path, tls_broker.bootstrap)
-    config["kafka"]["tls"] = {"ca_file": str(other)}
+    security = dict(security)
+    if security.get("tls") == "untrusted-ca":
+        security["tls"] = {"ca_file": str(kafka_broker.tls.untrusted_ca)}
+    elif security.get("tls") == "ca-only":
+        security["tls"] = tls(kafka_broker)
+    config = secured_config(tmp_path, kafka_broker, listener, **security)
     async with in_process_gateway(config, tmp_path) as gw:
         events = await ready_events(gw)
         sent = await post_events(gw, 3)  # durable: answered once fsynced to the spool
-        metrics = (await fetch(gw.url("/_gateway/metrics", listener="admin")))[2].decode()
+        metrics = await error_metrics(gw)
     assert events["ok"] is False
-    assert events["detail"].startswith("TLS verification failed: "), events
+    assert events["detail"].startswith(detail), events
     assert events["detail"].endswith("; events are spooled")
-    assert 'gateway_producer_errors_total{reason="tls"}' in metrics
+    assert f'gateway_producer_errors_total{{reason="{reason}"}}' in metrics
     kept = [json.loads(record.value)["event_id"] for _, record in read_all(tmp_path / "spool")]
     assert sorted(kept) == sorted(sent)
 
 
-async def test_a_refused_sasl_login_spools_and_a_fixed_config_replays_everything(
-    tmp_path: Path, broker_factory: type[Broker]
+async def test_a_refused_login_spools_and_the_fixed_config_replays_everything(
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
-    # Tansu 0.6 with --authentication refuses every SCRAM login (its in-memory store
-    # keeps no users), which is what a wrong password looks like to the gateway.
-    secured = broker_factory(args=("--authentication",)).start()
-    config = tracking_config(tmp_path, secured.bootstrap)
-    config["kafka"]["sasl"] = {"mechanism": "SCRAM-SHA-512", "username": "gw",
-                               "password": "wrong"}  # fmt: skip
+    sasl = {"mechanism": "SCRAM-SHA-512", "username": "gw", "password": "wrong"}
+    config = secured_config(tmp_path, kafka_broker, "sasl_ssl", sasl=sasl, tls=tls(kafka_broker))
     async with in_process_gateway(config, tmp_path) as gw:
-        events = await ready_events(gw)
         sent = await post_events(gw, 4)
-        metrics = (await fetch(gw.url("/_gateway/metrics", listener="admin")))[2].decode()
-    assert events["ok"] is False
-    assert events["detail"].startswith("authentication failed (SCRAM-SHA-512 as 'gw'): ")
-    assert 'gateway_producer_errors_total{reason="auth"}' in metrics
-    # The operator fixes the settings (here: a broker the gateway may use) and restarts.
-    fixed = broker_factory().start()
-    config["kafka"]["bootstrap_servers"] = [fixed.bootstrap]
-    del config["kafka"]["sasl"]
+    # The operator fixes the password and restarts: the spool is replayed.
+    config["kafka"]["sasl"]["password"] = kafka_broker.scram_users["gw"]
     async with in_process_gateway(config, tmp_path) as gw:
 
-        async def delivered() -> bool:
+        async def direct() -> bool:
             return (await ready_events(gw))["detail"] == "kafka"
 
-        await eventually(delivered, "the spool is replayed and events go direct", 30)
-    records = await consume(fixed.bootstrap, config["kafka"]["topic"], 4)
-    assert sorted(event["event_id"] for event in values(records)) == sorted(sent)
+        await eventually(direct, "the spool is replayed and events go direct", 30)
+    await delivered(kafka_broker, config, sent)

@@ -13,6 +13,7 @@ from aiokafka.partitioner import murmur2 as reference_murmur2
 from gateway.config import Kafka
 from gateway.events.kafka import KafkaWriter, murmur2
 from gateway.events.spool import SpoolRecord
+from tests.apache_kafka import ApacheKafka
 from tests.conftest import Broker
 
 PARTITIONS = 3
@@ -57,7 +58,7 @@ async def _partitions_by_key(broker: Broker, topic: str, count: int) -> dict[byt
     return found
 
 
-async def test_visitors_go_where_the_java_client_puts_them(kafka_broker: Broker) -> None:
+async def test_visitors_go_where_the_java_client_puts_them(kafka_broker: ApacheKafka) -> None:
     topic = await _topic(kafka_broker)
     writer = KafkaWriter(Kafka(bootstrap_servers=(kafka_broker.bootstrap,), topic=topic))
     await writer.start()
@@ -74,7 +75,7 @@ async def test_visitors_go_where_the_java_client_puts_them(kafka_broker: Broker)
 
 
 async def test_records_without_a_visitor_share_one_partition_per_send(
-    kafka_broker: Broker,
+    kafka_broker: ApacheKafka,
 ) -> None:
     topic = await _topic(kafka_broker)
     writer = KafkaWriter(Kafka(bootstrap_servers=(kafka_broker.bootstrap,), topic=topic))

@@ -15,8 +15,8 @@ import jsonschema
 from segment.analytics.client import Client
 
 from gateway.events.spool import read_all
+from tests.apache_kafka import ApacheKafka
 from tests.client import fetch
-from tests.conftest import Broker
 from tests.events_support import SCHEMA, consume, tracking_config, values
 from tests.ports import free_port
 from tests.support import in_process_gateway, with_routes
@@ -44,7 +44,7 @@ async def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tu
             return resp.status, await resp.json()
 
 
-async def test_official_python_client_delivers(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_official_python_client_delivers(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = segment_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
         client = Client(KEY, host=gw.url("").rstrip("/"), sync_mode=True, gzip=True)
@@ -76,7 +76,9 @@ async def test_official_python_client_delivers(tmp_path: Path, kafka_broker: Bro
     assert by_type["alias"]["previous_id"] == "anon-1"
 
 
-async def test_track_fields_and_clock_skew_correction(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_track_fields_and_clock_skew_correction(
+    tmp_path: Path, kafka_broker: ApacheKafka
+) -> None:
     config = segment_config(tmp_path, kafka_broker.bootstrap)
     # The client's clock runs an hour fast; the event happened 10 s before it was sent.
     client_now = datetime.now(UTC) + timedelta(hours=1)
@@ -100,7 +102,7 @@ async def test_track_fields_and_clock_skew_correction(tmp_path: Path, kafka_brok
 
 
 async def test_message_id_assigned_when_missing_and_short_path(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = segment_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -126,7 +128,7 @@ async def test_write_key_in_body_and_auth_failures(tmp_path: Path) -> None:
         )  # fmt: skip
 
 
-async def test_validation_rules_and_dead_letter(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_validation_rules_and_dead_letter(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = segment_config(tmp_path, kafka_broker.bootstrap)
     cases = [
         ("/v1/track", {"event": "E"}, "userId or anonymousId is required"),
@@ -177,7 +179,7 @@ async def test_unauthenticated_garbage_is_not_kept(tmp_path: Path) -> None:
     ]
 
 
-async def test_batch_and_gzip_body(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_batch_and_gzip_body(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = segment_config(tmp_path, kafka_broker.bootstrap)
     batch = {
         "batch": [
@@ -292,7 +294,7 @@ async def test_fast_mode_refuses_what_a_full_spool_cannot_keep(tmp_path: Path) -
 
 
 async def test_segment_records_and_dead_letters_say_their_source(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = segment_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -306,7 +308,9 @@ async def test_segment_records_and_dead_letters_say_their_source(
     assert dict(dead.headers)["source"] == b"segment"
 
 
-async def test_every_member_a_client_sends_is_kept(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_every_member_a_client_sends_is_kept(
+    tmp_path: Path, kafka_broker: ApacheKafka
+) -> None:
     config = segment_config(tmp_path, kafka_broker.bootstrap)
     message = {
         "type": "track", "event": "Signed Up", "userId": "u1", "writeKey": KEY,
@@ -358,7 +362,7 @@ async def test_analytics_js_settings_point_back_at_the_route(tmp_path: Path) -> 
 
 
 async def test_browser_batches_and_text_plain_bodies_are_taken(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = segment_config(tmp_path, kafka_broker.bootstrap)
     beacon = {**AUTH, **ORIGIN, "Content-Type": "text/plain"}  # as sendBeacon sends it

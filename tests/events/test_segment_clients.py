@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker
+from tests.apache_kafka import ApacheKafka
 from tests.events_support import consume, tracking_config, values
 from tests.support import in_process_gateway, with_routes
 
@@ -52,7 +52,7 @@ def by_message_id(records: list[Any]) -> dict[str, dict[str, Any]]:
 
 
 async def test_analytics_node_delivers_every_call_and_member(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = clients_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -73,7 +73,7 @@ async def test_analytics_node_delivers_every_call_and_member(
 
 
 async def test_rudder_sdk_python_delivers_every_call_and_member(
-    tmp_path: Path, kafka_broker: Broker, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, kafka_broker: ApacheKafka, caplog: pytest.LogCaptureFixture
 ) -> None:
     import rudderstack.analytics as rudder
 

@@ -11,7 +11,7 @@ import aiohttp
 import jsonschema
 
 from gateway.handlers.collect import PIXEL
-from tests.conftest import Broker
+from tests.apache_kafka import ApacheKafka
 from tests.events.test_snowplow_protocol import b64
 from tests.events_support import SCHEMA, consume, tracking_config, values
 from tests.support import in_process_gateway, with_routes
@@ -37,7 +37,7 @@ async def request(
 
 
 async def test_get_pixel_sets_the_network_cookie_and_lands_in_kafka(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = snowplow_config(tmp_path, kafka_broker.bootstrap)
     query = {"e": "pv", "url": "https://shop.example/", "page": "Home", "tv": "js-4.1.0",
@@ -74,7 +74,7 @@ async def test_get_pixel_sets_the_network_cookie_and_lands_in_kafka(
 
 
 async def test_post_tp2_answers_ok_and_keeps_every_event_in_order(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = snowplow_config(tmp_path, kafka_broker.bootstrap)
     config["kafka"]["topics"] = {"transaction": config["kafka"]["topic"] + "-tr"}
@@ -106,7 +106,7 @@ async def test_post_tp2_answers_ok_and_keeps_every_event_in_order(
 
 
 async def test_sp_anonymous_sets_no_cookie_and_keeps_no_ip_and_nuid_is_honoured(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = snowplow_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -126,7 +126,7 @@ async def test_sp_anonymous_sets_no_cookie_and_keeps_no_ip_and_nuid_is_honoured(
 
 
 async def test_bad_input_is_refused_with_the_reason_and_kept_as_a_dead_letter(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = snowplow_config(tmp_path, kafka_broker.bootstrap)
     tp2 = "/com.snowplowanalytics.snowplow/tp2"

@@ -22,7 +22,7 @@ from snowplow_tracker import (
 )
 
 from gateway.events.envelope import iso_utc
-from tests.conftest import Broker
+from tests.apache_kafka import ApacheKafka
 from tests.events.test_snowplow import snowplow_config
 from tests.events_support import consume, values
 from tests.support import in_process_gateway
@@ -107,7 +107,7 @@ def track_with_python(endpoint: str, method: str) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("method", ["get", "post"])
 async def test_python_tracker_delivers_every_event_type(
-    tmp_path: Path, kafka_broker: Broker, method: str
+    tmp_path: Path, kafka_broker: ApacheKafka, method: str
 ) -> None:
     config = snowplow_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -134,7 +134,7 @@ async def node_tracker(endpoint: str, method: str, *flags: str) -> list[dict[str
 
 @pytest.mark.parametrize("method", ["get", "post"])
 async def test_node_tracker_delivers_every_event_type(
-    tmp_path: Path, kafka_broker: Broker, method: str
+    tmp_path: Path, kafka_broker: ApacheKafka, method: str
 ) -> None:
     config = snowplow_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
@@ -148,7 +148,7 @@ async def test_node_tracker_delivers_every_event_type(
 
 
 async def test_node_tracker_server_anonymization_keeps_no_ip_and_sets_no_cookie(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = snowplow_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from gateway.links.safety import sign
+from tests.apache_kafka import ApacheKafka
 from tests.client import eventually
-from tests.conftest import Broker
 from tests.events_support import consume, tracking_config, values
 from tests.support import base_config, in_process_gateway, with_routes
 
@@ -183,7 +183,7 @@ async def test_links_are_shared_through_the_file_between_workers(tmp_path: Path)
 
 
 async def test_links_through_kafka_across_instances_and_restarts(
-    tmp_path: Path, kafka_broker: Broker
+    tmp_path: Path, kafka_broker: ApacheKafka
 ) -> None:
     config = links_config(tmp_path, kafka_broker.bootstrap)
     other = tmp_path / "other"
@@ -202,7 +202,7 @@ async def test_links_through_kafka_across_instances_and_restarts(
         assert (await call("GET", again.url("/l/k2"), headers={}))[0] == 404
 
 
-async def test_click_event(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_click_event(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = links_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
         await call("POST", api(gw), {"slug": "ev", "target": "https://a.example/e",

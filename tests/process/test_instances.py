@@ -16,8 +16,9 @@ from typing import Any
 
 import aiohttp
 
+from tests.apache_kafka import ApacheKafka
 from tests.client import eventually
-from tests.conftest import Broker, RedisServer
+from tests.conftest import RedisServer
 from tests.events_support import consume
 from tests.links.test_redirects import AUTH, TOKEN, answers, call
 from tests.support import GatewayProcess, base_config, start_process, stop_process, with_routes
@@ -85,7 +86,7 @@ async def spray(gateways: list[GatewayProcess], seconds: float) -> dict[int, int
 
 
 async def test_three_instances_share_limits_links_and_visitor_order(
-    tmp_path: Path, redis_server: RedisServer, kafka_broker: Broker
+    tmp_path: Path, redis_server: RedisServer, kafka_broker: ApacheKafka
 ) -> None:
     topic = f"events-{uuid.uuid4().hex[:8]}"
     async with instances(tmp_path, redis_server, kafka_broker.bootstrap, topic) as gateways:
