@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
@@ -51,162 +51,11 @@ class Metrics:
         # In multiprocess mode samples go to files whatever the registry; registering
         # them too would count them twice on a scrape.
         self._registry = CollectorRegistry()
-        registry = None if self._multiprocess else self._registry
-        self.requests = Counter(
-            "gateway_requests",
-            "HTTP requests answered, by route, handler kind, method and status class.",
-            ("route", "kind", "method", "status_class"),
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "gateway_request_duration_seconds",
-            "Time from request head received to response written, by route and kind.",
-            ("route", "kind"),
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.open_connections = Gauge(
-            "gateway_open_connections",
-            "Client connections open now.",
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.rejected_connections = Counter(
-            "gateway_rejected_connections",
-            "Client connections refused because a worker was at server.limits.max_connections.",
-            registry=registry,
-        )
-        self.worker_restarts = Counter(
-            "gateway_worker_restarts",
-            "Worker processes restarted by the supervisor after they died.",
-            registry=registry,
-        )
-        self.config_reloads = Counter(
-            "gateway_config_reloads",
-            "Config reloads, by result (success or failure).",
-            ("result",),
-            registry=registry,
-        )
-        self.overload_rejected = Counter(
-            "gateway_overload_rejected",
-            "Requests answered 503 at server.limits.max_concurrent_requests.",
-            registry=registry,
-        )
-        self.ratelimit_decisions = Counter(
-            "gateway_ratelimit_decisions",
-            "Rate limit checks by rule and result: allowed, limited, dry_run_limited, exempt.",
-            ("rule", "result"),
-            registry=registry,
-        )
-        self.ratelimit_active_keys = Gauge(
-            "gateway_ratelimit_active_keys",
-            "Keys (buckets) held per rate limit rule.",
-            ("rule",),
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.ratelimit_evictions = Counter(
-            "gateway_ratelimit_evictions",
-            "Buckets evicted from a rule's LRU to stay within its max_keys.",
-            ("rule",),
-            registry=registry,
-        )
-        self.ratelimit_backend_errors = Counter(
-            "gateway_ratelimit_backend_errors",
-            "Shared rate-limit decisions Redis could not make (timeout or error): decided "
-            "by rate_limits.backend.on_error instead.",
-            ("reason",),
-            registry=registry,
-        )
-        self.events = Counter(
-            "gateway_events",
-            "Events by type and outcome: accepted, delivered, spooled, replayed, dropped.",
-            ("type", "outcome"),
-            registry=registry,
-        )
-        self.event_queue_depth = Gauge(
-            "gateway_event_queue_depth",
-            "Events waiting in memory for the sender.",
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.spool_bytes = Gauge(
-            "gateway_spool_bytes",
-            "Bytes of events held in the disk spool.",
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.spool_corrupt_bytes = Counter(
-            "gateway_spool_corrupt_bytes",
-            "Bytes cut from spool segments whose tail failed its checksum.",
-            registry=registry,
-        )
-        self.producer_errors = Counter(
-            "gateway_producer_errors",
-            "Kafka sends or connects that failed or timed out.",
-            ["reason"],
-            registry=registry,
-        )
-        self.access_log_dropped = Counter(
-            "gateway_access_log_dropped",
-            "Access log lines dropped because the log could not be written fast enough.",
-            registry=registry,
-        )
-        self.websocket_frames = Counter(
-            "gateway_websocket_frames",
-            "Tracker WebSocket frames: accepted, dropped (no room), refused (bad frame).",
-            ["outcome"],
-            registry=registry,
-        )
-        self.http2_streams = Gauge(
-            "gateway_http2_streams_open",
-            "HTTP/2 streams being served.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.http2_resets = Counter(
-            "gateway_http2_resets_received",
-            "RST_STREAM frames received from HTTP/2 clients.",
-            registry=registry,
-        )
-        self.http2_goaways = Counter(
-            "gateway_http2_goaways_sent",
-            "GOAWAY frames sent, by reason: shutdown, idle, no_request, protocol_error, "
-            "enhance_your_calm (h2's own caps), rapid_reset, control_flood, not_reading, "
-            "and window_stalled (a stream reset, not a GOAWAY).",
-            ("reason",),
-            registry=registry,
-        )
-        self.redirect_misses = Counter(
-            "gateway_redirect_misses",
-            "Short-link requests for a slug that is unknown or disabled.",
-            registry=registry,
-        )
-        self.static_cache = Counter(
-            "gateway_static_cache",
-            "Static file cache lookups and evictions, by event: hit, miss, eviction.",
-            ("event",),
-            registry=registry,
-        )
-        self.static_cache_bytes = Gauge(
-            "gateway_static_cache_bytes",
-            "Bytes held by the static file caches (files and compressed variants).",
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.certificate_expiry = Gauge(
-            "gateway_certificate_expiry_timestamp_seconds",
-            "When each served certificate expires (Unix time), by name.",
-            ("name",),
-            multiprocess_mode="livemax",
-            registry=registry,
-        )
-        self.acme_orders = Counter(
-            "gateway_acme_orders",
-            "ACME certificate orders, by result: issued, failed.",
-            ("result",),
-            registry=registry,
-        )
+        self._target = None if self._multiprocess else self._registry
+        self._define_serving()
+        self._define_limits()
+        self._define_events()
+        self._define_capabilities()
         self._event_children: dict[tuple[str, str], Counter] = {}
         self._limit_children: dict[tuple[str, str], Counter] = {}
         # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.
@@ -219,6 +68,142 @@ class Metrics:
         # gateway's own pseudo-routes ("_builtin", "_acme", "_invalid") name their kind.
         self._route_kinds: dict[str, str] = {}
         self._http2_streams = 0  # opened minus closed since the last flush
+
+    def _counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, doc, labels, registry=self._target)
+
+    def _gauge(
+        self,
+        name: str,
+        doc: str,
+        labels: tuple[str, ...] = (),
+        mode: Literal["livesum", "livemax"] = "livesum",
+    ) -> Gauge:
+        return Gauge(name, doc, labels, multiprocess_mode=mode, registry=self._target)
+
+    def _define_serving(self) -> None:
+        """Requests, connections, processes and the wire protocols."""
+        self.requests = self._counter(
+            "gateway_requests",
+            "HTTP requests answered, by route, handler kind, method and status class.",
+            ("route", "kind", "method", "status_class"),
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request head received to response written, by route and kind.",
+            ("route", "kind"),
+            buckets=_LATENCY_BUCKETS,
+            registry=self._target,
+        )
+        self.open_connections = self._gauge(
+            "gateway_open_connections", "Client connections open now."
+        )
+        self.rejected_connections = self._counter(
+            "gateway_rejected_connections",
+            "Client connections refused because a worker was at server.limits.max_connections.",
+        )
+        self.worker_restarts = self._counter(
+            "gateway_worker_restarts",
+            "Worker processes restarted by the supervisor after they died.",
+        )
+        self.config_reloads = self._counter(
+            "gateway_config_reloads", "Config reloads, by result (success or failure).", ("result",)
+        )
+        self.overload_rejected = self._counter(
+            "gateway_overload_rejected",
+            "Requests answered 503 at server.limits.max_concurrent_requests.",
+        )
+        self.access_log_dropped = self._counter(
+            "gateway_access_log_dropped",
+            "Access log lines dropped because the log could not be written fast enough.",
+        )
+        self.http2_streams = self._gauge(
+            "gateway_http2_streams_open", "HTTP/2 streams being served."
+        )
+        self.http2_resets = self._counter(
+            "gateway_http2_resets_received", "RST_STREAM frames received from HTTP/2 clients."
+        )
+        self.http2_goaways = self._counter(
+            "gateway_http2_goaways_sent",
+            "GOAWAY frames sent, by reason: shutdown, idle, no_request, protocol_error, "
+            "enhance_your_calm (h2's own caps), rapid_reset, control_flood, not_reading, "
+            "and window_stalled (a stream reset, not a GOAWAY).",
+            ("reason",),
+        )
+
+    def _define_limits(self) -> None:
+        self.ratelimit_decisions = self._counter(
+            "gateway_ratelimit_decisions",
+            "Rate limit checks by rule and result: allowed, limited, dry_run_limited, exempt.",
+            ("rule", "result"),
+        )
+        self.ratelimit_active_keys = self._gauge(
+            "gateway_ratelimit_active_keys", "Keys (buckets) held per rate limit rule.", ("rule",)
+        )
+        self.ratelimit_evictions = self._counter(
+            "gateway_ratelimit_evictions",
+            "Buckets evicted from a rule's LRU to stay within its max_keys.",
+            ("rule",),
+        )
+        self.ratelimit_backend_errors = self._counter(
+            "gateway_ratelimit_backend_errors",
+            "Shared rate-limit decisions Redis could not make (timeout or error): decided "
+            "by rate_limits.backend.on_error instead.",
+            ("reason",),
+        )
+
+    def _define_events(self) -> None:
+        self.events = self._counter(
+            "gateway_events",
+            "Events by type and outcome: accepted, delivered, spooled, replayed, dropped.",
+            ("type", "outcome"),
+        )
+        self.event_queue_depth = self._gauge(
+            "gateway_event_queue_depth", "Events waiting in memory for the sender."
+        )
+        self.spool_bytes = self._gauge(
+            "gateway_spool_bytes", "Bytes of events held in the disk spool."
+        )
+        self.spool_corrupt_bytes = self._counter(
+            "gateway_spool_corrupt_bytes",
+            "Bytes cut from spool segments whose tail failed its checksum.",
+        )
+        self.producer_errors = self._counter(
+            "gateway_producer_errors",
+            "Kafka sends or connects that failed or timed out.",
+            ("reason",),
+        )
+        self.websocket_frames = self._counter(
+            "gateway_websocket_frames",
+            "Tracker WebSocket frames: accepted, dropped (no room), refused (bad frame).",
+            ("outcome",),
+        )
+
+    def _define_capabilities(self) -> None:
+        """Links, static files and certificates."""
+        self.redirect_misses = self._counter(
+            "gateway_redirect_misses", "Short-link requests for a slug that is unknown or disabled."
+        )
+        self.static_cache = self._counter(
+            "gateway_static_cache",
+            "Static file cache lookups and evictions, by event: hit, miss, eviction.",
+            ("event",),
+        )
+        self.static_cache_bytes = self._gauge(
+            "gateway_static_cache_bytes",
+            "Bytes held by the static file caches (files and compressed variants).",
+        )
+        self.certificate_expiry = self._gauge(
+            "gateway_certificate_expiry_timestamp_seconds",
+            "When each served certificate expires (Unix time), by name.",
+            ("name",),
+            mode="livemax",
+        )
+        self.acme_orders = self._counter(
+            "gateway_acme_orders",
+            "ACME certificate orders, by result: issued, failed.",
+            ("result",),
+        )
 
     def set_route_kinds(self, kinds: Mapping[str, str]) -> None:
         """The handler kind of each route of a new runtime (its labels from now on)."""
