@@ -9,6 +9,7 @@ that span keys beside them (``checks``); ``root`` holds the whole document."""
 from __future__ import annotations
 
 from gateway.config.base import ConfigError, ConfigIssue, Name
+from gateway.config.cache import Cache, CacheKey, CacheRedis, RouteCache
 from gateway.config.events import (
     EVENT_TYPES,
     Cookie,
@@ -64,7 +65,10 @@ __all__ = [
     "Acme",
     "AcmeEab",
     "ActiveHealth",
+    "Cache",
     "CacheControlRule",
+    "CacheKey",
+    "CacheRedis",
     "CircuitBreaker",
     "Collect",
     "Config",
@@ -95,6 +99,7 @@ __all__ = [
     "RedisBackend",
     "Respond",
     "Route",
+    "RouteCache",
     "Segment",
     "Server",
     "Snowplow",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gateway.config import events, limits, links, routes, server, tls
+from gateway.config import cache, events, limits, links, routes, server, tls
 from gateway.config.base import (
     ConfigIssue,
     _Model,
 )
+from gateway.config.cache import Cache
 from gateway.config.events import Kafka, Spool, Tracking
 from gateway.config.limits import RateLimits
 from gateway.config.links import Redirects
@@ -29,10 +30,11 @@ class Config(_Model):
     tls: Tls | None = None
     rate_limits: RateLimits = RateLimits()
     redirects: Redirects | None = None
+    cache: Cache = Cache()
 
 
 def cross_checks(config: Config) -> Iterator[ConfigIssue]:
     """Checks that span several keys, each reported at the key that must change."""
     for checks in (server.checks, events.checks, tls.checks, links.checks, limits.checks,
-                   routes.checks):  # fmt: skip
+                   routes.checks, cache.checks):  # fmt: skip
         yield from checks(config)

@@ -19,6 +19,7 @@ from gateway.config.base import (
     Name,
     _Model,
 )
+from gateway.config.cache import RouteCache
 from gateway.config.events import Cookie
 from gateway.config.links import RedirectRoute
 from gateway.config.middleware import BasicAuth, CIDRs, Compress, ForwardAuth, HeaderRules
@@ -171,6 +172,7 @@ class Route(_Model):
     forward_auth: ForwardAuth | None = None
     headers: HeaderRules | None = None
     compress: Compress | None = None
+    cache: RouteCache | None = None  # proxy routes: the shared HTTP cache (gateway.cache)
 
 
 def checks(config: Config) -> Iterator[ConfigIssue]:

@@ -1,8 +1,8 @@
 """Built-in endpoints under ``server.builtin_prefix`` (default ``/_gateway/``).
 
 ``health`` and ``ready`` answer on every listener; ``metrics`` on admin listeners (and on
-public ones with ``server.public_metrics``); ``reload`` on admin listeners only, which
-must bind a loopback address.
+public ones with ``server.public_metrics``); ``reload``, the links API, ``certificates``
+and ``cache/purge`` on admin listeners only, which must bind a loopback address.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from gateway.observability.metrics import CONTENT_TYPE, Metrics
 from gateway.request.errors import HTTPError
 
 if TYPE_CHECKING:  # only a TLS config builds them (cryptography, acme)
+    from gateway.cache.service import CacheService
     from gateway.tls.manager import Certificates
 
 Reload = Callable[[], Awaitable[tuple[int, list[ConfigIssue]]]]
@@ -45,12 +46,14 @@ class Builtins:
         reload: Reload,
         links: Callable[[], LinksApi | None] = lambda: None,
         certificates: Callable[[], Certificates | None] = lambda: None,
+        cache: Callable[[], CacheService | None] = lambda: None,
     ) -> None:
         self._metrics = metrics
         self._readiness = readiness
         self._reload = reload
         self._links = links
         self._certificates = certificates
+        self._cache = cache
 
     async def handle(
         self, request: web.BaseRequest, name: str, *, admin: bool, public_metrics: bool
@@ -83,6 +86,11 @@ class Builtins:
             return await api.handle(request, name.removeprefix("links"))
         if admin and name in ("certificates", "certificates/renew"):
             return await self._certificates_endpoint(request, name)
+        if admin and name == "cache/purge":
+            from gateway.cache.api import purge  # a worker without a cache never loads it
+
+            self._allow(request, "POST")
+            return json_response(*await purge(request, self._cache()))
         raise HTTPError(404, "no such built-in endpoint")
 
     async def _certificates_endpoint(self, request: web.BaseRequest, name: str) -> web.Response:

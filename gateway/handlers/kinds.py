@@ -5,8 +5,10 @@ its config model in ``gateway.config``, a handler module here, and one entry bel
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -29,6 +31,11 @@ from gateway.proxy.group import UpstreamRegistry
 from gateway.request.clientip import ClientIPResolver
 from gateway.request.errors import HTTPError
 
+if TYPE_CHECKING:  # only a config with a cached route loads the cache
+    from gateway.cache.service import CacheService
+
+log = logging.getLogger("gateway.handlers")
+
 
 @dataclass(frozen=True, slots=True)
 class BuildContext:
@@ -42,6 +49,7 @@ class BuildContext:
     links: Callable[[], LinkStore | None]  # None until the worker's store has loaded
     resolver: ClientIPResolver
     static_links: Mapping[str, Link]
+    cache: CacheService | None = None  # the worker's edge cache, when a route had one at start
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +97,15 @@ def _redirect(route: Route, ctx: BuildContext) -> Handler:
 def _proxy(route: Route, ctx: BuildContext) -> Handler:
     assert route.proxy is not None
     group = ctx.upstreams.get(route.proxy)
-    return ProxyHandler(route.proxy, route.match.path_prefix, group, ctx.resolver)
+    cache = None
+    if route.cache is not None:
+        if ctx.cache is None:
+            log.warning("route %s: a cache added by a reload needs a restart", route.name)
+        else:
+            from gateway.cache.machine import CacheMachine
+
+            cache = CacheMachine(route.name, route.cache, ctx.cache)
+    return ProxyHandler(route.proxy, route.match.path_prefix, group, ctx.resolver, cache)
 
 
 def _respond(route: Route, ctx: BuildContext) -> Handler:
@@ -149,7 +165,12 @@ def _proxy_label(route: Route, config: Config) -> str:
         return ""
     targets = ",".join(url if w == 1 else f"{url}*{w}" for url, w in route.proxy.weighted)
     breaker = " circuit breaker" if route.proxy.circuit_breaker else ""
-    return f"proxy {targets} ({route.proxy.policy}){breaker}"
+    cache = ""
+    if route.cache is not None:
+        cache = " cached" + (
+            " (shared on redis)" if config.cache.redis and route.cache.shared else ""
+        )
+    return f"proxy {targets} ({route.proxy.policy}){breaker}{cache}"
 
 
 def _static_label(route: Route, config: Config) -> str:

@@ -10,24 +10,29 @@ gone to the client, a failing upstream can only cut the client connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import HttpVersion11, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config import Proxy
 from gateway.middleware.compress import Compressor
+from gateway.proxy.answer import Answer, Hold, Sink
 from gateway.proxy.balancer import Target
 from gateway.proxy.group import UpstreamGroup
 from gateway.proxy.headers import end_to_end, request_head, upstream_request_headers
-from gateway.proxy.paths import ambiguous_path
+from gateway.proxy.paths import ambiguous_path, rewritten
 from gateway.proxy.upstream import UpstreamError
+from gateway.proxy.websocket import bridge
 from gateway.request.clientip import ClientIPResolver, parse_ip
 from gateway.request.errors import HTTPError
 from gateway.request.info import INFO
 from gateway.request.response import UNTYPED, send_continue
+
+if TYPE_CHECKING:
+    from gateway.cache.machine import CacheMachine
 
 CHUNK = 64 * 1024
 _BUSY = {"Retry-After": "1"}
@@ -46,25 +51,22 @@ class ProxyHandler:
     """Forwards matching requests to the route's upstream group."""
 
     def __init__(
-        self, config: Proxy, prefix: str, group: UpstreamGroup, resolver: ClientIPResolver
+        self,
+        config: Proxy,
+        prefix: str,
+        group: UpstreamGroup,
+        resolver: ClientIPResolver,
+        cache: CacheMachine | None = None,
     ) -> None:
         self.config = config
         self.group = group
+        self.cache = cache
         self._prefix = prefix.rstrip("/")
         self._resolver = resolver
 
     def upstream_target(self, raw_path: str) -> str:
-        """The request target sent upstream: the raw path (still percent-encoded), with
-        the route prefix stripped or replaced when configured."""
-        config = self.config
-        if (config.strip_prefix or config.rewrite_prefix is not None) and self._prefix:
-            rest = raw_path[len(self._prefix) :] if raw_path.startswith(self._prefix) else raw_path
-            base = (config.rewrite_prefix or "").rstrip("/")
-            target = base + rest
-            if not target.startswith("/"):
-                target = "/" + target
-            return target
-        return raw_path
+        """The request target sent upstream (``gateway.proxy.paths.rewritten``)."""
+        return rewritten(raw_path, self._prefix, self.config)
 
     async def __call__(self, request: web.BaseRequest, max_body: int) -> web.StreamResponse:
         if self.config.strict_paths and (reason := ambiguous_path(request.raw_path)):
@@ -73,6 +75,19 @@ class ProxyHandler:
             return await self._websocket(request)
         if request.content_length and not request.body_exists:
             raise HTTPError(400, "the request body disagrees with its content-length")
+        if self.cache is not None:
+            return await self.cache.handle(request, max_body, self)
+        return await self.relay(request, await self.fetch(request, max_body))
+
+    async def fetch(
+        self,
+        request: web.BaseRequest,
+        max_body: int,
+        adjust: Callable[[CIMultiDict[str]], None] | None = None,
+    ) -> Answer:
+        """The upstream's answer head, its body still to come: another target is tried
+        while no request body byte was read, within ``try_duration`` and ``max_tries``.
+        ``adjust`` edits the upstream request's fields (the cache's validators)."""
         attempt = _Attempt()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.try_duration
@@ -85,7 +100,7 @@ class ProxyHandler:
                 break
             tried.add(target)
             try:
-                return await self._forward(request, target, max_body, attempt)
+                return await self._exchange(request, target, max_body, attempt, adjust)
             except UpstreamError as exc:
                 self.group.failed(target)
                 last = exc
@@ -150,16 +165,24 @@ class ProxyHandler:
             return request.headers.get(self.config.hash_header, "")
         return None
 
-    async def _forward(
-        self, request: web.BaseRequest, target: Target, max_body: int, attempt: _Attempt
-    ) -> web.StreamResponse:
+    async def _exchange(
+        self,
+        request: web.BaseRequest,
+        target: Target,
+        max_body: int,
+        attempt: _Attempt,
+        adjust: Callable[[CIMultiDict[str]], None] | None,
+    ) -> Answer:
+        """One try: the request and its body to ``target``, and the answer's head. The
+        connection goes with the :class:`Answer` (released when its body is relayed)."""
         config = self.config
         pool = self.group.pools[target]
         conn, _ = await pool.acquire(config.timeouts.connect)
         target.in_flight += 1
-        completed = False
         try:
             headers = self._upstream_headers(request, target)
+            if adjust is not None:
+                adjust(headers)
             length = request.content_length
             chunked = request.body_exists and length is None
             if length is not None:
@@ -180,68 +203,121 @@ class ProxyHandler:
             self._answered(target, status, sent)
             if request.method == "HEAD":
                 conn.finish_head_only()
-            declared = upstream_headers.get("Content-Length")
             no_body = request.method == "HEAD" or status in (204, 304)
             whole = None if no_body else conn.complete_body()
-            if whole is not None:
-                # Already all here: one Response, so head and body leave in one write.
-                target.record_success()
-                completed = True
-                whole_response = web.Response(
-                    status=status, headers=end_to_end(upstream_headers), body=whole
-                )
-                if "Content-Type" not in upstream_headers:
-                    whole_response[UNTYPED] = True
-                return whole_response
-            headers = end_to_end(upstream_headers)
-            encoder = None
-            compress = self._compressor(request)
-            if compress is not None and not no_body:
-                if declared is not None:
-                    headers["Content-Length"] = declared  # seen by the size rule only
-                encoder = compress.start(
-                    status, headers, request.method, request.headers.get("Accept-Encoding", "")
-                )
-                headers.popall("Content-Length", None)
-                if encoder is not None:
-                    declared = None  # the compressed size is known at the end only
-            response = web.StreamResponse(status=status, headers=headers)
-            if "Content-Type" not in upstream_headers:
-                response[UNTYPED] = True
-            if declared is not None and declared.isdigit():
-                response.content_length = int(declared)
-            elif not no_body and request.version == HttpVersion11:
-                response.enable_chunked_encoding()  # HTTP/2 frames the body itself
-            await response.prepare(request)
-            try:
-                if not no_body:
-                    # Written as it arrives: event streams and chunked answers flow through.
-                    async for chunk in conn.body(config.timeouts.idle_read):
-                        if encoder is not None:
-                            chunk = encoder.chunk(chunk)
-                        if chunk:
-                            await response.write(chunk)
-                    if encoder is not None and (tail := encoder.end()):
-                        await response.write(tail)
-            except UpstreamError:
-                # Too late for an error page: cut the client connection so it sees an
-                # incomplete response, never a silently short one.
-                self.group.failed(target)
-                if request.transport is not None:
-                    request.transport.abort()
-                return response
-            await response.write_eof()
-            target.record_success()
-            completed = True
-            return response
-        except UpstreamError as exc:
-            exc.sent_body = attempt.body_read
-            raise
-        finally:
+        except BaseException as exc:
+            if isinstance(exc, UpstreamError):
+                exc.sent_body = attempt.body_read
             target.in_flight -= 1
-            if not completed:
-                conn.close()
+            conn.close()
             pool.release(conn)
+            raise
+        return Answer(
+            status, upstream_headers, whole, no_body,
+            Hold(self.group, target, pool, conn),
+        )  # fmt: skip
+
+    async def relay(
+        self,
+        request: web.BaseRequest,
+        answer: Answer,
+        sink: Sink | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> web.StreamResponse:
+        """Write ``answer`` to the client as its body arrives, with ``extra`` fields added
+        (``sink`` sees every body byte too, and its end: the cache storing it), then
+        release its connection."""
+        hold = answer.hold
+        completed = False
+        try:
+            if answer.whole is not None:
+                # Already all here: one Response, so head and body leave in one write.
+                hold.succeeded()
+                completed = True
+                if sink is not None:
+                    sink.feed(answer.whole)
+                    sink.done()
+                response: web.StreamResponse = self.whole(
+                    answer.status, answer.headers, answer.whole
+                )
+                for name, value in extra:
+                    response.headers.add(name, value)
+                return response
+            streamed = await self._stream(request, answer, sink, extra)
+            if streamed is not None:
+                completed = True
+                return streamed
+            return web.StreamResponse(status=answer.status)  # cut: the client saw a short body
+        finally:
+            hold.release(completed)
+
+    @staticmethod
+    def whole(
+        status: int, upstream: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes
+    ) -> web.Response:
+        """An answer whose body is all here, as one Response."""
+        response = web.Response(status=status, headers=end_to_end(upstream), body=body)
+        if "Content-Type" not in upstream:
+            response[UNTYPED] = True
+        return response
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        answer: Answer,
+        sink: Sink | None,
+        extra: tuple[tuple[str, str], ...],
+    ) -> web.StreamResponse | None:
+        """The answer streamed (compressed when the route says so); None when the upstream
+        failed after the head went out, and the client connection was cut."""
+        status, upstream_headers, no_body = answer.status, answer.headers, answer.no_body
+        declared = upstream_headers.get("Content-Length")
+        headers = end_to_end(upstream_headers)
+        encoder = None
+        compress = self._compressor(request)
+        if compress is not None and not no_body:
+            if declared is not None:
+                headers["Content-Length"] = declared  # seen by the size rule only
+            encoder = compress.start(
+                status, headers, request.method, request.headers.get("Accept-Encoding", "")
+            )
+            headers.popall("Content-Length", None)
+            if encoder is not None:
+                declared = None  # the compressed size is known at the end only
+        for name, value in extra:
+            headers.add(name, value)
+        response = web.StreamResponse(status=status, headers=headers)
+        if "Content-Type" not in upstream_headers:
+            response[UNTYPED] = True
+        if declared is not None and declared.isdigit():
+            response.content_length = int(declared)
+        elif not no_body and request.version == HttpVersion11:
+            response.enable_chunked_encoding()  # HTTP/2 frames the body itself
+        await response.prepare(request)
+        try:
+            if not no_body:
+                # Written as it arrives: event streams and chunked answers flow through.
+                async for chunk in answer.hold.conn.body(self.config.timeouts.idle_read):
+                    if sink is not None:
+                        sink.feed(chunk)
+                    if encoder is not None:
+                        chunk = encoder.chunk(chunk)
+                    if chunk:
+                        await response.write(chunk)
+                if encoder is not None and (tail := encoder.end()):
+                    await response.write(tail)
+        except UpstreamError:
+            # Too late for an error page: cut the client connection so it sees an
+            # incomplete response, never a silently short one.
+            answer.hold.group.failed(answer.hold.target)
+            if request.transport is not None:
+                request.transport.abort()
+            return None
+        await response.write_eof()
+        answer.hold.succeeded()
+        if sink is not None:
+            sink.done()
+        return response
 
     async def _send_body(
         self,
@@ -306,7 +382,7 @@ class ProxyHandler:
             )
             await client.prepare(request)
             idle = self.config.websocket_idle_timeout
-            await _bridge(client, upstream, idle)
+            await bridge(client, upstream, idle)
             return client
         finally:
             await session.close()
@@ -318,42 +394,3 @@ async def _chunks(request: web.BaseRequest) -> AsyncIterator[bytes]:
         if not chunk:
             return
         yield chunk
-
-
-WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
-
-
-async def _bridge(
-    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, idle: float
-) -> None:
-    async def pump(source: WebSocket, sink: WebSocket) -> None:
-        while True:
-            msg = await source.receive(timeout=idle)
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await sink.send_str(msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                await sink.send_bytes(msg.data)
-            elif msg.type == aiohttp.WSMsgType.PING:
-                await sink.ping(msg.data)
-            elif msg.type == aiohttp.WSMsgType.PONG:
-                await sink.pong(msg.data)
-            else:  # CLOSE, CLOSING, CLOSED, ERROR: pass the close code on and stop
-                reason = msg.extra.encode() if isinstance(msg.extra, str) else b""
-                await sink.close(code=source.close_code or 1000, message=reason)
-                return
-
-    tasks = [
-        asyncio.ensure_future(pump(client, upstream)),
-        asyncio.ensure_future(pump(upstream, client)),
-    ]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, ConnectionError):
-                task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await client.close()
-        await upstream.close()

@@ -56,6 +56,7 @@ class Metrics:
         self._define_limits()
         self._define_events()
         self._define_capabilities()
+        self._define_cache()
         self._event_children: dict[tuple[str, str], Counter] = {}
         self._limit_children: dict[tuple[str, str], Counter] = {}
         # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.
@@ -203,6 +204,36 @@ class Metrics:
             "gateway_acme_orders",
             "ACME certificate orders, by result: issued, failed.",
             ("result",),
+        )
+
+    def _define_cache(self) -> None:
+        """The edge cache (gateway.cache)."""
+        self.cache_requests = self._counter(
+            "gateway_cache_requests",
+            "Requests of cached routes by result: hit, stale (served stale: max-stale or "
+            "stale-while-revalidate), stale_error (served stale for a failing upstream), "
+            "collapsed (waited for another request's fill), revalidated (a 304 refreshed "
+            "it), miss, pass (never stored: unsafe methods, uncacheable keys).",
+            ("route", "result"),
+        )
+        self.cache_stored = self._counter(
+            "gateway_cache_stored", "Answers stored in the cache, by route.", ("route",)
+        )
+        self.cache_bytes = self._gauge("gateway_cache_bytes", "Bytes held by the memory tier.")
+        self.cache_entries = self._gauge("gateway_cache_entries", "Entries in the memory tier.")
+        self.cache_evictions = self._counter(
+            "gateway_cache_evictions",
+            "Entries evicted from the memory tier to stay within cache.memory_bytes.",
+        )
+        self.cache_purges = self._counter(
+            "gateway_cache_purges",
+            "Purges asked of this worker, by kind: url, prefix, tag, invalidate (RFC 9111 §4.4).",
+            ("kind",),
+        )
+        self.cache_redis_errors = self._counter(
+            "gateway_cache_redis_errors",
+            "Redis tier requests that failed or timed out (the memory tier served).",
+            ("reason",),
         )
 
     def set_route_kinds(self, kinds: Mapping[str, str]) -> None:

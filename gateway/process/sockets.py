@@ -36,6 +36,7 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("tracking.queue_bytes", lambda c: c.tracking.queue_bytes),
     ("redirects.topic", lambda c: c.redirects.topic if c.redirects else None),
     ("redirects.file", lambda c: c.redirects.file if c.redirects else None),
+    ("cache", lambda c: c.cache),
 )
 
 

@@ -6,7 +6,8 @@ whether a signal or a test asks for it:
 1. ``ready`` turns 503 (draining);
 2. every listener stops accepting, idle keep-alive connections are closed, in-flight
    requests get up to ``server.shutdown_timeout`` seconds, then are cancelled;
-3. background tasks (flushers, ACME renewal, the parent watch) are cancelled;
+3. background tasks (flushers, ACME renewal, the parent watch) are cancelled, and the
+   edge cache's (refreshes, writes to Redis, the purge follower);
 4. upstream pools and their health probes are closed;
 5. the link store is closed;
 6. the event pipeline is flushed (to Kafka within ``shutdown_timeout``, else to the
@@ -41,7 +42,8 @@ from gateway.links.api import LinksApi
 from gateway.links.store import FileLinkStore, KafkaLinkStore, LinkStore
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.health import Readiness, State
-from gateway.observability.metrics import FLUSH_INTERVAL, Metrics
+from gateway.observability.metrics import Metrics
+from gateway.process import background
 from gateway.process.sockets import RESTART_KEYS, sockets_changed
 from gateway.proxy.group import UpstreamRegistry
 from gateway.request.errors import HTTPError
@@ -51,14 +53,13 @@ from gateway.request.runtime import RuntimeHolder, Services
 # What a config does not use is never imported (a worker's memory): redis with shared
 # limits, cryptography and acme with TLS.
 if TYPE_CHECKING:
+    from gateway.cache.service import CacheService
     from gateway.limits.shared import SharedBackend
     from gateway.tls.manager import Certificates
 
 log = logging.getLogger("gateway.process.worker")
 
-ACCESS_LOG_FLUSH_INTERVAL = 1.0
 LINKS_FIRST_TRY = 10.0  # seconds the link store gets before the worker serves without it
-PARENT_CHECK_INTERVAL = 1.0
 
 
 class _Hooks:
@@ -117,8 +118,18 @@ class Worker:
             from gateway.limits.shared import SharedBackend
 
             self.limits_backend = SharedBackend(backend, self.metrics.ratelimit_backend_errors_for)
+        # The edge cache, when a route uses it at start (a restart adds one; see kinds).
+        self.cache: CacheService | None = None
+        if any(route.cache is not None for route in config.routes):
+            from gateway.cache.service import CacheService
+
+            self.cache = CacheService(config.cache, self.metrics)
         self.services = Services(
-            self.metrics, self.upstreams, Sink(self.pipeline), limits_backend=self.limits_backend
+            self.metrics,
+            self.upstreams,
+            Sink(self.pipeline),
+            limits_backend=self.limits_backend,
+            cache=self.cache,
         )
         self.holder = RuntimeHolder(config, self.services)
         self.readiness = Readiness()
@@ -146,14 +157,17 @@ class Worker:
         config = self.config
         server = config.server
         access_log = self._access_log = AccessLog(server.access_log.path)
-        self._spawn(self._flush_periodically(access_log))
-        self._spawn(self._flush_metrics())
+        self._spawn(background.flush_access_log(access_log, self.metrics))
+        self._spawn(background.flush_metrics(self.metrics))
 
         await self.pipeline.start()
         self._pipeline_started = True
         self.readiness.add_check("events", self.pipeline.health)
         if self.limits_backend is not None:
             self.readiness.add_check("rate_limits", self.limits_backend.health)
+        if self.cache is not None:
+            await self.cache.start()
+            self.readiness.add_check("cache", self.cache.health)
         if config.redirects is not None:
             links = self._links = (
                 KafkaLinkStore(config.kafka, config.redirects.topic)
@@ -180,6 +194,7 @@ class Worker:
                 self.reload_from_api,
                 self._links_api,
                 lambda: self.certificates,
+                lambda: self.cache,
             ),
             self.metrics,
             access_log,
@@ -218,7 +233,7 @@ class Worker:
             for task in certificates.tasks():
                 self._spawn(task)
         if self.supervisor_pid is not None:
-            self._spawn(self._watch_parent(self.supervisor_pid))
+            self._spawn(background.watch_parent(self.supervisor_pid, self.stop_requested))
         self.readiness.state = State.SERVING
 
     async def _start_links(self, links: LinkStore, limit: float) -> bool:
@@ -274,6 +289,7 @@ class Worker:
         return (
             ("drain listeners", self._drain_listeners),
             ("cancel background tasks", self._cancel_tasks),
+            ("close the cache", self._close_cache),
             ("close upstream pools", self.upstreams.close),
             ("close the rate-limit backend", self._close_limits_backend),
             ("close the link store", self._close_links),
@@ -293,6 +309,10 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _close_cache(self) -> None:
+        if self.cache is not None:
+            await self.cache.close()  # its refreshes use the upstream pools: before them
 
     async def _close_limits_backend(self) -> None:
         if self.limits_backend is not None:
@@ -367,29 +387,3 @@ class Worker:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _flush_metrics(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            try:
-                self.metrics.flush()
-            except Exception:  # never stop counting over one bad write
-                log.exception("metrics flush failed")
-
-    async def _flush_periodically(self, access_log: AccessLog) -> None:
-        loop = asyncio.get_running_loop()
-        reported = 0
-        while True:
-            await asyncio.sleep(ACCESS_LOG_FLUSH_INTERVAL)
-            # Taken on the loop, written off it: the write may block on a slow reader.
-            await loop.run_in_executor(None, access_log.flush, access_log.take())
-            if access_log.dropped > reported:
-                self.metrics.access_log_dropped.inc(access_log.dropped - reported)
-                reported = access_log.dropped
-
-    async def _watch_parent(self, pid: int) -> None:
-        # If the supervisor is killed outright, nobody would stop this worker: notice and drain.
-        while os.getppid() == pid:  # noqa: ASYNC110 - no event exists for "parent died"
-            await asyncio.sleep(PARENT_CHECK_INTERVAL)
-        log.warning("supervisor %d is gone; shutting down", pid)
-        self.stop_requested.set()

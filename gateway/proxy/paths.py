@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
+from gateway.config import Proxy
+
 # Percent-encoded: a backslash, a NUL, an overlong UTF-8 lead byte (C0/C1, E0 80, F0 80),
 # or an encoded "%" in front of a dot, slash, backslash or NUL (read twice, they become one).
 _ENCODED = re.compile(r"%(?:5c|00|c0|c1|e0%80|f0%80|25(?:2e|2f|5c|00))", re.IGNORECASE)
@@ -30,3 +32,13 @@ def ambiguous_path(raw_path: str) -> str | None:
         if ";" in segment and unquote(segment.split(";", 1)[0]) in (".", ".."):
             return "dot segment with parameters in path"
     return None
+
+
+def rewritten(raw_path: str, prefix: str, config: Proxy) -> str:
+    """The request target sent upstream: the raw path (still percent-encoded), with the
+    route's ``prefix`` stripped or replaced when configured."""
+    if (config.strip_prefix or config.rewrite_prefix is not None) and prefix:
+        rest = raw_path[len(prefix) :] if raw_path.startswith(prefix) else raw_path
+        target = (config.rewrite_prefix or "").rstrip("/") + rest
+        return target if target.startswith("/") else "/" + target
+    return raw_path

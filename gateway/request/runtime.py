@@ -34,6 +34,7 @@ from gateway.request.router import HostMatcher, Router, RouteRule
 from gateway.tls.storage import Storage
 
 if TYPE_CHECKING:  # redis is imported only with a shared-limits backend
+    from gateway.cache.service import CacheService
     from gateway.limits.shared import SharedBackend
 
 
@@ -103,7 +104,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
     }
     context = BuildContext(
         config, tracker, services.sink, metrics, services.upstreams,
-        lambda: services.links, resolver, static_links,
+        lambda: services.links, resolver, static_links, services.cache,
     )  # fmt: skip
     routes = []
     for route in config.routes:
@@ -158,6 +159,7 @@ class Services:
     sink: Sink
     links: LinkStore | None = None  # set once the worker's link store has loaded
     limits_backend: SharedBackend | None = None  # Redis, for rules with "shared": true
+    cache: CacheService | None = None  # with a cached route at start: the edge cache
 
 
 def _release(old: Runtime) -> None:
