@@ -28,7 +28,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError, for_code
 from cryptography.hazmat.primitives import serialization
 
-from tests.ports import free_port, wait_listening
+from tests.ports import free_ports, wait_listening
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,11 +121,11 @@ class ApacheKafka:
         self.settings = dict(settings or {})  # more server.properties, over the defaults
         self.log_level = log_level  # of logs/server.log: INFO shows logins and elections
         self.libs = libs
-        self.ports: dict[Listener, int] = {kind: free_port() for kind in LISTENERS}
+        *listener_ports, self.controller_port = free_ports(len(LISTENERS) + 1)
+        self.ports: dict[Listener, int] = dict(zip(LISTENERS, listener_ports, strict=True))
         # Where clients are told to connect: a listener's own port, unless a test puts a
         # proxy in front of it (tests/kafka_proxy.py).
         self.advertised = {**self.ports, **(advertised or {})}
-        self.controller_port = free_port()
         self.logs = directory / "logs"  # server.log (WARN and up), console.log
         self.logs.mkdir(parents=True, exist_ok=True)
         self.tls = _write_certificates(directory / "tls")
