@@ -42,6 +42,8 @@ class Site:
     # The gateway serves this config file as it is, but for its ports and spool (the
     # shipped config.json, for the footprint); no peer serves such a site.
     config_file: Path | None = None
+    # Varnish's VCL for the site (its backend and what it does); None: no Varnish peer.
+    varnish_vcl: str | None = None
 
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.json"
@@ -197,6 +199,29 @@ def proxy_site(upstream: str) -> Site:
     )
 
 
+# The backend's 1 KiB answer that says it may be kept an hour (proxy_cached).
+CACHEABLE_PATH = "/cacheable"
+
+
+def cached_site(upstream: str) -> Site:
+    """The proxy with a shared cache in front, answering the backend's cacheable 1 KiB
+    from memory: the gateway's route cache, nginx's proxy_cache (its own keys zone under
+    its prefix), Varnish with its default VCL. Caddy (Debian's has no cache module)
+    proxies every request: the gateway's target is 1.3x Caddy's proxying."""
+    proxied = proxy_site(upstream)
+    host, _, port = upstream.rpartition(":")
+    return Site(
+        gateway_routes=({**proxied.gateway_routes[0], "cache": {}},),
+        nginx_http=proxied.nginx_http + "\n    proxy_cache_path cache keys_zone=edge:16m;",
+        nginx_locations=(
+            "location / { proxy_pass http://backend; proxy_http_version 1.1; "
+            'proxy_set_header Connection ""; proxy_cache edge; }'
+        ),
+        caddy_directives=proxied.caddy_directives,
+        varnish_vcl=f'vcl 4.1;\nbackend default {{ .host = "{host}"; .port = "{port}"; }}\n',
+    )
+
+
 def middleware_site(upstream: str) -> Site:
     """The proxy with the middleware people add first: a security header on every
     answer, an IP allow list, and gzip for JSON (each server's own: the gateway's route
@@ -239,14 +264,17 @@ def static_site(root: Path) -> Site:
     )
 
 
-def backend_site(root: Path, small_body: str) -> Site:
+def backend_site(root: Path, small_body: str, cacheable_body: str) -> Site:
     """The upstream the proxy scenarios share, in nginx alone: ``SMALL_PATH`` answers
-    ``small_body`` from memory, every other path is a file under ``root``."""
+    ``small_body`` from memory, ``CACHEABLE_PATH`` ``cacheable_body`` with an hour's
+    freshness, every other path is a file under ``root``."""
     return Site(
         gateway_routes=(),
         nginx_locations=_server_lines(
             *_NGINX_FILES,
             f"location = {SMALL_PATH} {{ return 200 {nginx_quote(small_body)}; }}",
+            f"location = {CACHEABLE_PATH} {{ add_header Cache-Control "
+            f'"public, max-age=3600"; return 200 {nginx_quote(cacheable_body)}; }}',
             f"location ~ \\.json$ {{ root {root}; types {{ }} default_type application/json; }}",
             f"location / {{ root {root}; }}",
         ),

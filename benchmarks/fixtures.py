@@ -34,6 +34,8 @@ MIB = 1024 * KIB
 # The files every scenario's directory holds, by name: static and proxied downloads.
 FILES = {"1k.bin": KIB, "1m.bin": MIB, "10k.json": 10 * KIB}
 BACKEND_BODY = "hello from the backend\n"
+# The backend's cacheable answer (proxy_cached): 1 KiB of text.
+CACHEABLE_BODY = ("cacheable answer " * 61)[:1023] + "\n"
 
 
 def file_bytes(name: str) -> bytes:
@@ -126,7 +128,7 @@ async def prepared(
         return
     workdir = directory / "backend"
     workdir.mkdir()
-    site = backend_site(files, BACKEND_BODY)
+    site = backend_site(files, BACKEND_BODY, CACHEABLE_BODY)
     async with running(
         "nginx", site, workers=workers, capacity=capacity, tools=tools, workdir=workdir
     ) as server:

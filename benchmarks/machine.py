@@ -10,10 +10,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-INSTALL_HINT = "sudo apt-get install wrk nginx-light caddy nghttp2-client"
+INSTALL_HINT = "sudo apt-get install wrk nginx-light caddy nghttp2-client varnish"
 # nginx lives in /usr/sbin, which is often not on a normal user's PATH.
 _SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
-_TOOL_NAMES = ("wrk", "nginx", "caddy", "h2load")
+_TOOL_NAMES = ("wrk", "nginx", "caddy", "h2load", "varnishd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,7 @@ class Tools:
     nginx: str
     caddy: str
     h2load: str = ""  # nghttp2's, for the HTTP/2 scenarios
+    varnishd: str = ""  # Varnish, the caching peer of the proxy_cached scenarios
 
 
 class MissingTools(Exception):

@@ -21,7 +21,7 @@ from benchmarks.outcomes import (
     worker_rss_mib,
 )
 from benchmarks.scenarios import BY_NAME, Scenario
-from benchmarks.settings import LABELS, SERVERS, Settings
+from benchmarks.settings import EVERYWHERE, LABELS, SERVERS, Settings
 from benchmarks.targets import TargetRow, evaluate
 
 DASH = "—"
@@ -228,13 +228,15 @@ def _answered_events(result: LoadResult, scenario: Scenario | None) -> float:
 
 
 def ratios_section(outcomes: Sequence[ScenarioOutcome]) -> str:
-    """Each scenario's figure per server, and the gateway's over each peer's; nginx+log
-    (nginx recording every hit) only where the scenario has it."""
+    """Each scenario's figure per server, and the gateway's over each peer's; the
+    optional peers (nginx+log, Varnish) get columns only when some scenario ran them."""
+    ran = {summary.server for outcome in outcomes for summary in outcome.servers}
+    servers = tuple(s for s in SERVERS if s in EVERYWHERE or s in ran)
     header = (
         "Scenario",
         "Measure",
-        *(LABELS[server] for server in SERVERS),
-        *(f"gateway/{LABELS[server]}" for server in SERVERS[1:]),
+        *(LABELS[server] for server in servers),
+        *(f"gateway/{LABELS[server]}" for server in servers[1:]),
     )
     rows: list[tuple[str, ...]] = []
     for outcome in outcomes:
@@ -242,7 +244,7 @@ def ratios_section(outcomes: Sequence[ScenarioOutcome]) -> str:
             rows.append((outcome.name, f"skipped: {outcome.skipped}", *[""] * (len(header) - 2)))
             continue
         measure, figure, spec = _measure_of(outcome)
-        gateway, *peers = (figure(outcome.median(server)) for server in SERVERS)
+        gateway, *peers = (figure(outcome.median(server)) for server in servers)
         rows.append(
             (
                 outcome.name,

@@ -107,8 +107,9 @@ def servers_of(scenario: Scenario, fixtures: Fixtures) -> tuple[str, ...]:
     assert scenario.site is not None, "only runnable scenarios get here"
     if scenario.measure == "footprint":
         return ("gateway",)
-    recording = scenario.site(fixtures).nginx_log_locations is not None
-    return tuple(server for server in SERVERS if server != "nginx_log" or recording)
+    site = scenario.site(fixtures)
+    optional = {"nginx_log": site.nginx_log_locations, "varnish": site.varnish_vcl}
+    return tuple(server for server in SERVERS if optional.get(server, "") is not None)
 
 
 async def _backend_mismatch(scenario: Scenario, fixtures: Fixtures) -> str | None:

@@ -16,6 +16,7 @@ from typing import Literal
 import orjson
 
 from benchmarks.configs import (
+    CACHEABLE_PATH,
     INTAKE_PASSWORD,
     INTAKE_USER,
     SEGMENT_SUCCESS,
@@ -23,6 +24,7 @@ from benchmarks.configs import (
     WRITE_KEY,
     Delivery,
     Site,
+    cached_site,
     intake_site,
     limited_site,
     middleware_site,
@@ -36,7 +38,7 @@ from benchmarks.configs import (
     static_site,
     tracker_site,
 )
-from benchmarks.fixtures import BACKEND_BODY, Fixtures, file_bytes
+from benchmarks.fixtures import BACKEND_BODY, CACHEABLE_BODY, Fixtures, file_bytes
 from benchmarks.load import wrk_script
 from benchmarks.settings import Settings
 from gateway.handlers.collect import PIXEL
@@ -122,6 +124,11 @@ def _proxied(fixtures: Fixtures) -> Site:
 def _middleware(fixtures: Fixtures) -> Site:
     assert fixtures.backend is not None, "proxy scenarios set backend=True"
     return middleware_site(fixtures.backend)
+
+
+def _cached(fixtures: Fixtures) -> Site:
+    assert fixtures.backend is not None, "proxy scenarios set backend=True"
+    return cached_site(fixtures.backend)
 
 
 def _static(fixtures: Fixtures) -> Site:
@@ -330,6 +337,24 @@ SCENARIOS: tuple[Scenario, ...] = (
         "reverse proxy to an nginx backend on loopback, 1 MiB file",
         "/1m.bin",
         file_bytes("1m.bin"),
+    ),
+    Scenario(
+        "proxy_cached",
+        "reverse proxy with a shared cache: the backend's 1 KiB answer says public, max-age "
+        "3600; gateway route cache, nginx proxy_cache, Varnish (Caddy proxies every request)",
+        site=_cached,
+        path=CACHEABLE_PATH,
+        expected_body=CACHEABLE_BODY.encode(),
+        backend=True,
+    ),
+    Scenario(
+        "proxy_cached_c1000",
+        "proxy_cached with 1,000 client connections",
+        site=_cached,
+        path=CACHEABLE_PATH,
+        expected_body=CACHEABLE_BODY.encode(),
+        backend=True,
+        connections=1000,
     ),
     _static_file("static_1k", "a 1 KiB static file", "1k.bin"),
     _static_file(

@@ -142,12 +142,26 @@ def _caddy(site: Site, slot: Slot) -> Launch:
     return Launch(argv=argv, ready_path="/", env=env)
 
 
+def _varnish(site: Site, slot: Slot) -> Launch:
+    # -j none: no jail (no user switch); -T none: no management port. Varnish has no
+    # process count to set: its worker threads use every core the others share.
+    assert site.varnish_vcl is not None, "only sites with a VCL"
+    path = slot.workdir / "default.vcl"
+    path.write_text(site.varnish_vcl)
+    argv = (
+        slot.tools.varnishd, "-F", "-j", "none", "-T", "none", "-n", str(slot.workdir / "varnish"),
+        "-a", f"127.0.0.1:{slot.port}", "-f", str(path), "-s", "malloc,256m",
+    )  # fmt: skip
+    return Launch(argv=argv, ready_path="/")
+
+
 # Each writes its server's config into the slot's work directory and says how to start it.
 PREPARE: dict[str, Callable[[Site, Slot], Launch]] = {
     "gateway": _gateway,
     "nginx": _nginx,
     "caddy": _caddy,
     "nginx_log": functools.partial(_nginx, recording=True),
+    "varnish": _varnish,
 }
 
 

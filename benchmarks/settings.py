@@ -21,10 +21,17 @@ class Settings:
 
 
 # The servers compared, in the order each round runs them and the report lists them;
-# nginx_log runs only in scenarios whose site has an nginx+log variant (recording hits).
+# nginx_log runs only in scenarios whose site has an nginx+log variant (recording hits),
+# varnish only in those with a VCL (the caching scenarios).
 EVERYWHERE = ("gateway", "nginx", "caddy")
-SERVERS = (*EVERYWHERE, "nginx_log")
-LABELS = {"gateway": "gateway", "nginx": "nginx", "caddy": "Caddy", "nginx_log": "nginx+log"}
+SERVERS = (*EVERYWHERE, "nginx_log", "varnish")
+LABELS = {
+    "gateway": "gateway",
+    "nginx": "nginx",
+    "caddy": "Caddy",
+    "nginx_log": "nginx+log",
+    "varnish": "Varnish",
+}
 
 
 def capacity(clients: int, *, proxied: bool = False) -> int:

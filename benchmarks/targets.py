@@ -126,6 +126,19 @@ def _versus_hello(
     return _with_missing(outcomes, name, measured, met)
 
 
+def _versus_scenario(
+    name: str, outcomes: Outcomes, _: Settings, *, other: str, minimum: float
+) -> tuple[str, bool]:
+    """The gateway's requests/s in one scenario over its own in another."""
+    times = ratio(
+        _gateway_figure(outcomes, name, requests_per_s),
+        _gateway_figure(outcomes, other, requests_per_s),
+    )
+    if times is None:
+        raise _NotMeasured(f"{other} answered nothing")
+    return f"{times:.2f}x {other}", times >= minimum
+
+
 def _events_versus_hello(
     name: str, outcomes: Outcomes, _: Settings, *, minimum: float
 ) -> tuple[str, bool]:
@@ -164,6 +177,16 @@ TARGETS = (
     Target(_PROXY, "proxy_small", _versus_proxies),
     Target(_PROXY, "proxy_small_c1000", _versus_proxies),
     Target(_PROXY, "proxy_1m", _versus_proxies),
+    Target(
+        "cached proxy ≥ 1.3x Caddy's proxying",
+        "proxy_cached",
+        functools.partial(_versus_servers, minimums={"caddy": 1.3}),
+    ),
+    Target(
+        "cached proxy ≥ 1.0x the gateway's own static 1 KiB",
+        "proxy_cached",
+        functools.partial(_versus_scenario, other="static_1k", minimum=1.0),
+    ),
     Target(
         "static 1 KiB ≥ 1.0x Caddy",
         "static_1k",

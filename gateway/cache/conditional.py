@@ -4,10 +4,13 @@ validator it already holds (RFC 9110 §13.1.2, §13.1.3), 206 for one range of a
 
 from __future__ import annotations
 
-from multidict import CIMultiDictProxy
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.cache.entry import Entry
 from gateway.cache.rules import http_date
+from gateway.cache.status import HEADER
+from gateway.request.response import UNTYPED
 from gateway.static.http import parse_ranges
 
 # RFC 9110 §15.4.5: what a 304 carries of the answer it stands for.
@@ -64,3 +67,38 @@ def byte_range(entry: Entry, headers: CIMultiDictProxy[str]) -> tuple[int, int] 
     if not ranges:
         return False
     return ranges[0]
+
+
+def respond(
+    entry: Entry,
+    method: str,
+    headers: CIMultiDictProxy[str],
+    fields: CIMultiDict[str],
+    status_member: str,
+) -> web.Response:
+    """The answer ``entry`` gives this request, with ``fields`` (the stored ones, Age
+    and Cache-Status set): 304, 206 or 416 where the request asks for it, else whole."""
+    status_code, body = entry.status, entry.body
+    if (
+        "If-None-Match" not in headers
+        and "If-Modified-Since" not in headers
+        and ("Range" not in headers)
+    ):
+        pass  # the common case: nothing to compare
+    elif not_modified(entry, headers):
+        response = web.Response(status=304, headers=CIMultiDict(not_modified_fields(entry)))
+        response.headers[HEADER] = status_member
+        return response
+    elif method == "GET":
+        part = byte_range(entry, headers)
+        if part is False:
+            fields["Content-Range"] = f"bytes */{len(body)}"
+            return web.Response(status=416, headers=fields)
+        if part is not None and part is not True:
+            start, end = part
+            fields["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+            status_code, body = 206, body[start : end + 1]
+    response = web.Response(status=status_code, headers=fields, body=body)
+    if "Content-Type" not in fields:
+        response[UNTYPED] = True
+    return response

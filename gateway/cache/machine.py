@@ -13,7 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.cache import rules
-from gateway.cache.conditional import byte_range, not_modified, not_modified_fields
+from gateway.cache.conditional import respond
 from gateway.cache.entry import Entry
 from gateway.cache.fill import Filled, build_entry, refresh_entry
 from gateway.cache.key import KeySpec, Variant
@@ -21,7 +21,6 @@ from gateway.cache.service import CacheService
 from gateway.cache.status import HEADER, Status, age_header
 from gateway.config import RouteCache
 from gateway.request.errors import HTTPError
-from gateway.request.response import UNTYPED
 
 if TYPE_CHECKING:
     from gateway.proxy.answer import Answer
@@ -91,7 +90,7 @@ class CacheMachine:
             default_ttl=config.default_ttl,
             store_set_cookie=config.store_set_cookie,
         )
-        self._count = service.metrics.cache_requests.labels
+        self._count = service.metrics.observe_cache
         self._refreshing: set[tuple[str, Variant]] = set()
 
     async def handle(
@@ -115,25 +114,27 @@ class CacheMachine:
         headers = request.headers
         path, _, query = request.raw_path.partition("?")
         key = self.spec.key(request.scheme, request.host, path, query, headers)
-        asked = directives(headers)
-        entry = await self.service.lookup(key, headers, self.shared)
+        entry = self.service.cached(key, headers)  # the memory tier: no await on a hit
+        if entry is None and self.shared and self.service.shared is not None:
+            entry = await self.service.lookup_shared(key, headers)
         if entry is not None and "Authorization" in headers and not entry.auth_ok:
             entry = None  # an answer stored for anyone is not what an authenticated user asked
         now = self.clock()
+        # Hot path: a plain request for a fresh entry asks nothing of Cache-Control.
+        asked = directives(headers) if _asks(headers) else _NOTHING
         if entry is not None:
             state = decide(entry, now, asked)
             if state is State.FRESH:
-                return self._deliver(request, entry, now, Status(hit=True), "hit")
+                return self._deliver(request, entry, now, None, "hit")
             if state is State.STALE:
-                return self._deliver(
-                    request, entry, now, Status(hit=True, detail="max-stale"), "stale"
-                )
+                status = Status(hit=True, detail="max-stale")
+                return self._deliver(request, entry, now, status, "stale")
             if state is State.REFRESH:
                 self._refresh_later(request, max_body, proxy, key, entry)
                 status = Status(hit=True, detail="stale-while-revalidate")
                 return self._deliver(request, entry, now, status, "stale")
         elif "only-if-cached" in asked:
-            self._count(self.route, "miss").inc()
+            self._count(self.route, "miss")
             member = Status(fwd="miss", detail="only-if-cached").member(self.config.name)
             raise HTTPError(504, "not in the cache (only-if-cached)", {HEADER: member})
         return await self._fetch(request, max_body, proxy, key, entry, asked)
@@ -237,10 +238,10 @@ class CacheMachine:
                 self.service.collapser.mark_uncacheable(key, self.config.uncacheable_ttl)
                 if entry is not None:
                     self.service.forget(entry, self.shared)  # the older answer no longer holds
-            self._count(self.route, "miss").inc()
+            self._count(self.route, "miss")
             status = Status(fwd=fwd, fwd_status=answer.status, detail=detail)
             return await proxy.relay(request, answer, extra=self._fields(answer, status)), False
-        self._count(self.route, "miss").inc()
+        self._count(self.route, "miss")
         if answer.whole is not None:
             answer.hold.succeeded()
             answer.hold.release(True)
@@ -305,7 +306,7 @@ class CacheMachine:
     async def _pass(
         self, request: web.BaseRequest, max_body: int, proxy: ProxyHandler, detail: str = "method"
     ) -> web.StreamResponse:
-        self._count(self.route, "pass").inc()
+        self._count(self.route, "pass")
         answer = await proxy.fetch(request, max_body)
         if rules.invalidated(request.method, answer.status):
             self.service.invalidate(
@@ -321,39 +322,29 @@ class CacheMachine:
         request: web.BaseRequest,
         entry: Entry,
         now: float,
-        status: Status,
+        status: Status | None,
         counted: str | None,
         *,
         age: bool = True,
     ) -> web.Response:
+        """An answer from ``entry``: ``status`` None is a plain hit (the hot path)."""
         if counted is not None:
-            self._count(self.route, counted).inc()
-        if status.ttl is None:
-            status = Status(status.hit, status.fwd, status.fwd_status, status.stored,
-                            _ttl(entry, now), status.collapsed, status.detail)  # fmt: skip
+            self._count(self.route, counted)
+        ttl = int(-entry.staleness(now))
+        if status is None:
+            member = f"{self.config.name}; hit; ttl={ttl}"
+        else:
+            if status.ttl is None:
+                status = Status(status.hit, status.fwd, status.fwd_status, status.stored,
+                                ttl, status.collapsed, status.detail)  # fmt: skip
+            member = status.member(self.config.name)
         fields = CIMultiDict(entry.fields)
         if age:
             fields["Age"] = age_header(entry.age(now))
-        _append_status(fields, status.member(self.config.name))
-        headers = request.headers
-        if not_modified(entry, headers):
-            response = web.Response(status=304, headers=CIMultiDict(not_modified_fields(entry)))
-            response.headers[HEADER] = fields[HEADER]
-            return response
-        status_code, body = entry.status, entry.body
-        if request.method == "GET":
-            part = byte_range(entry, headers)
-            if part is False:
-                fields["Content-Range"] = f"bytes */{len(body)}"
-                return web.Response(status=416, headers=fields)
-            if part is not None and part is not True:
-                start, end = part
-                fields["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
-                status_code, body = 206, body[start : end + 1]
-        response = web.Response(status=status_code, headers=fields, body=body)
-        if "Content-Type" not in fields:
-            response[UNTYPED] = True
-        return response
+        if HEADER in fields:
+            member = ", ".join([*fields.getall(HEADER), member])  # RFC 9211 §2: ours last
+        fields[HEADER] = member
+        return respond(entry, request.method, request.headers, fields, member)
 
     def _fields(self, answer: Answer, status: Status) -> tuple[tuple[str, str], ...]:
         return ((HEADER, status.member(self.config.name)),)
@@ -372,11 +363,13 @@ class CacheMachine:
         return etag is None or etag.startswith("W/") or etag == entry.etag
 
 
+_NOTHING: dict[str, str | None] = {}
+
+
+def _asks(headers: CIMultiDictProxy[str]) -> bool:
+    """Whether the request says anything about caching (most do not)."""
+    return "Cache-Control" in headers or "Pragma" in headers
+
+
 def _ttl(entry: Entry, now: float) -> int:
     return int(-entry.staleness(now))
-
-
-def _append_status(fields: CIMultiDict[str], member: str) -> None:
-    """RFC 9211 §2: the cache nearest the client comes last."""
-    earlier = fields.getall(HEADER, ())
-    fields[HEADER] = ", ".join([*earlier, member])

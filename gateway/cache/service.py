@@ -71,16 +71,23 @@ class CacheService:
 
     # --- entries ---
 
-    async def lookup(self, key: str, headers: CIMultiDictProxy[str], shared: bool) -> Entry | None:
-        """Memory first; then, for a shared route, Redis (what it finds is judged by the
-        purges newer than it, and kept in memory)."""
+    def cached(self, key: str, headers: CIMultiDictProxy[str]) -> Entry | None:
+        """The memory tier's entry for this request (no await: the hit path)."""
         names = self.memory.vary(key)
-        if names is not None:
-            entry = self.memory.get(key, variant(names, headers))
-            if entry is not None:
-                return entry
-        if not shared or self.shared is None:
+        if names is None:
             return None
+        return self.memory.get(key, variant(names, headers) if names else ())
+
+    async def lookup(self, key: str, headers: CIMultiDictProxy[str], shared: bool) -> Entry | None:
+        """Memory first, then (for a shared route) the Redis tier."""
+        entry = self.cached(key, headers)
+        if entry is None and shared and self.shared is not None:
+            entry = await self.lookup_shared(key, headers)
+        return entry
+
+    async def lookup_shared(self, key: str, headers: CIMultiDictProxy[str]) -> Entry | None:
+        """Redis: what it finds is judged by the purges newer than it, and kept in memory."""
+        assert self.shared is not None
         entry = await self.shared.get(key, headers)
         if entry is None:
             return None

@@ -65,6 +65,8 @@ class Metrics:
         # per-bucket counts], and (type, outcome) -> count.
         self._pending_requests: dict[tuple[str, str, int], list[Any]] = {}
         self._pending_events: dict[tuple[str, str], int] = {}
+        self._pending_cache: dict[tuple[str, str], int] = {}  # (route, result) -> count
+        self._cache_children: dict[tuple[str, str], Counter] = {}
         # Route name -> handler kind (proxy, segment, ...), from the runtime's config; the
         # gateway's own pseudo-routes ("_builtin", "_acme", "_invalid") name their kind.
         self._route_kinds: dict[str, str] = {}
@@ -258,6 +260,11 @@ class Metrics:
         key = (event_type, outcome)
         self._pending_events[key] = self._pending_events.get(key, 0) + count
 
+    def observe_cache(self, route: str, result: str) -> None:
+        """A cached route's request (``gateway_cache_requests_total``), written at flush."""
+        key = (route, result)
+        self._pending_cache[key] = self._pending_cache.get(key, 0) + 1
+
     def flush(self) -> None:
         """Write what was observed since the last flush to prometheus-client."""
         requests, self._pending_requests = self._pending_requests, {}
@@ -283,6 +290,9 @@ class Metrics:
         events, self._pending_events = self._pending_events, {}
         for (event_type, outcome), count in events.items():
             _child(self.events, self._event_children, event_type, outcome).inc(count)
+        cached, self._pending_cache = self._pending_cache, {}
+        for (route, result), count in cached.items():
+            _child(self.cache_requests, self._cache_children, route, result).inc(count)
 
     def ratelimit_backend_errors_for(self, reason: str) -> None:
         self.ratelimit_backend_errors.labels(reason).inc()

@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="asyncio edge gateway")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{run,check,spool,links}"
+        dest="command", required=True, metavar="{run,check,spool,links,cache}"
     )
     for name, text in (
         ("run", "serve the config"),
@@ -47,6 +47,22 @@ def _parser() -> argparse.ArgumentParser:
         add.add_argument(f"--utm-{key}")
     remove = actions.add_parser("rm", help="delete a link")
     remove.add_argument("slug")
+    cache = commands.add_parser(
+        "cache",
+        help="purge the edge cache through the admin API",
+        description="Purge cached answers on every worker (and, with a Redis tier, every "
+        "instance). Examples: gateway cache purge https://shop.example/page; "
+        "gateway cache purge --tag product-42 --soft",
+    )
+    cache.add_argument("--config", default="config.json", help="config file (config.json)")
+    cache.add_argument("--url", help="admin base URL (default: the config's admin listener)")
+    cache_actions = cache.add_subparsers(dest="action", required=True)
+    purge = cache_actions.add_parser("purge", help="purge by URL, prefix or tag")
+    named = purge.add_mutually_exclusive_group(required=True)
+    named.add_argument("purge_url", nargs="?", metavar="URL", help="one URL, query included")
+    named.add_argument("--prefix", help="every URL below it, e.g. https://shop.example/blog/")
+    named.add_argument("--tag", help="what the origin tagged (Surrogate-Key)")
+    purge.add_argument("--soft", action="store_true", help="mark stale instead of removing")
     # Started by the supervisor only; not part of the user-facing interface.
     worker = commands.add_parser("worker")
     worker.add_argument("--config", required=True)
@@ -114,24 +130,66 @@ def _action(route: Route, config: Config) -> str:
     return " ".join([kind_of(route).describe(route, config), *extras])
 
 
+def _admin_base(args: argparse.Namespace, config: Config) -> str | None:
+    if args.url is not None:
+        return str(args.url).rstrip("/")
+    admin = next((lst for lst in config.server.listeners if lst.admin), None)
+    if admin is None:
+        print("gateway: no admin listener in the config (or pass --url)", file=sys.stderr)
+        return None
+    return f"http://{admin.host}:{admin.port}"
+
+
+def _call(url: str, method: str, body: bytes | None, token: str | None) -> str | None:
+    """One admin API request; its answer, or None once the failure is printed."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        print(f"gateway: {exc.read().decode().strip()}", file=sys.stderr)
+    except urllib.error.URLError as exc:
+        print(f"gateway: cannot reach {url}: {exc.reason}", file=sys.stderr)
+    return None
+
+
+def _cache(args: argparse.Namespace, config: Config) -> int:
+    """``gateway cache purge ...``: the admin API's cache/purge."""
+    import json
+
+    base = _admin_base(args, config)
+    if base is None:
+        return EXIT_CONFIG
+    kind, value = next(
+        (k, v) for k, v in (("url", args.purge_url), ("prefix", args.prefix), ("tag", args.tag))
+        if v is not None
+    )  # fmt: skip
+    body = json.dumps({kind: value, "soft": args.soft}).encode()
+    answer = _call(base + config.server.builtin_prefix + "cache/purge", "POST", body, None)
+    if answer is None:
+        return 1
+    print(f"purged {json.loads(answer)['purged']} entries in the worker asked; the others follow")
+    return 0
+
+
 def _links(args: argparse.Namespace, config: Config) -> int:
     """``gateway links ...``: a small client of the management API."""
     import json
-    import urllib.error
-    import urllib.request
 
     redirects = config.redirects
     if redirects is None or not redirects.admin_token:
         print("gateway: links need redirects.admin_token in the config", file=sys.stderr)
         return EXIT_CONFIG
-    base = args.url
+    base = _admin_base(args, config)
     if base is None:
-        admin = next((lst for lst in config.server.listeners if lst.admin), None)
-        if admin is None:
-            print("gateway: no admin listener in the config (or pass --url)", file=sys.stderr)
-            return EXIT_CONFIG
-        base = f"http://{admin.host}:{admin.port}"
-    url = base.rstrip("/") + config.server.builtin_prefix + "links"
+        return EXIT_CONFIG
+    url = base + config.server.builtin_prefix + "links"
     method, body = "GET", None
     if args.action == "list":
         url += f"?limit=500&tag={args.tag}" if args.tag else "?limit=500"
@@ -152,17 +210,8 @@ def _links(args: argparse.Namespace, config: Config) -> int:
         if campaign:
             link["campaign"] = campaign
         method, body = "POST", json.dumps(link).encode()
-    request = urllib.request.Request(url, data=body, method=method)
-    request.add_header("Authorization", f"Bearer {redirects.admin_token}")
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer = response.read().decode()
-    except urllib.error.HTTPError as exc:
-        print(f"gateway: {exc.read().decode().strip()}", file=sys.stderr)
-        return 1
-    except urllib.error.URLError as exc:
-        print(f"gateway: cannot reach {url}: {exc.reason}", file=sys.stderr)
+    answer = _call(url, method, body, redirects.admin_token)
+    if answer is None:
         return 1
     if args.action == "list":
         for link_json in json.loads(answer)["links"]:
@@ -215,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "links":
         return _links(args, config)
+    if args.command == "cache":
+        return _cache(args, config)
 
     from gateway.process.supervisor import Supervisor
 

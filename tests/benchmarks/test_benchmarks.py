@@ -225,7 +225,8 @@ def test_tracker_post_request_is_a_small_json_object_answered_204() -> None:
 
 def test_scenarios_stay_in_registry_order_with_fast_variants_beside_durable_ones() -> None:
     assert [scenario.name for scenario in SCENARIOS] == [
-        "hello", "proxy_small", "proxy_middleware", "proxy_small_c1000", "proxy_1m", "static_1k",
+        "hello", "proxy_small", "proxy_middleware", "proxy_small_c1000", "proxy_1m", "proxy_cached",
+        "proxy_cached_c1000", "static_1k",
         "static_1m",
         "pixel", "tracker_post", "tracker_post_fast", "segment_batch", "segment_batch_fast",
         "intake_batch", "snowplow_tp2", "redirect", "local_limited", "redis_limited",
@@ -585,10 +586,12 @@ def test_gateway_accepts_the_static_route_with_default_cache_limits(tmp_path: Pa
 
 
 def test_backend_answers_the_small_body_from_memory_and_files_from_disk() -> None:
-    assert backend_site(Path("/w/files"), "hi\n").nginx_locations == (
+    assert backend_site(Path("/w/files"), "hi\n", "kept\n").nginx_locations == (
         "sendfile on;\n"
         "        open_file_cache max=1000 inactive=20s;\n"
         '        location = /small { return 200 "hi\\n"; }\n'
+        '        location = /cacheable { add_header Cache-Control "public, max-age=3600"; '
+        'return 200 "kept\\n"; }\n'
         "        location ~ \\.json$ { root /w/files; types { } default_type application/json; }\n"
         "        location / { root /w/files; }"
     )
@@ -659,6 +662,8 @@ def test_scenario_clients_follow_the_run_unless_the_scenario_sets_its_own() -> N
         "proxy_middleware",
         "proxy_small_c1000",
         "proxy_1m",
+        "proxy_cached",
+        "proxy_cached_c1000",
         "proxy_https",
         "proxy_h2",
     }
@@ -742,6 +747,31 @@ def test_proxy_target_needs_throughput_against_caddy_and_a_p99_within_caddys() -
         TargetRow(goal, "proxy_small", "1.67x Caddy, p99 9.50 vs 9.00 ms Caddy", False),
         TargetRow(goal, "proxy_small", "1.28x Caddy, p99 8.00 vs 9.00 ms Caddy", False),
     ]
+
+
+def test_cached_proxy_targets_compare_with_caddy_proxying_and_the_gateways_static_file() -> None:
+    static = _gateway_outcome("static_1k", 20000.0)
+    rows = []
+    for gateway in (26000.0, 19800.0):
+        cached = ScenarioOutcome(
+            "proxy_cached",
+            servers=(
+                ServerSummary("gateway", LoadResult(gateway, 1.0, 2.0, 0, 1.0, 90.0), 1, ()),
+                ServerSummary("caddy", LoadResult(15000.0, 2.0, 4.0, 0, 1.0, 40.0), 1, ()),
+            ),
+        )
+        rows += _target_rows([static, cached], "proxy_cached")
+    caddy, static_goal = (
+        "cached proxy ≥ 1.3x Caddy's proxying",
+        ("cached proxy ≥ 1.0x the gateway's own static 1 KiB"),
+    )
+    assert rows == [
+        TargetRow(caddy, "proxy_cached", "1.73x Caddy", True),
+        TargetRow(static_goal, "proxy_cached", "1.30x static_1k", True),
+        TargetRow(caddy, "proxy_cached", "1.32x Caddy", True),
+        TargetRow(static_goal, "proxy_cached", "0.99x static_1k", False),
+    ]
+    assert _target_rows([cached], "proxy_cached")[1].measured == "static_1k not run"
 
 
 MACHINE = Machine(
@@ -951,6 +981,9 @@ events per request): the serving processes' CPU per event, answering included.
 | proxy ≥ 1.3x Caddy, p99 ≤ Caddy's | proxy_small_c1000 | 1.80x Caddy, p99 300.00 vs 400.00 \
 ms Caddy | yes |
 | proxy ≥ 1.3x Caddy, p99 ≤ Caddy's | proxy_1m | proxy_1m not run | — |
+| cached proxy ≥ 1.3x Caddy's proxying | proxy_cached | proxy_cached not run | — |
+| cached proxy ≥ 1.0x the gateway's own static 1 KiB | proxy_cached | proxy_cached not run \
+| — |
 | static 1 KiB ≥ 1.0x Caddy | static_1k | static_1k not run | — |
 | pixel ≥ 0.75x hello world | pixel | 0.92x hello | yes |
 | pixel ≥ 0.3x nginx+log (nginx answering and recording each hit) | pixel | 0.32x nginx+log \
@@ -984,8 +1017,8 @@ def test_missing_tools_are_named_with_the_install_command(
     monkeypatch.setattr("benchmarks.machine._SBIN", str(tmp_path))
     assert main(["--out", "-"]) == 1
     assert capsys.readouterr().err == (
-        "benchmarks: missing wrk, nginx, caddy, h2load "
-        "(install with: sudo apt-get install wrk nginx-light caddy nghttp2-client)\n"
+        "benchmarks: missing wrk, nginx, caddy, h2load, varnishd "
+        "(install with: sudo apt-get install wrk nginx-light caddy nghttp2-client varnish)\n"
     )
 
 
@@ -998,11 +1031,11 @@ def _rows(report: str, scenario: str) -> dict[str, list[str]]:
 
 
 SMOKE_SCENARIOS = (
-    "hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch",
+    "hello", "proxy_small", "proxy_cached", "static_1k", "pixel", "tracker_post", "segment_batch",
     "intake_batch", "snowplow_tp2", "redirect", "hello_https_new", "idle_10k", "worker_rss",
 )  # fmt: skip
 LOADED = (
-    "hello", "proxy_small", "static_1k", "pixel", "tracker_post", "segment_batch",
+    "hello", "proxy_small", "proxy_cached", "static_1k", "pixel", "tracker_post", "segment_batch",
     "intake_batch", "snowplow_tp2", "redirect", "hello_https_new",
 )  # fmt: skip
 TRACKED = {
@@ -1044,7 +1077,8 @@ def test_smoke_run_loads_every_server_in_every_scenario(smoke_report: str) -> No
     for scenario in LOADED:
         rows = _rows(report, scenario)
         recorded = {"nginx+log"} if scenario in ("pixel", "tracker_post", "redirect") else set()
-        assert set(rows) == {"gateway", "nginx", "caddy", *recorded}, scenario
+        caching = {"varnish"} if scenario == "proxy_cached" else set()
+        assert set(rows) == {"gateway", "nginx", "caddy", *recorded, *caching}, scenario
         for server, cells in rows.items():
             assert float(cells[0].replace(",", "")) > 0, (scenario, server)
             assert cells[3] == "0", (scenario, server)  # errors

@@ -5,7 +5,9 @@ with Redis gone the memory tier goes on serving, the outage logged once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,15 @@ async def test_a_purge_reaches_every_worker_within_a_second(tmp_path: Path) -> N
         try:
             assert await bodies(gw, 40) == {b"v1"}  # both workers hold it now
             scripted.answer("/page", body=b"v2", **PAGE)
-            await purge(gw, url="http://shop.example/page")
+            done = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway", "cache", "--config", str(tmp_path / "a.json"),
+                "--url", f"http://127.0.0.1:{gw.ports['admin']}", "purge", "http://shop.example/page",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await done.communicate()
+            assert (done.returncode, out) == (
+                0, b"purged 1 entries in the worker asked; the others follow\n"
+            ), err  # fmt: skip
             await eventually(only(gw, b"v2"), "every worker fetches the page again", 1.5)
         finally:
             await stop_process(gw)
@@ -118,6 +128,9 @@ async def test_with_redis_gone_the_memory_tier_serves_and_the_outage_is_logged_o
             scripted.answer("/other", body=b"o", **PAGE)
             answers = [await fetch(gw.url(path)) for path in ["/page", "/other"] * 5]
             ready = json.loads((await fetch(gw.url("/_gateway/ready")))[2])
+            purged = await fetch(
+                gw.url("/_gateway/cache/purge", "admin"), "POST", json={"tag": "x"}
+            )
         finally:
             await stop_process(gw)
     assert {a[2] for a in answers} == {b"v1", b"o"} and {a[0] for a in answers} == {200}
@@ -126,3 +139,5 @@ async def test_with_redis_gone_the_memory_tier_serves_and_the_outage_is_logged_o
     assert ready["checks"]["cache"]["ok"] is True
     assert ready["checks"]["cache"]["detail"].endswith(": failing: serving from memory")
     assert len(gw.matches(r"cache: redis .* failed")) == 1
+    assert purged[0] == 503  # a purge that cannot reach every instance says so
+    assert purged[2].startswith(b"503 Service Unavailable: the purge could not be announced: ")
