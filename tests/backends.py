@@ -1,5 +1,6 @@
-"""Real backend servers on ephemeral ports for proxy tests: a well-behaved aiohttp app
-and a raw-socket server that misbehaves on purpose."""
+"""Real backend servers on ephemeral ports for proxy tests: a well-behaved aiohttp app,
+a raw-socket server that misbehaves on purpose, and one that records what the gateway
+sent it and when the gateway hung up."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ class Backend:
     hits: int = 0
     bodies: list[int] = field(default_factory=list)
     health_status: int = 200
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # /slow or /upload began
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # /sse's second event
+    together: int = 0  # /together requests received
+    all_in: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _app(backend: Backend) -> web.Application:
@@ -56,6 +61,7 @@ def _app(backend: Backend) -> web.Application:
         return response
 
     async def upload(request: web.Request) -> web.Response:
+        backend.arrived.set()
         total = 0
         async for chunk in request.content.iter_any():
             total += len(chunk)
@@ -66,13 +72,23 @@ def _app(backend: Backend) -> web.Application:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b"data: one\n\n")
-        await asyncio.sleep(0.6)
+        await backend.release.wait()  # the test read the first event: it was not held back
         await response.write(b"data: two\n\n")
         return response
 
     async def slow(request: web.Request) -> web.Response:
+        backend.arrived.set()
         await asyncio.sleep(float(request.query.get("s", "2")))
         return web.Response(text="late")
+
+    async def together(request: web.Request) -> web.Response:
+        """Answers once ``n`` of these are in progress at once: requests the gateway
+        served one after the other would wait for ever."""
+        backend.together += 1
+        if backend.together >= int(request.query["n"]):
+            backend.all_in.set()
+        await backend.all_in.wait()
+        return web.Response(text="together")
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(status=backend.health_status, text="health")
@@ -103,6 +119,7 @@ def _app(backend: Backend) -> web.Application:
     app.router.add_post("/upload", upload)
     app.router.add_get("/sse", sse)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/together", together)
     app.router.add_get("/health", health)
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
@@ -132,7 +149,9 @@ async def backends(*names: str) -> AsyncIterator[list[Backend]]:
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             backend = Backend(name, f"http://127.0.0.1:{sock.getsockname()[1]}")
-            runner = web.AppRunner(_app(backend), access_log=None)
+            # Handlers still running at the end (a /slow the test gave up on) are
+            # cancelled after a second rather than waited for.
+            runner = web.AppRunner(_app(backend), access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             await web.SockSite(runner, sock).start()
             runners.append(runner)
@@ -170,6 +189,41 @@ async def raw_backend(behaviour: RawBehaviour) -> AsyncIterator[str]:
 
 async def read_head(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
+
+
+@dataclass
+class Recorder:
+    """What a recording backend saw: the bytes of each connection, and events for a
+    request head arriving and for the gateway closing a connection."""
+
+    received: list[bytes] = field(default_factory=list)
+    head_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    hung_up: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@contextlib.asynccontextmanager
+async def recording_backend(answer: bytes = b"") -> AsyncIterator[tuple[str, Recorder]]:
+    """A backend that reads a request head, sends ``answer`` at once (by default
+    nothing: it never answers), then reads whatever comes until the gateway closes the
+    connection. Yields its URL and what it saw."""
+    recorder = Recorder()
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = len(recorder.received)
+        recorder.received.append(await read_head(reader))
+        recorder.head_arrived.set()
+        if answer:
+            writer.write(answer)
+            await writer.drain()
+        try:
+            while chunk := await reader.read(65536):
+                recorder.received[index] += chunk
+        except ConnectionError:
+            pass  # reset rather than closed: hung up all the same
+        recorder.hung_up.set()
+
+    async with raw_backend(record) as url:
+        yield url, recorder
 
 
 def json_body(data: bytes) -> dict[str, object]:

@@ -1,5 +1,6 @@
-"""HTTP helpers every test folder shares: one request on a fresh session, and polling
-for something another process or worker makes true a moment later."""
+"""HTTP helpers every test folder shares: one request on a fresh session, polling for
+something another process or worker makes true a moment later, and waiting for an event
+this process sets."""
 
 from __future__ import annotations
 
@@ -31,5 +32,15 @@ async def eventually(
         async with asyncio.timeout(limit):
             while not await check():  # noqa: ASYNC110 - a condition in another process
                 await asyncio.sleep(every)
+    except TimeoutError:
+        raise AssertionError(f"not within {limit:g} s: {what}") from None
+
+
+async def happens(event: asyncio.Event, what: str, limit: float = 5.0) -> None:
+    """Until ``event`` is set (by a backend or handler in this process); past ``limit``
+    seconds, fail saying ``what`` was awaited."""
+    try:
+        async with asyncio.timeout(limit):
+            await event.wait()
     except TimeoutError:
         raise AssertionError(f"not within {limit:g} s: {what}") from None

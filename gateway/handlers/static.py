@@ -13,6 +13,7 @@ import fnmatch
 import gzip
 import html
 import os
+import re
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import cast
@@ -22,6 +23,7 @@ import aiohttp
 import cramjam
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
 
 from gateway.config import Static
 from gateway.request.errors import HTTPError
@@ -87,7 +89,7 @@ class StaticHandler:
         if isinstance(found, Entry):
             return await self._from_memory(request, found)
         if found.kind == "file":
-            return web.FileResponse(found.path, headers=self._cache_control(found.path))
+            return _FromDisk(found.path, headers=self._cache_control(found.path))
         raise HTTPError(404, "not found")
 
     def _cache_control(self, path: str) -> dict[str, str]:
@@ -221,3 +223,21 @@ class _Buffer:
 
     async def write(self, chunk: bytes) -> None:
         self.data += chunk
+
+
+# The one Range aiohttp's FileResponse takes: a single byte range.
+_ONE_RANGE = re.compile(r"bytes=\d*-\d*")
+
+
+class _FromDisk(web.FileResponse):
+    """aiohttp's FileResponse, which takes one byte range and answers 416 to any other
+    Range; here a Range it cannot take (several ranges, another unit) is ignored, as
+    RFC 9110 §14.2 allows: the whole file, 200."""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        header = request.headers.get("Range")
+        if header is not None and not _ONE_RANGE.fullmatch(header.strip()):
+            headers = CIMultiDict(request.headers)
+            del headers["Range"]
+            request = request.clone(headers=headers)
+        return await super().prepare(request)

@@ -7,7 +7,8 @@ like pixels. What a connection may do is bounded: frame size (compressed and not
 frames per second (the connection waits, it is not dropped), and when the pipeline
 refuses an event the connection stops reading until it takes one again, so a client
 cannot outrun the spool. A bad frame closes the connection with a code and the reason
-(RFC 6455 §7.4: 1003 for a frame kind we do not take, 1007 for bad data, 1009 too big).
+(RFC 6455 §7.4: 1007 for bad data, 1009 too big). A frame of a kind RFC 6455 does not
+define never reaches the handler: aiohttp's reader closes with 1002 (protocol error).
 """
 
 from __future__ import annotations

@@ -383,7 +383,10 @@ class H2Protocol(asyncio.Protocol):
         data = self._conn.data_to_send()
         if data:
             transport.write(data)
-        if transport.get_write_buffer_size() > self._limits.max_write_buffer_bytes:
+        if (
+            transport.get_write_buffer_size() > self._limits.max_write_buffer_bytes
+            and not transport.is_closing()  # cut already: counted once
+        ):
             # A client that sends (pings, say) but never reads what it asked for.
             self._hooks.h2("goaway", "not_reading")
             self._close_transport(abort=True)

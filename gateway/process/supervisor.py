@@ -20,7 +20,6 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,11 +113,13 @@ class Supervisor:
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
 
-    def _on_stop_signal(self) -> None:
+    def stop(self) -> None:
+        """What SIGTERM and SIGINT do (and a test can): drain every worker, killing those
+        still running after 2 x shutdown_timeout + KILL_GRACE; a second time, kill now."""
         if self._stopping.is_set():
             log.warning("second stop signal: killing workers now")
             self._force.set()
@@ -182,7 +183,7 @@ class Supervisor:
             "--snapshot", self._snapshot,
             pass_fds=fds,
         )  # fmt: skip
-        slot.started = time.monotonic()
+        slot.started = asyncio.get_running_loop().time()  # the clock the backoff sleeps on
         slot.waiter = asyncio.ensure_future(slot.process.wait())
         slot.waiter.add_done_callback(lambda _: self._changed.set())
         log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
@@ -211,7 +212,7 @@ class Supervisor:
         slot.waiter = None
         slot.cannot_start = code == EXIT_CANNOT_START
         self._mark_dead(pid)
-        uptime = time.monotonic() - slot.started
+        uptime = asyncio.get_running_loop().time() - slot.started
         slot.backoff = (
             0.0
             if uptime >= HEALTHY_UPTIME

@@ -11,6 +11,7 @@ weighted rendezvous hashing (score -weight/ln(h)) for the hash policies.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import math
@@ -73,21 +74,32 @@ def _weight(key: bytes, target: Target) -> float:
     return -target.weight / math.log((int.from_bytes(digest, "big") + 1) / (2**64 + 1))
 
 
+def loop_time() -> float:
+    """The running loop's clock, which passive health and the circuit breakers record
+    on (``UpstreamGroup``), so picks compare like with like; ``time.monotonic`` outside
+    a loop."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
 class Balancer:
-    """Picks a healthy target by policy; ``exclude`` skips targets already tried."""
+    """Picks a healthy target by policy; ``exclude`` skips targets already tried.
+    ``rng`` draws for ``random_two`` (public: a test seeds a running gateway's)."""
 
     def __init__(
         self,
         targets: Sequence[Target],
         policy: str,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = loop_time,
         rng: random.Random | None = None,
     ) -> None:
         self.targets = tuple(targets)
         self.policy = policy
         self._clock = clock
-        self._rng = rng or random.Random()
+        self.rng = rng or random.Random()
         self._cycle = itertools.count()
         self._weighted = len({t.weight for t in self.targets}) > 1
 
@@ -122,11 +134,11 @@ class Balancer:
             if len(live) == 1:
                 return live[0]
             if not self._weighted:
-                a, b = self._rng.sample(live, 2)
+                a, b = self.rng.sample(live, 2)
             else:
-                a = self._rng.choices(live, [t.weight for t in live])[0]
+                a = self.rng.choices(live, [t.weight for t in live])[0]
                 rest = [t for t in live if t is not a]
-                b = self._rng.choices(rest, [t.weight for t in rest])[0]
+                b = self.rng.choices(rest, [t.weight for t in rest])[0]
             return a if a.load <= b.load else b
         # ip_hash / header_hash: the highest rendezvous weight among live targets.
         encoded = (key or "").encode()

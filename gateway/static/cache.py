@@ -131,8 +131,10 @@ class FileCache:
         check_interval: float,
         # ("hit"|"miss"|"eviction", count) or ("bytes", change in bytes held)
         report: Callable[[str, int], None] = lambda event, value: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
+        self.clock = clock  # when entries were checked (public: tests move it)
         self.max_bytes = max_bytes
         self.max_file_bytes = max_file_bytes
         self.check_interval = check_interval
@@ -144,7 +146,7 @@ class FileCache:
         """The cached entry for ``key`` (re-validated when due), or where it leads when it
         is not a cacheable file."""
         entry = self._entries.get(key)
-        now = time.monotonic()
+        now = self.clock()
         if entry is not None and now - entry.checked < self.check_interval:
             self._entries.move_to_end(key)
             self._report("hit", 1)

@@ -3,6 +3,8 @@ with a code and reason on a bad frame."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import struct
 from pathlib import Path
@@ -10,9 +12,11 @@ from typing import Any
 
 import aiohttp
 import cramjam
+import pytest
 
+from tests.apache_kafka import ApacheKafka
 from tests.client import fetch
-from tests.conftest import Broker
+from tests.clock import jump_clock, settles
 from tests.events_support import consume, tracking_config, values
 from tests.support import in_process_gateway
 
@@ -24,7 +28,7 @@ def lz4_frame(event: dict[str, object]) -> bytes:
     return bytes(cramjam.lz4.compress_block(json.dumps(event).encode()))
 
 
-async def test_text_and_lz4_frames_become_events(tmp_path: Path, kafka_broker: Broker) -> None:
+async def test_text_and_lz4_frames_become_events(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = tracking_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
         async with aiohttp.ClientSession() as session:
@@ -68,3 +72,61 @@ async def test_bad_frames_close_with_a_code_and_the_reason(tmp_path: Path) -> No
         metrics = (await fetch(gw.url("/_gateway/metrics", listener="admin")))[2].decode()
     assert plain[0] == 400 and plain[1]["Upgrade"] == "websocket"
     assert 'gateway_websocket_frames_total{outcome="refused"} 5.0' in metrics
+
+
+def frames(gw: Any, outcome: str) -> float:
+    """This worker's count of tracker WebSocket frames with ``outcome``, read in process."""
+    name = f'gateway_websocket_frames_total{{outcome="{outcome}"}} '
+    text = gw.worker.metrics.render().decode()
+    return sum(float(line[len(name) :]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.mark.asyncio_loop  # its clock is frozen: the rate's waits end only when moved
+async def test_frames_over_the_rate_wait_and_are_all_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tracking_config(tmp_path, None)
+    config["routes"][1]["collect"] = {"ws_frames_per_second": 2}
+    async with in_process_gateway(config, tmp_path) as gw:
+        clock = jump_clock(monkeypatch, frozen=True)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(gw.url("/tr/v1/ws"), autoping=False) as ws:
+                    for n in range(5):
+                        await ws.send_str(json.dumps({"ename": "e", "n": n}))
+                    await ws.ping(b"after the five")  # answered once the five are read
+                    await settles(lambda: frames(gw, "accepted") >= 2, "two frames taken")
+                    assert frames(gw, "accepted") == 2  # the third waits for room
+                    clock.advance(0.5)
+                    await settles(lambda: frames(gw, "accepted") >= 3, "a third frame taken")
+                    assert frames(gw, "accepted") == 3
+                    clock.advance(1.0)
+                    pong = await ws.receive()
+                    await ws.close()
+        finally:
+            clock.thaw()  # the gateway's stop waits on timers
+    assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"after the five")
+    assert ws.close_code == 1000  # the connection waited; it was never cut
+    assert [frames(gw, outcome) for outcome in ("accepted", "dropped", "refused")] == [5, 0, 0]
+
+
+async def test_a_frame_of_no_kind_rfc_6455_defines_is_a_protocol_error(tmp_path: Path) -> None:
+    """aiohttp's reader refuses it before the handler sees it: 1002, no reason."""
+    config = tracking_config(tmp_path, None)
+    async with in_process_gateway(config, tmp_path) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+        key = base64.b64encode(b"sixteen byte key").decode()
+        writer.write(
+            b"GET /tr/v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: " + key.encode() + b"\r\n\r\n"
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        # FIN, opcode 0x3 (reserved), masked, 2 bytes of payload.
+        writer.write(bytes([0x83, 0x82, 1, 2, 3, 4, ord("h") ^ 1, ord("i") ^ 2]))
+        close = await reader.read()
+        writer.close()
+        refused = frames(gw, "refused")
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert close == b"\x88\x02" + struct.pack("!H", 1002)  # CLOSE, code 1002, no reason
+    assert refused == 1

@@ -7,7 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.backends import backends
+import pytest
+
+from tests.backends import recording_backend
+from tests.client import happens
 from tests.support import base_config, in_process_gateway, with_routes
 
 
@@ -75,16 +78,26 @@ async def test_a_segment_body_that_stalls_is_408(tmp_path: Path) -> None:
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
 
 
-async def test_a_proxied_body_that_stalls_is_408_and_the_upstream_request_aborted(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "answer",
+    [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+    ids=["upstream_waiting", "upstream_answered_early"],
+)
+async def test_a_proxied_body_that_stalls_is_408_and_the_upstream_connection_closed(
+    tmp_path: Path, answer: bytes
 ) -> None:
-    async with backends("a") as (backend,):
-        route = {"name": "app", "proxy": {"upstreams": [backend.url]}}
+    """The upstream request is aborted: its connection is closed while the gateway goes
+    on serving, never kept for another request with half a body in it (an upstream that
+    answered early leaves a connection that looks reusable)."""
+    async with recording_backend(answer) as (url, upstream):
+        route = {"name": "app", "proxy": {"upstreams": [url]}}
         async with in_process_gateway(config_with(tmp_path, route), tmp_path) as gw:
-            answer = await trickle(gw.ports["public"], HEAD % b"/upload", every=10.0)
-            await asyncio.sleep(0.2)  # the backend sees its connection go
-    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
-    assert backend.bodies == []  # the upstream never got a whole body to answer
+            reply = await trickle(gw.ports["public"], HEAD % b"/upload", every=10.0)
+            await happens(upstream.hung_up, "the gateway closes its upstream connection")
+    assert reply.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    (sent,) = upstream.received
+    assert sent.startswith(b"POST /upload HTTP/1.1\r\n")
+    assert sent.endswith(b"\r\nContent-Length: 1000\r\n\r\nx")  # the head, one body byte
 
 
 async def test_a_body_that_keeps_coming_is_not_cut(tmp_path: Path) -> None:

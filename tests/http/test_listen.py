@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import resource
+import select
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -53,7 +54,12 @@ def _connect(port: int, count: int) -> list[socket.socket]:
         client.setblocking(False)
         client.connect_ex(("127.0.0.1", port))
         clients.append(client)
-    time.sleep(0.2)
+    pending = list(clients)
+    deadline = time.monotonic() + 5
+    while pending and time.monotonic() < deadline:  # writable: the handshake is done
+        _, writable, _ = select.select([], pending, [], 0.1)
+        pending = [c for c in pending if c not in writable]
+    assert not pending, f"{len(pending)} of {count} connections not established"
     return clients
 
 

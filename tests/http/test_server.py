@@ -18,6 +18,7 @@ from gateway.observability.health import CheckResult
 from gateway.request.router import HostMatcher, Router, RouteRule
 from gateway.request.runtime import ActiveRoute
 from tests.client import fetch
+from tests.clock import settles
 from tests.support import HELLO, base_config, in_process_gateway, with_routes
 
 
@@ -238,13 +239,18 @@ async def test_connections_over_cap_get_503(tmp_path: Path) -> None:
     async with in_process_gateway(config, tmp_path) as gw:
         port = gw.ports["public"]
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-        await asyncio.sleep(0.05)
+
+        def open_now() -> bool:
+            return b"\ngateway_open_connections 2.0\n" in gw.worker.metrics.render()
+
+        await settles(open_now, "both held connections accepted")
         reply = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b"Retry-After: 1\r\n" in reply
         for _, writer in held:
             writer.close()
-        await asyncio.sleep(0.05)
+        closed = b"\ngateway_open_connections 0.0\n"
+        await settles(lambda: closed in gw.worker.metrics.render(), "the held ones closed")
         assert (await fetch(gw.url("/")))[0] == 200
         _, _, body = await fetch(gw.url("/_gateway/metrics", listener="admin"))
     assert "gateway_rejected_connections_total 1.0" in body.decode()
@@ -347,11 +353,11 @@ async def test_reload_with_bad_file_keeps_old_config(tmp_path: Path) -> None:
 
 
 async def test_shutdown_lets_in_flight_request_finish(tmp_path: Path) -> None:
-    started = asyncio.Event()
+    started, release = asyncio.Event(), asyncio.Event()
 
     async def slow(request: web.BaseRequest, max_body: int) -> web.StreamResponse:
         started.set()
-        await asyncio.sleep(0.5)
+        await release.wait()
         return web.Response(text="done")
 
     async with in_process_gateway(base_config(tmp_path), tmp_path) as gw:
@@ -361,10 +367,12 @@ async def test_shutdown_lets_in_flight_request_finish(tmp_path: Path) -> None:
         in_flight = asyncio.ensure_future(fetch(gw.url("/")))
         await started.wait()
         stopping = asyncio.ensure_future(gw.worker.stop())
-        await asyncio.sleep(0.1)
-        assert gw.worker.readiness.report()[1]["state"] == "draining"
+        await settles(
+            lambda: gw.worker.readiness.report()[1]["state"] == "draining", "the worker drains"
+        )
         with pytest.raises(aiohttp.ClientConnectionError):
             await fetch(gw.url("/_gateway/health"))
+        release.set()
         status, _, body = await in_flight
         await stopping
     assert (status, body) == (200, b"done")

@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
-from tests.client import fetch
+from tests.client import fetch, happens
 from tests.support import base_config, in_process_gateway, with_routes
 
 # One request an hour: nothing refills while a test runs, so every header value is exact.
@@ -24,7 +25,7 @@ def limited_config(
         base_config(tmp_path),
         {"name": "api", "rate_limits": ["hourly"], "respond": {"body": "ok"}, **route},
     )
-    config["rate_limits"] = {"rules": [rule or HOURLY]}
+    config["rate_limits"] = {"rules": [dict(rule or HOURLY)]}  # a copy: tests change theirs
     return config
 
 
@@ -142,6 +143,7 @@ async def slow_route(gw: Any, handler: Any) -> None:
 async def test_concurrency_cap_answers_503_and_releases_on_every_path(tmp_path: Path) -> None:
     gate = asyncio.Event()
     entered = asyncio.Event()
+    cancelled = asyncio.Event()
 
     async def handler(request: web.BaseRequest, max_body: int) -> web.StreamResponse:
         entered.set()
@@ -149,7 +151,12 @@ async def test_concurrency_cap_answers_503_and_releases_on_every_path(tmp_path: 
             raise RuntimeError("boom")
         if request.query.get("fast"):
             return web.Response(text="fast")
-        await gate.wait()
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            # The slot is given back as this unwinds, before anything else runs.
+            cancelled.set()
+            raise
         return web.Response(text="done")
 
     config = base_config(tmp_path, limits={"max_concurrent_requests": 1})
@@ -173,7 +180,7 @@ async def test_concurrency_cap_answers_503_and_releases_on_every_path(tmp_path: 
         abandoned = asyncio.ensure_future(fetch(gw.url("/")))
         await entered.wait()
         abandoned.cancel()
-        await asyncio.sleep(0.1)
+        await happens(cancelled, "the gateway cancels the abandoned request")
         assert (await fetch(gw.url("/?fast=1")))[:3:2] == (200, b"fast")
         assert "gateway_overload_rejected_total 1.0" in await metrics(gw)
 
@@ -184,17 +191,15 @@ async def test_config_rejects_unknown_rule_reference(tmp_path: Path) -> None:
     config = limited_config(tmp_path)
     config["routes"][0]["rate_limits"] = ["hourly", "nope"]
     config["rate_limits"]["rules"].append({"name": "bad", "rate": 1, "key": ["cookie"]})
-    try:
+    with pytest.raises(ConfigError) as bad_key:
         parse_config(json.dumps(config).encode(), env={})
-    except ConfigError as exc:
-        issues = [str(i) for i in exc.issues]
-    assert issues == [
+    assert [str(i) for i in bad_key.value.issues] == [
         "rate_limits.rules[1].key[0]: 'cookie' is not one of client_ip, route, write_key, "
         "header:<Name>"
     ]
     config["rate_limits"]["rules"].pop()
-    try:
+    with pytest.raises(ConfigError) as unknown:
         parse_config(json.dumps(config).encode(), env={})
-    except ConfigError as exc:
-        issues = [str(i) for i in exc.issues]
-    assert issues == ["routes[0].rate_limits[1]: unknown rule 'nope' (known: hourly)"]
+    assert [str(i) for i in unknown.value.issues] == [
+        "routes[0].rate_limits[1]: unknown rule 'nope' (known: hourly)"
+    ]

@@ -91,9 +91,10 @@ async def test_short_link_redirects_with_campaign_and_passed_query(tmp_path: Pat
 
 async def test_unknown_disabled_and_expired_links(tmp_path: Path) -> None:
     async with in_process_gateway(links_config(tmp_path), tmp_path) as gw:
-        await call("POST", api(gw), {"slug": "old", "target": "https://a.example/",
-                                     "expires_at": "2001-01-01T00:00:00Z"})  # fmt: skip
-        await call("POST", api(gw), {"slug": "off", "target": "https://a.example/"})
+        expired = {"slug": "old", "target": "https://a.example/",
+                   "expires_at": "2001-01-01T00:00:00Z"}  # fmt: skip
+        off = {"slug": "off", "target": "https://a.example/"}
+        assert [(await call("POST", api(gw), link))[0] for link in (expired, off)] == [201, 201]
         assert (await call("POST", api(gw, "/off/disable")))[0] == 200
         assert (await call("GET", gw.url("/l/old"), headers={}))[0] == 410
         assert (await call("GET", gw.url("/l/off"), headers={}))[0] == 404
@@ -176,9 +177,10 @@ async def test_links_are_shared_through_the_file_between_workers(tmp_path: Path)
     second = json.loads(json.dumps(config))
     second["spool"] = {"dir": str(other / "spool")}
     async with in_process_gateway(config, tmp_path) as a, in_process_gateway(second, other) as b:
-        await call("POST", api(a), {"slug": "shared", "target": "https://a.example/x"})
+        link = {"slug": "shared", "target": "https://a.example/x"}
+        assert (await call("POST", api(a), link))[0] == 201
         await answers(b.url("/l/shared"), 302, 2)
-        await call("DELETE", api(b, "/shared"))
+        assert (await call("DELETE", api(b, "/shared")))[0] == 204
         await answers(a.url("/l/shared"), 404, 2)
 
 
@@ -191,10 +193,12 @@ async def test_links_through_kafka_across_instances_and_restarts(
     second = json.loads(json.dumps(config))
     second["spool"] = {"dir": str(other / "spool")}
     async with in_process_gateway(config, tmp_path) as a, in_process_gateway(second, other) as b:
-        await call("POST", api(a), {"slug": "k1", "target": "https://a.example/k1"})
-        await call("POST", api(a), {"slug": "k2", "target": "https://a.example/k2"})
+        for slug in ("k1", "k2"):
+            link = {"slug": slug, "target": f"https://a.example/{slug}"}
+            assert (await call("POST", api(a), link))[0] == 201
         await answers(b.url("/l/k1"), 302, 3)
-        await call("DELETE", api(b, "/k2"))
+        await answers(b.url("/l/k2"), 302, 3)  # b knows it, or its DELETE would be a 404
+        assert (await call("DELETE", api(b, "/k2")))[0] == 204
         await answers(a.url("/l/k2"), 404, 3)
     # A fresh process reads the topic from the beginning.
     async with in_process_gateway(config, tmp_path) as again:
@@ -205,9 +209,10 @@ async def test_links_through_kafka_across_instances_and_restarts(
 async def test_click_event(tmp_path: Path, kafka_broker: ApacheKafka) -> None:
     config = links_config(tmp_path, kafka_broker.bootstrap)
     async with in_process_gateway(config, tmp_path) as gw:
-        await call("POST", api(gw), {"slug": "ev", "target": "https://a.example/e",
-                                     "campaign": {"utm_source": "ad"}})  # fmt: skip
-        await call("GET", gw.url("/l/ev?q=1"), headers={"Cookie": "vid=visitor-1"})
+        link = {"slug": "ev", "target": "https://a.example/e", "campaign": {"utm_source": "ad"}}
+        assert (await call("POST", api(gw), link))[0] == 201
+        clicked = await call("GET", gw.url("/l/ev?q=1"), headers={"Cookie": "vid=visitor-1"})
+        assert (clicked[0], clicked[1]["Location"]) == (302, "https://a.example/e?utm_source=ad")
     (event,) = values(await consume(kafka_broker.bootstrap, config["kafka"]["topic"], 1))
     assert (event["event_type"], event["event_name"], event["anonymous_id"]) == (
         "redirect", "ev", "visitor-1"

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway.config import ConfigError, parse_config
 from gateway.middleware import basic
-from tests.backends import backends, serving
+from tests.backends import backends, recording_backend, serving
 from tests.client import fetch
 from tests.support import base_config, in_process_gateway, with_routes
 
@@ -214,6 +214,20 @@ async def test_forward_auth_lets_through_copies_headers_and_relays_refusals(
     )  # fmt: skip
     assert a.hits == 1  # the refused request never reached the upstream
     assert down[0] == 502 and down[2].startswith(b"502 Bad Gateway: auth service unavailable")
+
+
+async def test_forward_auth_that_does_not_answer_in_time_is_504(tmp_path: Path) -> None:
+    async with backends("a") as (a,), recording_backend() as (auth_url, auth):
+        forward = {"url": f"{auth_url}/verify", "timeout": 0.2}
+        config = with_routes(
+            base_config(tmp_path), {"name": "app", "forward_auth": forward,
+                                    "proxy": {"upstreams": [a.url]}}
+        )  # fmt: skip
+        async with in_process_gateway(config, tmp_path) as gw:
+            status, _, body = await fetch(gw.url("/p"))
+    assert (status, body) == (504, b"504 Gateway Timeout: auth service timed out\n")
+    assert auth.received[0].startswith(b"GET /verify HTTP/1.1\r\n")  # asked, never answered
+    assert a.hits == 0
 
 
 def test_check_names_each_routes_middleware_and_weighted_targets(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ import aiohttp
 
 from gateway import __version__
 from gateway.events.spool import Spool, SpoolRecord
-from tests.client import eventually
+from tests.backends import Backend, backends
+from tests.client import eventually, happens
 from tests.support import (
     HELLO,
     GatewayProcess,
@@ -206,26 +207,49 @@ def test_run_with_missing_config_file(tmp_path: Path) -> None:
     assert "cannot read: No such file or directory" in result.stderr
 
 
-async def test_sigterm_drains_an_in_flight_request(tmp_path: Path) -> None:
-    gw = await start_process(write_config(tmp_path, base_config(tmp_path)), workers=1)
+def proxy_to(tmp_path: Path, backend: Backend, **server: object) -> Path:
+    """A gateway config proxying everything to ``backend``, written to tmp_path."""
+    route = {"name": "app", "proxy": {"upstreams": [backend.url]}}
+    return write_config(tmp_path, with_routes(base_config(tmp_path, **server), route))
+
+
+async def refused(gw: GatewayProcess) -> bool:
+    """Whether a new connection is refused: no listening socket left, the worker's drain
+    has begun (the supervisor closes its copies as the signal arrives). A connection
+    that is taken asks for health and reads the answer, leaving nothing for the drain."""
     try:
-        # An upload still arriving when SIGTERM lands is in flight: it must complete.
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
-        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
-        await writer.drain()
-        await asyncio.sleep(0.2)
-        gw.signal(signal.SIGTERM)
-        await gw.wait_for("stopping: draining workers")
-        await asyncio.sleep(0.3)
-        writer.write(b"cd")
-        async with asyncio.timeout(5):
-            reply = await reader.read()
-        writer.close()
-        assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
-        assert reply.endswith(HELLO.encode())
-        assert await gw.wait() == 0
-    finally:
-        await stop_process(gw)
+    except ConnectionRefusedError:
+        return True
+    writer.write(b"GET /_gateway/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await reader.read()
+    writer.close()
+    return False
+
+
+UPLOAD_HEAD = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab"
+
+
+async def test_sigterm_drains_an_in_flight_request(tmp_path: Path) -> None:
+    async with backends("a") as (a,):
+        gw = await start_process(proxy_to(tmp_path, a), workers=1)
+        try:
+            # An upload still arriving when SIGTERM lands is in flight: it must complete.
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+            writer.write(UPLOAD_HEAD)
+            await happens(a.arrived, "the upload reaches the backend")
+            gw.signal(signal.SIGTERM)
+            await eventually(lambda: refused(gw), "the worker stops listening to drain")
+            writer.write(b"cd")
+            async with asyncio.timeout(5):
+                reply = await reader.read()
+            writer.close()
+            assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"\r\nConnection: close\r\n" in reply
+            assert reply.endswith(b'{"received": 4}')
+            assert await gw.wait() == 0
+        finally:
+            await stop_process(gw)
 
 
 async def test_requests_queued_when_sigterm_lands_are_all_answered(tmp_path: Path) -> None:
@@ -283,57 +307,49 @@ def read_until_closed(socks: list[socket.socket], limit: float = 10.0) -> list[b
 async def test_a_draining_gateway_refuses_new_connections_at_once(tmp_path: Path) -> None:
     # Fault run F3: connections opened during a drain were accepted by the kernel, never
     # answered, then reset when the drain ended; a load balancer saw timeouts.
-    config = with_routes(
-        base_config(tmp_path, workers=2, shutdown_timeout=10), {"name": "t", "collect": {}}
-    )
-    gw = await start_process(write_config(tmp_path, config), workers=2)
-    try:
-        # The tracker answers once the body is in: this answer is written during the drain.
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
-        writer.write(b'POST /tr/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\n{"a')
-        await writer.drain()
-        await asyncio.sleep(0.2)
-        gw.signal(signal.SIGTERM)
-        await gw.wait_for("stopping: draining workers")
-        await asyncio.sleep(0.3)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        for _ in range(5):
-            try:
-                async with asyncio.timeout(2):
-                    await asyncio.open_connection("127.0.0.1", gw.ports["public"])
-            except ConnectionRefusedError:
-                continue
-            raise AssertionError("a connection opened during the drain was accepted")
-        assert loop.time() - started < 1.0
-        writer.write(b'":1}')  # the request in flight still completes, and says it is the last
-        async with asyncio.timeout(5):
-            reply = await reader.read()
-        writer.close()
-        assert reply.startswith(b"HTTP/1.1 204 No Content\r\n")
-        assert b"\r\nConnection: close\r\n" in reply
-        assert await gw.wait() == 0
-    finally:
-        await stop_process(gw)
+    async with backends("a") as (a,):
+        gw = await start_process(proxy_to(tmp_path, a, workers=2, shutdown_timeout=10), workers=2)
+        try:
+            # Answered once the body is in: this answer is written during the drain.
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+            writer.write(UPLOAD_HEAD)
+            await happens(a.arrived, "the upload reaches the backend")
+            gw.signal(signal.SIGTERM)
+            await eventually(lambda: refused(gw), "the workers stop listening to drain")
+            for _ in range(5):
+                try:
+                    async with asyncio.timeout(2):
+                        await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+                except ConnectionRefusedError:
+                    continue
+                raise AssertionError("a connection opened during the drain was accepted")
+            writer.write(b"cd")  # the request in flight still completes, and says it is the last
+            async with asyncio.timeout(5):
+                reply = await reader.read()
+            writer.close()
+            assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"\r\nConnection: close\r\n" in reply
+            assert await gw.wait() == 0
+        finally:
+            await stop_process(gw)
 
 
 async def test_second_sigint_forces_exit(tmp_path: Path) -> None:
-    config = base_config(tmp_path, shutdown_timeout=30)
-    gw = await start_process(write_config(tmp_path, config), workers=1)
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
-        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
-        await writer.drain()
-        await asyncio.sleep(0.2)
-        gw.signal(signal.SIGINT)
-        await gw.wait_for("stopping: draining workers")
-        gw.signal(signal.SIGINT)
-        # Far less than the 30 s drain the in-flight request would otherwise get.
-        assert await gw.wait(limit=5) == 0
-        assert gw.matches("second stop signal: killing workers now")
-        writer.close()
-    finally:
-        await stop_process(gw)
+    async with backends("a") as (a,):
+        gw = await start_process(proxy_to(tmp_path, a, shutdown_timeout=30), workers=1)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", gw.ports["public"])
+            writer.write(UPLOAD_HEAD)  # in flight, and never finished: the drain would wait 30 s
+            await happens(a.arrived, "the upload reaches the backend")
+            gw.signal(signal.SIGINT)
+            await gw.wait_for("stopping: draining workers")
+            gw.signal(signal.SIGINT)
+            assert await gw.wait(limit=20) == 0
+            assert gw.matches("second stop signal: killing workers now")
+            assert gw.matches(r"worker 0 \(pid \d+\) did not stop in time: killing")
+            writer.close()
+        finally:
+            await stop_process(gw)
 
 
 async def test_killed_worker_is_restarted(tmp_path: Path) -> None:
@@ -461,10 +477,13 @@ async def test_workers_exit_when_supervisor_is_killed(tmp_path: Path) -> None:
     gw = await start_process(write_config(tmp_path, base_config(tmp_path)), workers=1)
     worker = gw.worker_pids()[0]
     gw.signal(signal.SIGKILL)
-    await gw.wait()
-    async with asyncio.timeout(10):
-        while _alive(worker):  # noqa: ASYNC110 - polling another process
-            await asyncio.sleep(0.1)
+    assert await gw.wait() == -signal.SIGKILL
+
+    async def gone() -> bool:
+        return not _alive(worker)
+
+    await eventually(gone, f"worker {worker} exits on its own")
+    assert gw.matches(r"supervisor \d+ is gone; shutting down")
 
 
 def _alive(pid: int) -> bool:

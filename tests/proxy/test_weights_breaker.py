@@ -3,7 +3,7 @@ through real backends."""
 
 from __future__ import annotations
 
-import asyncio
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -14,13 +14,14 @@ from gateway.proxy.balancer import Balancer, Target
 from gateway.proxy.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from tests.backends import backends
 from tests.client import fetch
+from tests.clock import jump_clock
 from tests.support import base_config, in_process_gateway, with_routes
 
 
 @pytest.mark.parametrize("policy", ["round_robin", "least_conn", "random_two", "ip_hash"])
 def test_each_policy_splits_1000_requests_by_weight_within_5_percent(policy: str) -> None:
     targets = [Target("http://a", 1), Target("http://b", 3), Target("http://c", 6)]
-    balancer = Balancer(targets, policy)
+    balancer = Balancer(targets, policy, rng=random.Random(1))  # random_two's draws, fixed
     picks: Counter[str] = Counter()
     for i in range(1000):
         target = balancer.pick(f"10.0.{i // 250}.{i % 250}")
@@ -63,25 +64,32 @@ def test_breaker_opens_on_the_error_ratio_probes_once_and_closes() -> None:
     assert breaker.state == CLOSED
 
 
-async def test_weighted_canary_and_circuit_breaker_through_real_backends(tmp_path: Path) -> None:
+@pytest.mark.asyncio_loop  # the breakers' window and open time pass on a clock moved by hand
+async def test_weighted_canary_and_circuit_breaker_through_real_backends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = jump_clock(monkeypatch)
     async with backends("stable", "canary") as (stable, canary):
         proxy = {"upstreams": [{"url": stable.url, "weight": 3}, canary.url],
-                 "circuit_breaker": {"min_requests": 4, "error_ratio": 0.5, "open_seconds": 0.5,
-                                     "window": 0.3},
+                 "circuit_breaker": {"min_requests": 4, "error_ratio": 0.5, "open_seconds": 30,
+                                     "window": 10},
                  "passive_health": {"failures": 1000}}  # fmt: skip
         config = with_routes(base_config(tmp_path), {"name": "app", "proxy": proxy})
         async with in_process_gateway(config, tmp_path) as gw:
             for _ in range(400):
                 assert (await fetch(gw.url("/x")))[0] == 200
             assert (stable.hits, canary.hits) == (300, 100)
-            await asyncio.sleep(0.4)  # the successes leave the breakers' window
+            clock.advance(10.1)  # the successes leave the breakers' window
             stable.health_status = canary.health_status = 500
             statuses = [(await fetch(gw.url("/health")))[0] for _ in range(10)]
             refused = await fetch(gw.url("/health"))
-            await asyncio.sleep(0.6)
             stable.health_status = canary.health_status = 200
+            clock.advance(29)
+            still_open = (await fetch(gw.url("/health")))[0]
+            clock.advance(1.1)  # open_seconds over: half-open, one probe each
             probes = [(await fetch(gw.url("/health")))[0] for _ in range(4)]
     # Each target opens after its 4th answer, half of them 5xx: then 503 without asking.
     assert statuses.count(500) == 8 and statuses[8:] == [503, 503]
     assert (refused[0], refused[2]) == (503, b"503 Service Unavailable: no healthy upstream\n")
+    assert still_open == 503
     assert probes == [200] * 4  # probed, closed, serving

@@ -14,6 +14,7 @@ import pytest
 import trustme
 
 from gateway.config import ConfigError, parse_config
+from tests.clock import jump_clock, turns
 from tests.support import base_config, in_process_gateway
 
 
@@ -113,18 +114,23 @@ async def test_plain_http_and_stalled_handshakes_on_the_tls_port(tmp_path: Path)
             stalled_writer.close()
 
 
+@pytest.mark.asyncio_loop  # read_header passes on a clock moved by hand
 async def test_a_client_that_never_finishes_its_handshake_is_cut_at_read_header(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ca = trustme.CA()
     config = tls_config(tmp_path, ca)
-    config["server"]["timeouts"] = {"read_header": 0.5}
+    config["server"]["timeouts"] = {"read_header": 600}
     async with in_process_gateway(config, tmp_path) as gw:
+        clock = jump_clock(monkeypatch)
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["https"])
-        started = asyncio.get_running_loop().time()
-        async with asyncio.timeout(5):  # uvloop's own default would be 60 s
+        await turns()  # accepted: its handshake deadline is set
+        clock.advance(599)
+        await turns()
+        assert not reader.at_eof()
+        clock.advance(1.5)
+        async with asyncio.timeout(5):  # real time: uvloop's own default would be 60 s
             assert await reader.read() == b""
-        assert asyncio.get_running_loop().time() - started >= 0.4
         writer.close()
 
 
@@ -132,13 +138,15 @@ async def test_a_stopping_worker_closes_connections_still_in_their_handshake(
     tmp_path: Path,
 ) -> None:
     ca = trustme.CA()
-    loop = asyncio.get_running_loop()
-    async with in_process_gateway(tls_config(tmp_path, ca), tmp_path) as gw:
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["https"])
-        await asyncio.sleep(0.2)  # accepted; the handshake waits for a ClientHello
-        stopping = loop.time()
-    assert loop.time() - stopping < 2  # not read_header's 10 s
-    assert await reader.read() == b""
+    config = tls_config(tmp_path, ca)
+    # Waiting for either would outlast the bound below.
+    config["server"]["timeouts"] = {"read_header": 600}
+    config["server"]["shutdown_timeout"] = 600
+    async with asyncio.timeout(20):
+        async with in_process_gateway(config, tmp_path) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports["https"])
+            await turns()  # accepted; the handshake waits for a ClientHello
+        assert await reader.read() == b""
     writer.close()
 
 
