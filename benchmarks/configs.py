@@ -7,6 +7,7 @@ the same slack.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ class Site:
     caddy_directives: str  # directives inside the Caddyfile site block
     # Top-level gateway config sections besides server, spool, routes and kafka.
     gateway_sections: Mapping[str, Any] = field(default_factory=dict)
+    # Keys added to the gateway's own server section (trusted_proxies, say).
+    gateway_server: Mapping[str, Any] = field(default_factory=dict)
     nginx_http: str = ""  # directives in nginx's ``http { }`` before the server: upstreams
     # (certificate chain, key) when every server listens with TLS on its port.
     tls: tuple[str, str] | None = None
@@ -102,6 +105,17 @@ def pixel_site() -> Site:
         nginx_log_locations=(
             'location /img/ { add_header Cache-Control "no-store" always; empty_gif; }'
         ),
+    )
+
+
+def mixed_pixel_site(enrich: Mapping[str, Any] | None) -> Site:
+    """pixel_site for requests that name their client in X-Forwarded-For (wrk's visitor
+    mix), with ``tracking.enrich`` when given."""
+    sections = {"tracking": {"enrich": dict(enrich)}} if enrich is not None else {}
+    return dataclasses.replace(
+        pixel_site(),
+        gateway_sections=sections,
+        gateway_server={"trusted_proxies": ["127.0.0.1/32"]},
     )
 
 
@@ -322,6 +336,7 @@ def gateway_config(
             "shutdown_timeout": 5,
             "limits": {"max_connections": capacity},
             "access_log": {"enabled": False},
+            **site.gateway_server,
         },
         "spool": {"dir": str(workdir / "spool")},
         "routes": [dict(route) for route in site.gateway_routes],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +107,37 @@ def wrk_script(method: str, body: bytes, headers: Mapping[str, str]) -> str | No
     for name, value in headers.items():
         lines.append(f"wrk.headers[{lua_string(name.encode())}] = {lua_string(value.encode())}")
     return "\n".join(lines) + "\n"
+
+
+def wrk_mix_script(
+    method: str,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    mix: Sequence[Mapping[str, str]],
+) -> str:
+    """Lua that makes wrk send the request with each of ``mix``'s header sets in turn:
+    every request is formatted once, in ``init``, and only picked per request."""
+    rows = []
+    for extra in mix:
+        fields = {**headers, **extra}
+        table = ", ".join(f"[{lua_string(k.encode())}] = {lua_string(v.encode())}"
+                          for k, v in fields.items())  # fmt: skip
+        rows.append(f"  {{{table}}},")
+    return "\n".join([
+        "local mix = {", *rows, "}",
+        "local requests, i = {}, 0",
+        "function init(args)",
+        "  for n, fields in ipairs(mix) do",
+        f"    requests[n] = wrk.format({lua_string(method.encode())}, "
+        f"{lua_string(path.encode())}, fields, {lua_string(body) if body else 'nil'})",
+        "  end",
+        "end",
+        "function request()",
+        "  i = i % #requests + 1",
+        "  return requests[i]",
+        "end",
+    ]) + "\n"  # fmt: skip
 
 
 def wrk_command(

@@ -9,6 +9,7 @@ gateway feature it needs has not landed.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,6 +29,7 @@ from benchmarks.configs import (
     intake_site,
     limited_site,
     middleware_site,
+    mixed_pixel_site,
     pixel_site,
     proxy_site,
     redirect_site,
@@ -38,8 +40,9 @@ from benchmarks.configs import (
     static_site,
     tracker_site,
 )
+from benchmarks.enrichment import enrich_section, visitor_mix
 from benchmarks.fixtures import BACKEND_BODY, CACHEABLE_BODY, Fixtures, file_bytes
-from benchmarks.load import wrk_script
+from benchmarks.load import wrk_mix_script, wrk_script
 from benchmarks.settings import Settings
 from gateway.handlers.collect import PIXEL
 
@@ -88,6 +91,8 @@ class Scenario:
     http2: bool = False  # h2load drives it over HTTP/2 (ALPN h2; needs tls)
     redis: bool = False  # a redis-server for the scenario (Fixtures.redis), for shared limits
     pending: str | None = None  # why it cannot run yet: the gateway feature it needs
+    # Header sets wrk rotates through, request after request (a mix of visitors).
+    mix: tuple[Mapping[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.pending is None and self.site is None:
@@ -104,6 +109,8 @@ class Scenario:
     @property
     def wrk_script(self) -> str | None:
         """Lua for ``wrk -s`` when the request is more than a plain GET."""
+        if self.mix:
+            return wrk_mix_script(self.method, self.path, self.body, self.headers, self.mix)
         return wrk_script(self.method, self.body, self.headers)
 
     def expected_body_for(self, server: str) -> bytes:
@@ -369,6 +376,33 @@ SCENARIOS: tuple[Scenario, ...] = (
         expected_bodies={"nginx": NGINX_EMPTY_GIF, "caddy": b""},
         events_per_request=1,
         delivery="fast",
+    ),
+    *(
+        Scenario(
+            name,
+            summary,
+            site=functools.partial(lambda enrich, _: mixed_pixel_site(enrich), enrich),
+            path="/img/v1/campaign/c1/ename/open",
+            expected_body=PIXEL,
+            expected_bodies={"nginx": NGINX_EMPTY_GIF, "caddy": b""},
+            events_per_request=1,
+            delivery="fast",
+            mix=visitor_mix(),
+        )
+        for name, summary, enrich in (
+            (
+                "pixel_mix",
+                "pixel from a mix of visitors: about 300 agents, addresses over "
+                "the City test database",
+                None,
+            ),
+            (
+                "pixel_enriched",
+                "pixel_mix with every tracking.enrich step on (device, bots, "
+                "geo and ASN, campaign, referrer, IP masking, consent, PII)",
+                enrich_section(),
+            ),
+        )
     ),
     _tracker_post(
         "tracker_post",

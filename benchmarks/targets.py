@@ -139,6 +139,20 @@ def _versus_scenario(
     return f"{times:.2f}x {other}", times >= minimum
 
 
+def _cpu_added(
+    name: str, outcomes: Outcomes, _: Settings, *, other: str, maximum: float
+) -> tuple[str, bool]:
+    """The gateway's CPU µs per request in one scenario less that in another."""
+    costs = []
+    for scenario in (name, other):
+        result = _gateway_result(outcomes, scenario)
+        if not isinstance(result, LoadResult) or not result.requests_per_s:
+            raise _NotMeasured(f"{scenario}: gateway failed")
+        costs.append(result.cpu_cores * 1e6 / result.requests_per_s)
+    added = costs[0] - costs[1]
+    return f"{added:+.1f} µs/req over {other}", added <= maximum
+
+
 def _events_versus_hello(
     name: str, outcomes: Outcomes, _: Settings, *, minimum: float
 ) -> tuple[str, bool]:
@@ -197,6 +211,16 @@ TARGETS = (
         "pixel ≥ 0.3x nginx+log (nginx answering and recording each hit)",
         "pixel",
         functools.partial(_versus_servers, minimums={"nginx_log": 0.3}),
+    ),
+    Target(
+        "enriched pixel ≥ 0.9x the same visitor mix without enrichment",
+        "pixel_enriched",
+        functools.partial(_versus_scenario, other="pixel_mix", minimum=0.9),
+    ),
+    Target(
+        "enrichment (every step, warm) ≤ 10 µs CPU per event",
+        "pixel_enriched",
+        functools.partial(_cpu_added, other="pixel_mix", maximum=10.0),
     ),
     Target(
         "durable tracker POST ≥ 0.5x hello world, p50 ≤ 3 ms",

@@ -16,6 +16,7 @@ from gateway.config.base import (
     ConfigIssue,
     _Model,
 )
+from gateway.config.enrich import Enrich
 from gateway.config.paths import (
     ca_file_issue,
     certificate_pair_issue,
@@ -203,6 +204,7 @@ class Tracking(_Model):
     honor_dnt: bool = False
     truncate_ip: bool = False
     node: str | None = None
+    enrich: Enrich | None = None  # device, bots, geography, privacy, plans (config/enrich)
 
 
 def checks(config: Config) -> Iterator[ConfigIssue]:

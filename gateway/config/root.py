@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gateway.config import cache, events, limits, links, routes, server, tls
+from gateway.config import cache, enrich, events, limits, links, routes, server, tls
 from gateway.config.base import (
     ConfigIssue,
     _Model,
@@ -36,5 +36,5 @@ class Config(_Model):
 def cross_checks(config: Config) -> Iterator[ConfigIssue]:
     """Checks that span several keys, each reported at the key that must change."""
     for checks in (server.checks, events.checks, tls.checks, links.checks, limits.checks,
-                   routes.checks, cache.checks):  # fmt: skip
+                   routes.checks, cache.checks, enrich.checks):  # fmt: skip
         yield from checks(config)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from gateway.jsonbytes import dumps_kept
+
+if TYPE_CHECKING:
+    from gateway.enrich.enricher import Added
 
 _bits = random.getrandbits
 SCHEMA_VERSION = 1
@@ -123,6 +127,8 @@ class RequestFacts:
     user_agent: str
     referer: str
     trace_id: str | None = None  # W3C Trace Context, when server.trace_context is on
+    # The request's fields, for enrichment (Client Hints, Sec-GPC, DNT); None without it.
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -163,6 +169,8 @@ class Event:
     headers: list[tuple[str, bytes]] | None = None
     # What ``headers`` take in the spool beyond HEADER_BYTES, when known (else measured).
     headers_bytes: int = 0
+    # Why the sink does not send it ("bot", "consent": tracking.enrich), else "".
+    withheld: str = ""
 
 
 class GatewayInfo(msgspec.Struct):
@@ -173,10 +181,11 @@ class GatewayInfo(msgspec.Struct):
     schema: int
 
 
-class Envelope(msgspec.Struct):
+class Envelope(msgspec.Struct, omit_defaults=True):
     """The envelope as encoded (``event.schema.json``): members in the schema's order.
     msgspec encodes it straight to bytes of their own size (nothing to copy down, unlike
-    orjson's buffer: see jsonbytes)."""
+    orjson's buffer: see jsonbytes). The enrichment members after ``gateway`` are left
+    out when their step is off, so consumers see no change unless it is configured."""
 
     event_id: str
     event_time: str
@@ -208,6 +217,13 @@ class Envelope(msgspec.Struct):
     integrations: dict[str, Any] | None
     extra: dict[str, Any] | None
     gateway: GatewayInfo
+    device: msgspec.Raw | None = None
+    bot: msgspec.Raw | None = None
+    geo: msgspec.Raw | None = None
+    campaign: dict[str, Any] | None = None
+    referrer: dict[str, Any] | None = None
+    consent: dict[str, Any] | None = None
+    violations: list[dict[str, Any]] | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -256,13 +272,19 @@ def build_event(
     received_at: float | None = None,
     segment: SegmentFields | None = None,
     source: str = "",
+    added: Added | None = None,
 ) -> Event:
     """Build the envelope; the record key is the visitor id (else the user id) so one
-    visitor's events stay in order on one partition (the event id when there is neither)."""
+    visitor's events stay in order on one partition (the event id when there is neither).
+    ``added``: what enrichment made of the event (its fields as they leave, and the new
+    members)."""
     now = time.time() if received_at is None else received_at
     now_text = iso_utc(now)
     event_id = uuid7()
     seg = segment or _NO_SEGMENT
+    if added is not None:
+        return _enriched(event_type, event_name, session_id, request, node, version, status,
+                         duration_ms, seg, source, added, event_id, now_text)  # fmt: skip
     # Positional, in the schema's order: a C-level constructor, encoded once (no dict).
     envelope = Envelope(
         event_id, now_text, event_type, event_name, anonymous_id, user_id, session_id,
@@ -272,7 +294,49 @@ def build_event(
         now_text, seg.sent_at, seg.timestamp or now_text, seg.original_timestamp,
         seg.message_id or event_id, seg.integrations, seg.extra, _gateway(node, version),
     )  # fmt: skip
-    owner = anonymous_id or user_id
+    return _event(envelope, anonymous_id or user_id, event_id, event_type, source, request)
+
+
+def _enriched(
+    event_type: str,
+    event_name: str,
+    session_id: str | None,
+    request: RequestFacts,
+    node: str,
+    version: str,
+    status: int | None,
+    duration_ms: float | None,
+    seg: SegmentFields,
+    source: str,
+    added: Added,
+    event_id: str,
+    now_text: str,
+) -> Event:
+    m = added.members
+    envelope = Envelope(
+        event_id, now_text, event_type, event_name, m["anonymous_id"], m["user_id"],
+        session_id, m["properties"] or {}, m["traits"], m["context"], m["group_id"],
+        m["previous_id"], m["ip"], request.method, request.host, request.path, request.query,
+        request.user_agent, request.referer, status, duration_ms, request.trace_id,
+        now_text, seg.sent_at, seg.timestamp or now_text, seg.original_timestamp,
+        seg.message_id or event_id, seg.integrations, m["extra"], _gateway(node, version),
+        added.device, added.bot, added.geo, added.campaign, added.referrer, added.consent,
+        added.violations,
+    )  # fmt: skip
+    event = _event(envelope, m["anonymous_id"] or m["user_id"], event_id, event_type, source,
+                   request)  # fmt: skip
+    event.withheld, event.topic = added.withheld, added.topic
+    return event
+
+
+def _event(
+    envelope: Envelope,
+    owner: str | None,
+    event_id: str,
+    event_type: str,
+    source: str,
+    request: RequestFacts,
+) -> Event:
     key = (owner or event_id).encode()
     event = Event(
         event_id, event_type, key, _encode(envelope), keyed=owner is not None, source=source

@@ -13,7 +13,7 @@ Two calls, for the two kinds of caller:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.events.envelope import Event
 from gateway.events.pending import CannotKeep, EventTooLarge, Overloaded
@@ -40,25 +40,43 @@ class EventsRefused(Exception):
 
 
 class Sink:
-    """In front of one worker's pipeline; handlers hold it from the start."""
+    """In front of one worker's pipeline; handlers hold it from the start. Events
+    enrichment withheld (a bot to drop, consent denied) stop here, counted by
+    ``withheld(event_type)``, and their callers answer as if they were taken."""
 
-    __slots__ = ("_pipeline",)
+    __slots__ = ("_pipeline", "_withheld")
 
-    def __init__(self, pipeline: EventPipeline) -> None:
+    def __init__(
+        self, pipeline: EventPipeline, withheld: Callable[[str], None] = lambda kind: None
+    ) -> None:
         self._pipeline = pipeline
+        self._withheld = withheld
 
     def offer(self, event: Event) -> bool:
         """Take ``event`` if there is room (False, counted as dropped, if not); the
         caller answers either way."""
+        if event.withheld:
+            self._withheld(event.event_type)
+            return True
         return self._pipeline.offer(event)
 
     def try_offer(self, event: Event) -> bool:
         """:meth:`offer` for a caller that will offer again: a refusal is not a loss yet."""
+        if event.withheld:
+            self._withheld(event.event_type)
+            return True
         return self._pipeline.offer(event, count_loss=False)
 
     async def put(self, events: Sequence[Event], *, durable: bool) -> None:
         """Take all of ``events`` or none; with ``durable``, return once they are safe.
         Raises :class:`EventsRefused` when they were not taken, or could not be kept."""
+        if any(event.withheld for event in events):
+            for event in events:
+                if event.withheld:
+                    self._withheld(event.event_type)
+            events = [event for event in events if not event.withheld]
+            if not events:
+                return
         try:
             done = self._pipeline.submit_all(events, durable=durable)
         except EventTooLarge as exc:

@@ -13,17 +13,20 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gateway import __version__
 from gateway.config import Cookie, Cookies, Tracking
-from gateway.events.envelope import Event, RequestFacts, build_event, uuid7
+from gateway.events.envelope import Event, RequestFacts, SegmentFields, build_event, uuid7
 from gateway.events.segment import Message
 from gateway.events.snowplow import SnowplowEvent
 from gateway.request.cors import Cors
 from gateway.request.info import INFO
+
+if TYPE_CHECKING:
+    from gateway.enrich.enricher import Added, Enricher
 
 # An id cookie that does not look like one of ours is replaced, never echoed back.
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -91,8 +94,9 @@ _PUBLIC = Identity(None, None, new_visitor=False, private=False)  # Segment call
 class Tracker:
     """Builds events for requests: visitor identity, cookies, request facts, envelope."""
 
-    def __init__(self, config: Tracking) -> None:
+    def __init__(self, config: Tracking, enricher: Enricher | None = None) -> None:
         self.config = config
+        self.enricher = enricher  # tracking.enrich, when any step is on
         self.node = config.node or socket.gethostname()
         self.cors = Cors(config.cors)
         cookies = config.cookies
@@ -165,8 +169,8 @@ class Tracker:
         ip: str | None = client_ip
         if identity.private:
             ip = None
-        elif self.config.truncate_ip:
-            ip = truncate_ip(client_ip)
+        elif self.config.truncate_ip and self.enricher is None:
+            ip = truncate_ip(client_ip)  # with enrichment: looked up first, then masked
         return RequestFacts(
             ip=ip,
             method=request.method,
@@ -176,6 +180,7 @@ class Tracker:
             user_agent=request.headers.get("User-Agent", ""),
             referer=request.headers.get("Referer", ""),
             trace_id=_trace_id(request),
+            headers=request.headers if self.enricher is not None else None,
         )
 
     def segment_facts(self, request: web.BaseRequest, client_ip: str) -> RequestFacts:
@@ -191,20 +196,25 @@ class Tracker:
         facts: RequestFacts | None = None,
     ) -> Event:
         """A Segment call: ids from the message, not from cookies."""
+        facts = facts or self.segment_facts(request, client_ip)
         return build_event(
             event_type=message.event_type,
             event_name=message.event_name,
             anonymous_id=message.anonymous_id,
             user_id=message.user_id,
             session_id=None,
-            request=facts or self.segment_facts(request, client_ip),
+            request=facts,
             node=self.node,
             version=__version__,
             properties=message.properties,
             received_at=received_at,
             segment=message.segment,
             source="segment",
-        )
+            added=self._enrich(
+                "segment", message.event_type, message.event_name, facts,
+                message.anonymous_id, message.user_id, message.properties, message.segment,
+            ),
+        )  # fmt: skip
 
     def snowplow_event(
         self, facts: RequestFacts, event: SnowplowEvent, received_at: float
@@ -223,7 +233,11 @@ class Tracker:
             received_at=received_at,
             segment=event.fields,
             source="snowplow",
-        )
+            added=self._enrich(
+                "snowplow", event.event_type, event.event_name, facts,
+                event.anonymous_id, event.user_id, event.properties, event.fields,
+            ),
+        )  # fmt: skip
 
     def event(
         self,
@@ -237,23 +251,53 @@ class Tracker:
         status: int | None = None,
         duration_ms: float | None = None,
     ) -> Event:
+        facts = self.facts(request, client_ip, identity)
+        # The tracker's own calls are "track" events; pixels, redirects and tracked
+        # requests are named by their type.
+        source = "tracker" if event_type == "track" else event_type
         return build_event(
             event_type=event_type,
             event_name=event_name,
             anonymous_id=identity.anonymous_id,
             user_id=identity.user_id,
             session_id=identity.session_id,
-            request=self.facts(request, client_ip, identity),
+            request=facts,
             node=self.node,
             version=__version__,
             properties=properties,
             status=status,
             duration_ms=duration_ms,
             received_at=time.time(),
-            # The tracker's own calls are "track" events; pixels, redirects and tracked
-            # requests are named by their type.
-            source="tracker" if event_type == "track" else event_type,
-        )
+            source=source,
+            added=self._enrich(
+                source, event_type, event_name, facts, identity.anonymous_id,
+                identity.user_id, properties, None,
+            ),
+        )  # fmt: skip
+
+    def _enrich(
+        self,
+        source: str,
+        event_type: str,
+        event_name: str,
+        facts: RequestFacts,
+        anonymous_id: str | None,
+        user_id: str | None,
+        properties: dict[str, Any] | None,
+        fields: SegmentFields | None,
+    ) -> Added | None:
+        """What ``tracking.enrich`` makes of an event; None when it is off."""
+        if self.enricher is None:
+            return None
+        members = {
+            "user_id": user_id, "anonymous_id": anonymous_id, "ip": facts.ip,
+            "properties": properties, "traits": fields.traits if fields else None,
+            "context": fields.context if fields else None,
+            "extra": fields.extra if fields else None,
+            "group_id": fields.group_id if fields else None,
+            "previous_id": fields.previous_id if fields else None,
+        }  # fmt: skip
+        return self.enricher.apply(source, event_type, event_name, facts, members)
 
 
 def _trace_id(request: web.BaseRequest) -> str | None:

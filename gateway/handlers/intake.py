@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -80,9 +81,18 @@ class IntakeHandler:
     """Takes Rill intake POSTs below the route's prefix."""
 
     def __init__(
-        self, config: Intake, kafka: Kafka | None, sink: Sink, *, durable: bool, node: str
+        self,
+        config: Intake,
+        kafka: Kafka | None,
+        sink: Sink,
+        *,
+        durable: bool,
+        node: str,
+        mask_ip: Callable[[str], str | None] | None = None,
     ) -> None:
         self._users = [(u.username.encode(), u.password.encode()) for u in config.users]
+        # tracking.enrich.ip on the client_ip header: the lines themselves stay as sent.
+        self._mask_ip = mask_ip
         self._max_line = config.max_line_bytes
         self._kafka = kafka
         self._sink = sink
@@ -105,12 +115,15 @@ class IntakeHandler:
                 source="intake",
             ))  # fmt: skip
             raise HTTPError(400, str(exc)) from None
+        client_ip: str | None = request[INFO].client_ip
+        if self._mask_ip is not None and client_ip:
+            client_ip = self._mask_ip(client_ip)
         facts = [
             ("content-type", b"application/json"),
             ("schema", str(SCHEMA_VERSION).encode()),
             ("source", b"intake"),
             ("received_at", iso_utc(received_at).encode()),
-            ("client_ip", request[INFO].client_ip.encode()),
+            *([("client_ip", client_ip.encode())] if client_ip is not None else []),
             ("node", self._node.encode()),
             ("user", user.encode()),
         ]

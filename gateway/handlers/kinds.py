@@ -126,9 +126,11 @@ def _collect(route: Route, ctx: BuildContext) -> Handler:
 def _intake(route: Route, ctx: BuildContext) -> Handler:
     assert route.intake is not None
     durable = _durable(route, ctx.config)
+    enricher = ctx.tracker.enricher
     return IntakeHandler(
-        route.intake, ctx.config.kafka, ctx.sink, durable=durable, node=ctx.tracker.node
-    )
+        route.intake, ctx.config.kafka, ctx.sink, durable=durable, node=ctx.tracker.node,
+        mask_ip=enricher.intake_mask if enricher is not None else None,
+    )  # fmt: skip
 
 
 def _snowplow(route: Route, ctx: BuildContext) -> Handler:

@@ -57,6 +57,7 @@ class Metrics:
         self._define_events()
         self._define_capabilities()
         self._define_cache()
+        self._define_enrichment()
         self._event_children: dict[tuple[str, str], Counter] = {}
         self._limit_children: dict[tuple[str, str], Counter] = {}
         # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.
@@ -158,7 +159,8 @@ class Metrics:
     def _define_events(self) -> None:
         self.events = self._counter(
             "gateway_events",
-            "Events by type and outcome: accepted, delivered, spooled, replayed, dropped.",
+            "Events by type and outcome: accepted, delivered, spooled, replayed, dropped, "
+            "withheld (by tracking.enrich: a bot dropped, consent denied).",
             ("type", "outcome"),
         )
         self.event_queue_depth = self._gauge(
@@ -237,6 +239,37 @@ class Metrics:
             "Redis tier requests that failed or timed out (the memory tier served).",
             ("reason",),
         )
+
+    def _define_enrichment(self) -> None:
+        """tracking.enrich (gateway.enrich): what it counts, by name for count_enrichment."""
+        counter = self._counter
+        self._enrichment = {
+            "bots": counter(
+                "gateway_enrich_bots",
+                "Events judged bots, by source and the action taken: flag, drop, route.",
+                ("source", "action"),
+            ),
+            "violations": counter(
+                "gateway_enrich_plan_violations",
+                "Events a tracking plan found fault with, by plan and mode.",
+                ("plan", "mode"),
+            ),
+            "consent": counter(
+                "gateway_enrich_consent_drops",
+                "Events dropped for a denied consent category.",
+                ("category",),
+            ),
+            "geo": counter(
+                "gateway_enrich_geo",
+                "Geo database events, by file: reloaded (replaced while serving), "
+                "reload_failed (the replacement could not be read), bad_record (a lookup "
+                "hit corrupt data: nothing known for that address).",
+                ("database", "event"),
+            ),
+        }
+
+    def count_enrichment(self, name: str, labels: tuple[str, ...]) -> None:
+        self._enrichment[name].labels(*labels).inc()
 
     def set_route_kinds(self, kinds: Mapping[str, str]) -> None:
         """The handler kind of each route of a new runtime (its labels from now on)."""

@@ -127,7 +127,7 @@ class Worker:
         self.services = Services(
             self.metrics,
             self.upstreams,
-            Sink(self.pipeline),
+            Sink(self.pipeline, lambda kind: self.metrics.observe_event(kind, "withheld")),
             limits_backend=self.limits_backend,
             cache=self.cache,
         )

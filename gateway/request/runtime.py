@@ -33,8 +33,9 @@ from gateway.request.response import HstsPolicy
 from gateway.request.router import HostMatcher, Router, RouteRule
 from gateway.tls.storage import Storage
 
-if TYPE_CHECKING:  # redis is imported only with a shared-limits backend
+if TYPE_CHECKING:  # redis, ua-parser, maxminddb: imported only when configured
     from gateway.cache.service import CacheService
+    from gateway.enrich.enricher import Enricher
     from gateway.limits.shared import SharedBackend
 
 
@@ -90,11 +91,34 @@ def _rules(config: Config, services: Services, previous: Mapping[str, Rule]) -> 
     return rules
 
 
+def _enricher(config: Config, services: Services, previous: Runtime | None) -> Enricher | None:
+    """The enrichment steps, kept from ``previous`` while their config is the same (its
+    caches stay warm, its databases open)."""
+    enrich = config.tracking.enrich
+    if enrich is None or not enrich.any_step:
+        return None
+    if previous is not None:
+        old = previous.tracker.enricher
+        same_truncate = previous.config.tracking.truncate_ip == config.tracking.truncate_ip
+        if old is not None and old.config == enrich and same_truncate:
+            return old
+    from gateway.enrich.enricher import Enricher  # ua-parser and maxminddb when used
+
+    metrics = services.metrics
+    return Enricher(
+        enrich,
+        legacy_truncate=config.tracking.truncate_ip,
+        dead_letter_topic=config.kafka.dead_letter_topic if config.kafka else "events-dead-letter",
+        count=metrics.count_enrichment,
+        report_geo=lambda path, outcome: metrics.count_enrichment("geo", (path, outcome)),
+    )
+
+
 def build_runtime(config: Config, services: Services, previous: Runtime | None = None) -> Runtime:
     """The runtime for ``config``; ``previous`` lends the buckets of unchanged rules."""
     server = config.server
     metrics = services.metrics
-    tracker = Tracker(config.tracking)
+    tracker = Tracker(config.tracking, _enricher(config, services, previous))
     resolver = ClientIPResolver(server.trusted_proxies, server.client_ip_header)
     rules = _rules(config, services, previous.rules if previous is not None else {})
     # Parsed once per config: the redirect handlers and the link API share them.

@@ -228,7 +228,8 @@ def test_scenarios_stay_in_registry_order_with_fast_variants_beside_durable_ones
         "hello", "proxy_small", "proxy_middleware", "proxy_small_c1000", "proxy_1m", "proxy_cached",
         "proxy_cached_c1000", "static_1k",
         "static_1m",
-        "pixel", "tracker_post", "tracker_post_fast", "segment_batch", "segment_batch_fast",
+        "pixel", "pixel_mix", "pixel_enriched", "tracker_post", "tracker_post_fast",
+        "segment_batch", "segment_batch_fast",
         "intake_batch", "snowplow_tp2", "redirect", "local_limited", "redis_limited",
         "hello_https", "hello_https_new", "proxy_https", "hello_h2", "proxy_h2", "static_h2",
         "idle_10k", "worker_rss",
@@ -774,6 +775,27 @@ def test_cached_proxy_targets_compare_with_caddy_proxying_and_the_gateways_stati
     assert _target_rows([cached], "proxy_cached")[1].measured == "static_1k not run"
 
 
+def test_enrichment_targets_compare_the_same_visitor_mix_with_and_without_it() -> None:
+    def pixel(name: str, requests: float, cores: float) -> ScenarioOutcome:
+        result = LoadResult(requests, 1.0, 2.0, 0, cores, 90.0)
+        return ScenarioOutcome(name, servers=(ServerSummary("gateway", result, 1, ()),))
+
+    rows = _target_rows(
+        [pixel("pixel_mix", 10000.0, 1.5), pixel("pixel_enriched", 9100.0, 1.45)],
+        "pixel_enriched",
+    )
+    assert [(row.measured, row.met) for row in rows] == [
+        ("0.91x pixel_mix", True), ("+9.3 µs/req over pixel_mix", True),
+    ]  # fmt: skip
+    slow = _target_rows(
+        [pixel("pixel_mix", 10000.0, 1.5), pixel("pixel_enriched", 8000.0, 1.5)],
+        "pixel_enriched",
+    )
+    assert [(row.measured, row.met) for row in slow] == [
+        ("0.80x pixel_mix", False), ("+37.5 µs/req over pixel_mix", False),
+    ]  # fmt: skip
+
+
 MACHINE = Machine(
     date="2026-11-25 18:00 UTC",
     cpus=2,
@@ -988,6 +1010,10 @@ ms Caddy | yes |
 | pixel ≥ 0.75x hello world | pixel | 0.92x hello | yes |
 | pixel ≥ 0.3x nginx+log (nginx answering and recording each hit) | pixel | 0.32x nginx+log \
 | yes |
+| enriched pixel ≥ 0.9x the same visitor mix without enrichment | pixel_enriched | \
+pixel_enriched not run | — |
+| enrichment (every step, warm) ≤ 10 µs CPU per event | pixel_enriched | pixel_enriched \
+not run | — |
 | durable tracker POST ≥ 0.5x hello world, p50 ≤ 3 ms | tracker_post | 0.81x hello, p50 \
 1.60 ms, 3 events missing | no |
 | durable Segment batch of 100: events/s ≥ 4x hello's requests/s | segment_batch | events/s \

@@ -34,7 +34,9 @@ def test_only_scenarios_with_a_recording_site_get_the_nginx_log_peer() -> None:
     recorded = {
         name for name, scenario in BY_NAME.items() if "nginx_log" in servers_of(scenario, FIXTURES)
     }
-    assert recorded == {"pixel", "tracker_post", "tracker_post_fast", "redirect"}
+    assert recorded == {
+        "pixel", "pixel_mix", "pixel_enriched", "tracker_post", "tracker_post_fast", "redirect",
+    }  # fmt: skip
     assert servers_of(BY_NAME["hello"], FIXTURES) == ("gateway", "nginx", "caddy")
     assert servers_of(BY_NAME["worker_rss"], FIXTURES) == ("gateway",)
     # nginx+log answers what nginx answers: the pixel is nginx's own GIF.
@@ -143,3 +145,29 @@ async def test_the_footprint_run_starts_the_shipped_gateway_and_reads_its_worker
                 == parse_config(SHIPPED_CONFIG.read_bytes(), env={}).server.worker_count
             )
     assert respond_site("x").config_file is None
+
+
+def test_the_enriched_pixel_turns_every_step_on_for_a_mix_of_visitors(tmp_path: Path) -> None:
+    from benchmarks.configs import gateway_config
+    from benchmarks.enrichment import MIX_SIZE, user_agents
+
+    mixed, enriched = BY_NAME["pixel_mix"], BY_NAME["pixel_enriched"]
+    assert mixed.mix == enriched.mix and len(enriched.mix) == MIX_SIZE
+    assert 250 <= len({fields["User-Agent"] for fields in enriched.mix}) <= len(user_agents())
+    assert len({fields["X-Forwarded-For"] for fields in enriched.mix}) > 2000
+    script = enriched.wrk_script or ""
+    assert script.count("X-Forwarded-For") == MIX_SIZE
+    assert 'requests[n] = wrk.format("GET", "/img/v1/campaign/c1/ename/open", fields, nil)' in (
+        script
+    )
+    configs = {}
+    for scenario in (mixed, enriched):
+        assert scenario.site is not None
+        text = gateway_config(scenario.site(FIXTURES), port=8080, workers=1, capacity=100,
+                              workdir=tmp_path)  # fmt: skip
+        configs[scenario.name] = parse_config(text.encode(), env={})  # checks the databases
+    assert configs["pixel_mix"].tracking.enrich is None
+    enrich = configs["pixel_enriched"].tracking.enrich
+    assert enrich is not None and [step for step in ("device", "bots", "geo", "campaign",
+        "referrer", "ip", "consent", "pii") if getattr(enrich, step) is None] == []  # fmt: skip
+    assert configs["pixel_enriched"].server.trusted_proxies == ("127.0.0.1/32",)
