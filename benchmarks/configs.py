@@ -217,6 +217,21 @@ def proxy_site(upstream: str) -> Site:
 CACHEABLE_PATH = "/cacheable"
 
 
+# proxy_experiment: one visitor's cookies, as a returning visitor sends them.
+EXPERIMENT = {
+    "name": "checkout",
+    "routes": ["app"],
+    "variants": [{"name": "old", "weight": 0.5}, {"name": "new", "weight": 0.5}],
+}
+EXPERIMENT_VISITOR = "0193a5b8-0000-7000-8000-0000000000aa"
+
+
+def experiment_site(upstream: str) -> Site:
+    """proxy_site with the route in an experiment (both variants proxy alike: what is
+    measured is the step, not a second backend)."""
+    return dataclasses.replace(proxy_site(upstream), gateway_sections={"experiments": [EXPERIMENT]})
+
+
 def cached_site(upstream: str) -> Site:
     """The proxy with a shared cache in front, answering the backend's cacheable 1 KiB
     from memory: the gateway's route cache, nginx's proxy_cache (its own keys zone under

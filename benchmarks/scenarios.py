@@ -18,6 +18,8 @@ import orjson
 
 from benchmarks.configs import (
     CACHEABLE_PATH,
+    EXPERIMENT,
+    EXPERIMENT_VISITOR,
     INTAKE_PASSWORD,
     INTAKE_USER,
     SEGMENT_SUCCESS,
@@ -26,6 +28,7 @@ from benchmarks.configs import (
     Delivery,
     Site,
     cached_site,
+    experiment_site,
     intake_site,
     limited_site,
     middleware_site,
@@ -131,6 +134,22 @@ def _proxied(fixtures: Fixtures) -> Site:
 def _middleware(fixtures: Fixtures) -> Site:
     assert fixtures.backend is not None, "proxy scenarios set backend=True"
     return middleware_site(fixtures.backend)
+
+
+def _experiment(fixtures: Fixtures) -> Site:
+    assert fixtures.backend is not None, "proxy scenarios set backend=True"
+    return experiment_site(fixtures.backend)
+
+
+def experiment_cookie() -> str:
+    """The Cookie header of EXPERIMENT_VISITOR, their variant already in ``xp``."""
+    from gateway.config.experiments import Experiment
+    from gateway.experiments.assign import Assigner
+
+    variant = Assigner(Experiment.model_validate_json(orjson.dumps(EXPERIMENT))).variant_of(
+        EXPERIMENT_VISITOR
+    )
+    return f"vid={EXPERIMENT_VISITOR}; sid={EXPERIMENT_VISITOR}; xp=checkout={variant}"
 
 
 def _cached(fixtures: Fixtures) -> Site:
@@ -321,6 +340,25 @@ SCENARIOS: tuple[Scenario, ...] = (
         "reverse proxy to an nginx backend on loopback, small response",
         SMALL_PATH,
         BACKEND_BODY.encode(),
+    ),
+    Scenario(
+        "proxy_visitor",
+        "proxy_small for a returning visitor: the cookies proxy_experiment sends, no experiment",
+        site=_proxied,
+        path=SMALL_PATH,
+        headers={"Cookie": experiment_cookie()},
+        expected_body=BACKEND_BODY.encode(),
+        backend=True,
+    ),
+    Scenario(
+        "proxy_experiment",
+        "proxy_small for a returning visitor in a two-variant experiment (its vid, sid and "
+        "xp cookies sent): assignment, the variant header, the cookies",
+        site=_experiment,
+        path=SMALL_PATH,
+        headers={"Cookie": experiment_cookie()},
+        expected_body=BACKEND_BODY.encode(),
+        backend=True,
     ),
     Scenario(
         "proxy_middleware",

@@ -202,6 +202,11 @@ TARGETS = (
         functools.partial(_versus_scenario, other="static_1k", minimum=1.0),
     ),
     Target(
+        "a proxied request in an experiment ≤ 10 µs more CPU than outside it",
+        "proxy_experiment",
+        functools.partial(_cpu_added, other="proxy_visitor", maximum=10.0),
+    ),
+    Target(
         "static 1 KiB ≥ 1.0x Caddy",
         "static_1k",
         functools.partial(_versus_servers, minimums={"caddy": 1.0}),

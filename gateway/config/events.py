@@ -42,6 +42,7 @@ EVENT_TYPES = (
     "page_ping",
     "transaction",
     "transaction_item",
+    "experiment_exposure",  # gateway.experiments: a visitor shown a variant
 )
 _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 _HOST_AND_PORT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
@@ -170,6 +171,8 @@ class Cookies(_Model):
     enabled: bool = True
     visitor: Cookie = Cookie(name="vid", max_age=2 * 365 * 86400)
     session: Cookie = Cookie(name="sid", max_age=30 * 60)
+    # Experiment assignments, readable by the page's JavaScript: "name=variant&...".
+    experiments: Cookie = Cookie(name="xp", max_age=90 * 86400)
     domain: str | None = None
     path: str = "/"
     same_site: Literal["Lax", "Strict", "None"] = "Lax"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gateway.config import cache, enrich, events, limits, links, routes, server, tls
+from gateway.config import cache, enrich, events, experiments, limits, links, routes, server, tls
 from gateway.config.base import (
     ConfigIssue,
     _Model,
 )
 from gateway.config.cache import Cache
 from gateway.config.events import Kafka, Spool, Tracking
+from gateway.config.experiments import Experiment
 from gateway.config.limits import RateLimits
 from gateway.config.links import Redirects
 from gateway.config.routes import Route
@@ -31,10 +32,11 @@ class Config(_Model):
     rate_limits: RateLimits = RateLimits()
     redirects: Redirects | None = None
     cache: Cache = Cache()
+    experiments: tuple[Experiment, ...] = ()
 
 
 def cross_checks(config: Config) -> Iterator[ConfigIssue]:
     """Checks that span several keys, each reported at the key that must change."""
     for checks in (server.checks, events.checks, tls.checks, links.checks, limits.checks,
-                   routes.checks, cache.checks, enrich.checks):  # fmt: skip
+                   routes.checks, cache.checks, enrich.checks, experiments.checks):  # fmt: skip
         yield from checks(config)

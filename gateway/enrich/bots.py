@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from gateway.enrich.cache import Bounded
+from gateway.bounded import Bounded
 
 if TYPE_CHECKING:
     from gateway.config.enrich import BotPattern

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from gateway.enrich.cache import Bounded
+from gateway.bounded import Bounded
 
 _UTM = {"utm_source": "source", "utm_medium": "medium", "utm_campaign": "name",
         "utm_term": "term", "utm_content": "content"}  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.enrich.cache import Bounded
+from gateway.bounded import Bounded
 
 # The Client Hints read (RFC 8941 structured fields): low entropy, sent on every
 # HTTPS request by Chromium; the model and platform version only after Accept-CH.
@@ -50,7 +50,7 @@ class DeviceParser:
     """``describe(user_agent, headers)``: the envelope's ``device`` member, encoded."""
 
     def __init__(self, cache_size: int) -> None:
-        self._cache: Bounded[Any, tuple[msgspec.Raw, bool]] = Bounded(cache_size)
+        self._cache: Bounded[Any, tuple[msgspec.Raw, str]] = Bounded(cache_size)
         self._hints: Bounded[str, Any] = Bounded(256)
         _resolver()  # built now (about 180 ms), not on the first event
 
@@ -58,13 +58,21 @@ class DeviceParser:
         self, user_agent: str, headers: Mapping[str, str] | None = None
     ) -> tuple[msgspec.Raw, bool]:
         """The member, and whether ua-parser named the agent a spider."""
+        raw, kind = self._found(user_agent, headers)
+        return raw, kind == "bot"
+
+    def kind(self, user_agent: str, headers: Mapping[str, str] | None = None) -> str:
+        """The device type alone (experiments target by it)."""
+        return self._found(user_agent, headers)[1]
+
+    def _found(self, user_agent: str, headers: Mapping[str, str] | None) -> tuple[msgspec.Raw, str]:
         key: Any = user_agent
         if headers is not None and "Sec-CH-UA" in headers:
             key = (user_agent, *(headers.get(name) for name in HINTS))
         found = self._cache.get(key)
         if found is None:
             fields = self.fields(user_agent, headers)
-            found = (msgspec.Raw(_encode(fields)), fields["type"] == "bot")
+            found = (msgspec.Raw(_encode(fields)), fields["type"])
             self._cache.put(key, found)
         return found
 

@@ -108,6 +108,14 @@ class Enricher:
         rules = config.consent.rules if config.consent else ()
         self._strips = {r.category: Paths(r.fields) for r in rules if r.action == "strip"}
 
+    def country_of(self, ip: str | None) -> str | None:
+        """The address's ISO country (None without geo or when unknown)."""
+        return self.geo.country(ip) if self.geo is not None else None
+
+    def device_type_of(self, user_agent: str, headers: Mapping[str, str] | None) -> str | None:
+        """mobile, tablet, desktop, bot or other (None without the device step)."""
+        return self.device.kind(user_agent, headers) if self.device is not None else None
+
     def intake_mask(self, ip: str) -> str | None:
         """The address as the ip policy leaves it, for Rill intake's client_ip header (its
         lines are not enriched: they stay byte for byte)."""

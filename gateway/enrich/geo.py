@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from gateway.bounded import Bounded
 from gateway.config.enrich import open_reader
-from gateway.enrich.cache import Bounded
 
 if TYPE_CHECKING:  # the config imports this module for its checks
     from gateway.config.enrich import Geo
@@ -88,6 +88,7 @@ class GeoLookup:
         self.city = Database(config.city_db, report) if config.city_db else None
         self.asn = Database(config.asn_db, report) if config.asn_db else None
         self._cache: Bounded[str, msgspec.Raw] = Bounded(config.cache_size)
+        self._countries: Bounded[str, str | None] = Bounded(config.cache_size)
         self._next_check = clock() + config.check_interval
         self.unknown = msgspec.Raw(_encode(dict.fromkeys(FIELDS)))
 
@@ -102,12 +103,23 @@ class GeoLookup:
             self._cache.put(ip, found)
         return found
 
+    def country(self, ip: str | None) -> str | None:
+        """The ISO country of an address (experiments target by it), kept per address."""
+        if ip is None:
+            return None
+        found = self._countries.get(ip, "")
+        if found == "":
+            found = self.fields(ip)["country"]
+            self._countries.put(ip, found)
+        return found
+
     def check(self) -> None:
         """Swap in replaced files; what was kept from the old ones is forgotten."""
         self._next_check = self._clock() + self.config.check_interval
         swapped = [database.check() for database in (self.city, self.asn) if database]
         if any(swapped):
             self._cache.clear()
+            self._countries.clear()
 
     def fields(self, ip: str) -> dict[str, Any]:
         fields: dict[str, Any] = dict.fromkeys(FIELDS)

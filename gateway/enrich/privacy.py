@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.enrich.cache import Bounded
+from gateway.bounded import Bounded
 
 # Top-level members and the Snowplow parameter each came from (kept in ``extra``).
 SNOWPLOW_PARAMETERS = {"user_id": "uid", "anonymous_id": "duid", "ip": "ip"}

@@ -129,6 +129,8 @@ class RequestFacts:
     trace_id: str | None = None  # W3C Trace Context, when server.trace_context is on
     # The request's fields, for enrichment (Client Hints, Sec-GPC, DNT); None without it.
     headers: Mapping[str, str] | None = None
+    # The visitor's experiment assignments (name -> variant), when experiments are on.
+    experiments: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -224,6 +226,7 @@ class Envelope(msgspec.Struct, omit_defaults=True):
     referrer: dict[str, Any] | None = None
     consent: dict[str, Any] | None = None
     violations: list[dict[str, Any]] | None = None
+    experiments: dict[str, str] | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -293,6 +296,7 @@ def build_event(
         request.user_agent, request.referer, status, duration_ms, request.trace_id,
         now_text, seg.sent_at, seg.timestamp or now_text, seg.original_timestamp,
         seg.message_id or event_id, seg.integrations, seg.extra, _gateway(node, version),
+        experiments=request.experiments,
     )  # fmt: skip
     return _event(envelope, anonymous_id or user_id, event_id, event_type, source, request)
 
@@ -321,7 +325,7 @@ def _enriched(
         now_text, seg.sent_at, seg.timestamp or now_text, seg.original_timestamp,
         seg.message_id or event_id, seg.integrations, m["extra"], _gateway(node, version),
         added.device, added.bot, added.geo, added.campaign, added.referrer, added.consent,
-        added.violations,
+        added.violations, request.experiments,
     )  # fmt: skip
     event = _event(envelope, m["anonymous_id"] or m["user_id"], event_id, event_type, source,
                    request)  # fmt: skip

@@ -22,6 +22,8 @@ from gateway.config import Cookie, Cookies, Tracking
 from gateway.events.envelope import Event, RequestFacts, SegmentFields, build_event, uuid7
 from gateway.events.segment import Message
 from gateway.events.snowplow import SnowplowEvent
+from gateway.experiments.cookie import parse as parse_assignments
+from gateway.request.cookies import cookies_of
 from gateway.request.cors import Cors
 from gateway.request.info import INFO
 
@@ -40,6 +42,7 @@ class Identity:
     private: bool
     user_id: str | None = None
     from_client: bool = False  # the client named itself: no cookie is set
+    new_session: bool = False  # the session id was minted for this request
 
 
 # A client's own id: a UUID (any version), as tracker clients mint them.
@@ -94,14 +97,22 @@ _PUBLIC = Identity(None, None, new_visitor=False, private=False)  # Segment call
 class Tracker:
     """Builds events for requests: visitor identity, cookies, request facts, envelope."""
 
-    def __init__(self, config: Tracking, enricher: Enricher | None = None) -> None:
+    def __init__(
+        self, config: Tracking, enricher: Enricher | None = None, *, experiments: bool = False
+    ) -> None:
         self.config = config
         self.enricher = enricher  # tracking.enrich, when any step is on
+        self.experiments = experiments  # events carry assignments (config.experiments)
         self.node = config.node or socket.gethostname()
         self.cors = Cors(config.cors)
         cookies = config.cookies
         self._visitor_cookie, self._visitor_attrs = cookie_parts(cookies, cookies.visitor)
         self._session_cookie, self._session_attrs = cookie_parts(cookies, cookies.session)
+        readable = cookies.model_copy(update={"http_only": False})
+        self._experiments_cookie, self._experiments_attrs = cookie_parts(
+            readable, cookies.experiments
+        )
+        self._experiments_name = cookies.experiments.name + "="
 
     def identify(
         self,
@@ -124,7 +135,7 @@ class Tracker:
             return Identity(visitor_id, session_id, False, False, user_id, from_client=True)
         cookies = config.cookies
         # No Cookie header, no parsing (aiohttp's cookie parser is not cheap).
-        jar = request.cookies if "Cookie" in request.headers else {}
+        jar = cookies_of(request)
         visitor = jar.get(cookies.visitor.name, "")
         session = jar.get(cookies.session.name, "")
         new_visitor = not _ID.fullmatch(visitor)
@@ -138,6 +149,7 @@ class Tracker:
             session_id=uuid7() if new_session else session,
             new_visitor=new_visitor,
             private=False,
+            new_session=new_session,
         )
 
     def expire_cookies(self, response: web.StreamResponse) -> None:
@@ -152,18 +164,40 @@ class Tracker:
     def set_cookies(self, response: web.StreamResponse, identity: Identity) -> None:
         """Visitor cookie when new; session cookie every time (sliding expiry); none for
         a client that sent its own ids."""
+        for value in self.cookie_values(identity):
+            response.headers.add("Set-Cookie", value)
+
+    def cookie_values(self, identity: Identity, *, minted_only: bool = False) -> list[str]:
+        """The Set-Cookie values :meth:`set_cookies` adds (for a response not made yet);
+        ``minted_only``: only ids minted for this request (no sliding session refresh)."""
         if identity.private or identity.from_client or not self.config.cookies.enabled:
-            return
+            return []
+        if minted_only and not (identity.new_visitor or identity.new_session):
+            return []
         # Values are our own ids (or ones we read back, of cookie-safe characters), so the
         # header is assembled from attributes rendered once: http.cookies is slow per call.
+        values = []
         if identity.new_visitor and identity.anonymous_id:
-            response.headers.add(
-                "Set-Cookie", self._visitor_cookie + identity.anonymous_id + self._visitor_attrs
-            )
+            values.append(self._visitor_cookie + identity.anonymous_id + self._visitor_attrs)
         if identity.session_id:
-            response.headers.add(
-                "Set-Cookie", self._session_cookie + identity.session_id + self._session_attrs
-            )
+            values.append(self._session_cookie + identity.session_id + self._session_attrs)
+        return values
+
+    def experiments_cookie(self, value: str) -> str:
+        """The Set-Cookie value of the experiments cookie: readable by the page's
+        JavaScript (never HttpOnly), otherwise scoped like the id cookies."""
+        return self._experiments_cookie + value + self._experiments_attrs
+
+    def experiments_of(self, request: web.BaseRequest) -> dict[str, str] | None:
+        """The visitor's experiment assignments: what this request decided, else what
+        their cookie says; None when there are none (the envelope leaves it out)."""
+        info = request.get(INFO)
+        if info is not None and info.experiments is not None:
+            return info.experiments or None
+        cookie = request.headers.get("Cookie")
+        if cookie is None or self._experiments_name not in cookie:
+            return None
+        return parse_assignments(cookies_of(request).get(self.config.cookies.experiments.name, ""))
 
     def facts(self, request: web.BaseRequest, client_ip: str, identity: Identity) -> RequestFacts:
         ip: str | None = client_ip
@@ -181,6 +215,7 @@ class Tracker:
             referer=request.headers.get("Referer", ""),
             trace_id=_trace_id(request),
             headers=request.headers if self.enricher is not None else None,
+            experiments=self.experiments_of(request) if self.experiments else None,
         )
 
     def segment_facts(self, request: web.BaseRequest, client_ip: str) -> RequestFacts:

@@ -2,19 +2,21 @@
 
 ``health`` and ``ready`` answer on every listener; ``metrics`` on admin listeners (and on
 public ones with ``server.public_metrics``); ``reload``, the links API, ``certificates``
-and ``cache/purge`` on admin listeners only, which must bind a loopback address.
+``cache/purge`` and ``experiments`` on admin listeners only, which must bind a loopback
+address.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
 from gateway.config import ConfigIssue
+from gateway.config.experiments import Experiment
 from gateway.links.api import LinksApi
 from gateway.observability.health import Readiness
 from gateway.observability.metrics import CONTENT_TYPE, Metrics
@@ -47,6 +49,7 @@ class Builtins:
         links: Callable[[], LinksApi | None] = lambda: None,
         certificates: Callable[[], Certificates | None] = lambda: None,
         cache: Callable[[], CacheService | None] = lambda: None,
+        experiments: Callable[[], Sequence[Experiment]] = lambda: (),
     ) -> None:
         self._metrics = metrics
         self._readiness = readiness
@@ -54,6 +57,7 @@ class Builtins:
         self._links = links
         self._certificates = certificates
         self._cache = cache
+        self._experiments = experiments
 
     async def handle(
         self, request: web.BaseRequest, name: str, *, admin: bool, public_metrics: bool
@@ -86,6 +90,12 @@ class Builtins:
             return await api.handle(request, name.removeprefix("links"))
         if admin and name in ("certificates", "certificates/renew"):
             return await self._certificates_endpoint(request, name)
+        if admin and (name == "experiments" or name.startswith("experiments/")):
+            from gateway.experiments.api import report
+
+            self._allow(request, "GET", "HEAD")
+            wanted = name.removeprefix("experiments").lstrip("/")
+            return json_response(*await report(wanted, self._experiments(), self._metrics))
         if admin and name == "cache/purge":
             from gateway.cache.api import purge  # a worker without a cache never loads it
 

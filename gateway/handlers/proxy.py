@@ -133,15 +133,19 @@ class ProxyHandler:
                 headers["tracestate"] = trace.state
             else:
                 headers.popall("tracestate", None)
-        if (middleware := info.middleware) is not None:
-            if middleware.forward is not None:
-                # Only the auth service's answer may carry these: never the client's.
-                for name in middleware.forward.config.copy_headers:
-                    headers.popall(name, None)
-                for name, value in info.upstream_headers or ():
-                    headers.add(name, value)
-            if middleware.request_headers is not None:
-                middleware.request_headers.apply(headers, middleware.facts(info, request.host))
+        middleware = info.middleware
+        if middleware is not None and middleware.forward is not None:
+            # Only the auth service's answer may carry these: never the client's.
+            for name in middleware.forward.config.copy_headers:
+                headers.popall(name, None)
+        added = info.upstream_headers  # forward_auth's and experiments': never the client's
+        if added:
+            for name in {name for name, _ in added}:
+                headers.popall(name, None)
+            for name, value in added:
+                headers.add(name, value)
+        if middleware is not None and middleware.request_headers is not None:
+            middleware.request_headers.apply(headers, middleware.facts(info, request.host))
         return headers
 
     def _answered(self, target: Target, status: int, sent: float) -> None:

@@ -39,6 +39,9 @@ def request_factory(
         async def _prepare_hook(self, response: web.StreamResponse) -> None:
             finish_head(response, self.host, policy() if policy is not None else None)
             info = self.get(INFO)
+            if info is not None and info.response_fields:
+                for name, value in info.response_fields:
+                    response.headers.add(name, value)
             rules = info.middleware if info is not None else None
             if rules is not None and rules.response_headers is not None:
                 assert info is not None

@@ -241,7 +241,7 @@ class Metrics:
         )
 
     def _define_enrichment(self) -> None:
-        """tracking.enrich (gateway.enrich): what it counts, by name for count_enrichment."""
+        """tracking.enrich (gateway.enrich) and experiments: counters by name."""
         counter = self._counter
         self._enrichment = {
             "bots": counter(
@@ -255,9 +255,7 @@ class Metrics:
                 ("plan", "mode"),
             ),
             "consent": counter(
-                "gateway_enrich_consent_drops",
-                "Events dropped for a denied consent category.",
-                ("category",),
+                "gateway_enrich_consent_drops", "Events dropped: consent denied.", ("category",)
             ),
             "geo": counter(
                 "gateway_enrich_geo",
@@ -266,10 +264,18 @@ class Metrics:
                 "hit corrupt data: nothing known for that address).",
                 ("database", "event"),
             ),
+            "exposures": counter(  # gateway.experiments: one series per variant per day
+                "gateway_experiment_exposures",
+                "experiment_exposure events, by experiment, variant and UTC day.",
+                ("experiment", "variant", "day"),
+            ),
         }
 
     def count_enrichment(self, name: str, labels: tuple[str, ...]) -> None:
         self._enrichment[name].labels(*labels).inc()
+
+    def count_exposure(self, *labels: str) -> None:  # experiment, variant, day
+        self._enrichment["exposures"].labels(*labels).inc()
 
     def set_route_kinds(self, kinds: Mapping[str, str]) -> None:
         """The handler kind of each route of a new runtime (its labels from now on)."""

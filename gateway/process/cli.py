@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="asyncio edge gateway")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{run,check,spool,links,cache}"
+        dest="command", required=True, metavar="{run,check,spool,links,cache,experiments}"
     )
     for name, text in (
         ("run", "serve the config"),
@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     named.add_argument("--prefix", help="every URL below it, e.g. https://shop.example/blog/")
     named.add_argument("--tag", help="what the origin tagged (Surrogate-Key)")
     purge.add_argument("--soft", action="store_true", help="mark stale instead of removing")
+    experiments = commands.add_parser(
+        "experiments",
+        help="experiments' exposures and split check through the admin API",
+        description="Exposures per variant (and per day, with show) summed over every "
+        "worker, and the sample-ratio-mismatch check against the configured weights.",
+    )
+    experiments.add_argument("--config", default="config.json", help="config file")
+    experiments.add_argument("--url", help="admin base URL (default: the config's admin)")
+    experiment_actions = experiments.add_subparsers(dest="action", required=True)
+    experiment_actions.add_parser("list", help="every experiment, one line each")
+    show = experiment_actions.add_parser("show", help="one experiment, as JSON")
+    show.add_argument("name")
     # Started by the supervisor only; not part of the user-facing interface.
     worker = commands.add_parser("worker")
     worker.add_argument("--config", required=True)
@@ -178,6 +190,28 @@ def _cache(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _experiments(args: argparse.Namespace, config: Config) -> int:
+    """``gateway experiments list|show NAME``: the admin API's experiments."""
+    import json
+
+    base = _admin_base(args, config)
+    if base is None:
+        return EXIT_CONFIG
+    name = "/" + args.name if args.action == "show" else ""
+    answer = _call(base + config.server.builtin_prefix + "experiments" + name, "GET", None, None)
+    if answer is None:
+        return 1
+    if args.action == "show":
+        print(json.dumps(json.loads(answer), indent=2))
+        return 0
+    for item in json.loads(answer)["experiments"]:
+        split = " ".join(f"{v['name']}={v['exposures']}" for v in item["variants"])
+        srm = item["srm"]
+        check = "MISMATCH" if srm["mismatch"] else "ok"
+        print(f"{item['name']} {item['status']} {split} srm p={srm['p_value']:.3g} {check}")
+    return 0
+
+
 def _links(args: argparse.Namespace, config: Config) -> int:
     """``gateway links ...``: a small client of the management API."""
     import json
@@ -266,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _links(args, config)
     if args.command == "cache":
         return _cache(args, config)
+    if args.command == "experiments":
+        return _experiments(args, config)
 
     from gateway.process.supervisor import Supervisor
 

@@ -195,6 +195,7 @@ class Worker:
                 self._links_api,
                 lambda: self.certificates,
                 lambda: self.cache,
+                lambda: self.holder.current.config.experiments,
             ),
             self.metrics,
             access_log,

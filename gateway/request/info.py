@@ -28,8 +28,12 @@ class RequestInfo:
     trace: Trace | None = None  # W3C Trace Context, when server.trace_context is on
     middleware: RouteMiddleware | None = None  # the matched route's, for its answers too
     user: str | None = None  # who basic_auth let in
-    # What forward_auth's service said to add to the request the upstream gets.
+    # What forward_auth's service (and experiments) said to add to the upstream request.
     upstream_headers: list[tuple[str, str]] | None = None
+    # Experiment assignments this request decided (name -> variant), for its events.
+    experiments: dict[str, str] | None = None
+    # Fields the response gets whatever handler makes it (experiments' Set-Cookie).
+    response_fields: list[tuple[str, str]] | None = None
 
 
 INFO = web.RequestKey("gateway.request.info", RequestInfo)

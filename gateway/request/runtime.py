@@ -8,17 +8,18 @@ over, so a reload does not hand every client a fresh burst.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
 
-from gateway.config import Config
+from gateway.config import Config, Route
 from gateway.events.sink import Sink
 from gateway.events.tracker import Tracker
 from gateway.handlers import Handler
-from gateway.handlers.kinds import BuildContext, kind_name, kind_of
+from gateway.handlers.kinds import BuildContext, Kind, kind_name, kind_of
 from gateway.handlers.static import StaticHandler
 from gateway.limits.ratelimit import Limiter, RouteLimits, Rule, local_limiter_for
 from gateway.links.model import Link
@@ -114,11 +115,19 @@ def _enricher(config: Config, services: Services, previous: Runtime | None) -> E
     )
 
 
+def _build(kind: Kind, context: BuildContext, route: Route) -> Handler:
+    return kind.build(route, context)
+
+
 def build_runtime(config: Config, services: Services, previous: Runtime | None = None) -> Runtime:
     """The runtime for ``config``; ``previous`` lends the buckets of unchanged rules."""
     server = config.server
     metrics = services.metrics
-    tracker = Tracker(config.tracking, _enricher(config, services, previous))
+    tracker = Tracker(
+        config.tracking,
+        _enricher(config, services, previous),
+        experiments=bool(config.experiments),
+    )
     resolver = ClientIPResolver(server.trusted_proxies, server.client_ip_header)
     rules = _rules(config, services, previous.rules if previous is not None else {})
     # Parsed once per config: the redirect handlers and the link API share them.
@@ -141,10 +150,18 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
             )
         max_body = route.max_body_bytes
         kind = kind_of(route)
+        handler = kind.build(route, context)
+        if config.experiments:
+            from gateway.experiments.build import with_experiments
+
+            handler = with_experiments(
+                route, handler, config.experiments, functools.partial(_build, kind, context),
+                tracker, services.sink, metrics.count_exposure,
+            )  # fmt: skip
         target = ActiveRoute(
             name=route.name,
             max_body=max_body if max_body is not None else server.limits.max_body_bytes,
-            handler=kind.build(route, context),
+            handler=handler,
             limits=limits,
             track=route.track,
             cors=tracker.cors if kind.cors else None,
@@ -163,6 +180,12 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
         static_links=static_links,
         upstream_groups=frozenset(
             [services.upstreams.get(route.proxy) for route in config.routes if route.proxy]
+            + [
+                services.upstreams.get(variant.proxy)
+                for experiment in config.experiments
+                for variant in experiment.variants
+                if variant.proxy
+            ]
             + [
                 services.upstreams.get(auth_proxy(route.forward_auth))
                 for route in config.routes

@@ -225,7 +225,8 @@ def test_tracker_post_request_is_a_small_json_object_answered_204() -> None:
 
 def test_scenarios_stay_in_registry_order_with_fast_variants_beside_durable_ones() -> None:
     assert [scenario.name for scenario in SCENARIOS] == [
-        "hello", "proxy_small", "proxy_middleware", "proxy_small_c1000", "proxy_1m", "proxy_cached",
+        "hello", "proxy_small", "proxy_visitor", "proxy_experiment", "proxy_middleware",
+        "proxy_small_c1000", "proxy_1m", "proxy_cached",
         "proxy_cached_c1000", "static_1k",
         "static_1m",
         "pixel", "pixel_mix", "pixel_enriched", "tracker_post", "tracker_post_fast",
@@ -660,6 +661,8 @@ def test_scenario_clients_follow_the_run_unless_the_scenario_sets_its_own() -> N
     assert BY_NAME["idle_10k"].clients(settings) == 500
     assert {name for name, s in BY_NAME.items() if s.backend} == {
         "proxy_small",
+        "proxy_visitor",
+        "proxy_experiment",
         "proxy_middleware",
         "proxy_small_c1000",
         "proxy_1m",
@@ -1006,6 +1009,8 @@ ms Caddy | yes |
 | cached proxy ≥ 1.3x Caddy's proxying | proxy_cached | proxy_cached not run | — |
 | cached proxy ≥ 1.0x the gateway's own static 1 KiB | proxy_cached | proxy_cached not run \
 | — |
+| a proxied request in an experiment ≤ 10 µs more CPU than outside it | proxy_experiment \
+| proxy_experiment not run | — |
 | static 1 KiB ≥ 1.0x Caddy | static_1k | static_1k not run | — |
 | pixel ≥ 0.75x hello world | pixel | 0.92x hello | yes |
 | pixel ≥ 0.3x nginx+log (nginx answering and recording each hit) | pixel | 0.32x nginx+log \

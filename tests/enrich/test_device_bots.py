@@ -79,7 +79,7 @@ def test_malformed_client_hints_are_ignored_not_fatal() -> None:
 def test_parsed_agents_are_kept_encoded_and_bounded() -> None:
     parser = DeviceParser(16)
     first = parser.describe(CHROME_WINDOWS)
-    assert parser.describe(CHROME_WINDOWS) is first  # the same encoded member, not a reparse
+    assert parser.describe(CHROME_WINDOWS)[0] is first[0]  # the same encoded member, not a reparse
     for n in range(40):
         parser.describe(f"Agent/{n}")
     assert len(parser._cache) == 16
