@@ -10,7 +10,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,18 @@ class GatewayProcess:
         return code
 
 
-async def start_process(config_path: Path, *, workers: int, listeners: int = 2) -> GatewayProcess:
+async def start_process(
+    config_path: Path | None,
+    *,
+    workers: int,
+    listeners: int = 2,
+    argv: Sequence[str] = (),
+    cwd: Path | None = None,
+) -> GatewayProcess:
+    """``gateway run --config config_path``, or ``gateway *argv`` without a config path."""
+    command = ("run", "--config", str(config_path)) if config_path is not None else tuple(argv)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "run", "--config", str(config_path),
+        sys.executable, "-m", "gateway", *command, cwd=cwd,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # its own process group, so cleanup can reach every worker
     )  # fmt: skip

@@ -44,6 +44,9 @@ def parse_config(raw: bytes, *, source: str = "<config>", env: Mapping[str, str]
         raise ConfigError(source, [ConfigIssue("", "must be a JSON object")])
 
     issues: list[ConfigIssue] = list(_duplicate_keys(raw))
+    # "$schema" names the file's JSON Schema for editors (docs/config.schema.json).
+    if not isinstance(data.pop("$schema", ""), str):
+        issues.append(ConfigIssue("$schema", "must be a string (where the schema is)"))
     data = _substitute_env(data, "", env, issues)
     try:
         # Validate from JSON text, not Python objects: strict JSON mode keeps arrays valid

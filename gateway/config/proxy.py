@@ -79,7 +79,14 @@ class Proxy(_Model):
 
     # URLs, or {"url", "weight"} objects: every policy honours weights.
     upstreams: Annotated[
-        tuple[Annotated[WeightedUpstream, BeforeValidator(_as_upstream)], ...],
+        tuple[
+            Annotated[
+                WeightedUpstream,
+                # A plain URL is an upstream of weight 1 (the schema says so too).
+                BeforeValidator(_as_upstream, json_schema_input_type=str | WeightedUpstream),
+            ],
+            ...,
+        ],
         Field(min_length=1),
     ]
     policy: Literal["round_robin", "least_conn", "random_two", "ip_hash", "header_hash"] = (

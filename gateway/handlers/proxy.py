@@ -140,7 +140,7 @@ class ProxyHandler:
                 headers.popall(name, None)
         added = info.upstream_headers  # forward_auth's and experiments': never the client's
         if added:
-            for name in {name for name, _ in added}:
+            for name, _ in added:
                 headers.popall(name, None)
             for name, value in added:
                 headers.add(name, value)

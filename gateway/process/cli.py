@@ -1,4 +1,5 @@
-"""Command line: ``gateway run``, ``gateway check``, ``gateway --version``.
+"""Command line: ``gateway run``, ``gateway check``, the admin API's clients, the
+one-line starts (``gateway proxy``, ``serve-files``, ``collect``), ``gateway --version``.
 
 The only place that prints to the user and picks exit codes: 0 fine, 2 bad config.
 """
@@ -13,24 +14,43 @@ from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, RedisBackend, Route, load_config
+from gateway.process import starts
 
 EXIT_CONFIG = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="asyncio edge gateway")
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="An asyncio edge gateway: TLS, routing, rate limits, static files, "
+        "reverse proxy, an edge cache, and every tracked request onto Kafka.",
+        epilog="Examples: gateway run --config config.json; gateway proxy --from :8080 --to "
+        "127.0.0.1:3000; gateway COMMAND --help",
+    )
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{run,check,spool,links,cache,experiments}"
+        dest="command",
+        required=True,
+        metavar="{run,check,proxy,serve-files,collect,schema,spool,links,cache,experiments}",
     )
-    for name, text in (
-        ("run", "serve the config"),
-        ("check", "validate the config and show it"),
-        ("spool", "print the events held in the disk spool, one JSON record a line"),
-    ):
-        command = commands.add_parser(name, help=text)
+    for name, text, example in (
+        ("run", "serve the config", "gateway run --config config.json"),
+        ("check", "validate the config and show what it serves", "gateway check"),
+        ("spool", "print the events held in the disk spool, one JSON record a line",
+         "gateway spool --config config.json | head"),
+    ):  # fmt: skip
+        command = commands.add_parser(
+            name, help=text, description=f"{text[0].upper()}{text[1:]}. Example: {example}"
+        )
         command.add_argument("--config", default="config.json", help="config file (config.json)")
-    links = commands.add_parser("links", help="manage redirect links through the admin API")
+    starts.add_commands(commands)
+    links = commands.add_parser(
+        "links",
+        help="manage redirect links through the admin API",
+        description="List, add and delete redirect links through the admin API. Examples: "
+        "gateway links add https://shop.example/sale --slug sale --utm-source mail; "
+        "gateway links list; gateway links rm sale",
+    )
     links.add_argument("--config", default="config.json", help="config file (config.json)")
     links.add_argument("--url", help="admin base URL (default: the config's admin listener)")
     actions = links.add_subparsers(dest="action", required=True)
@@ -67,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         "experiments",
         help="experiments' exposures and split check through the admin API",
         description="Exposures per variant (and per day, with show) summed over every "
-        "worker, and the sample-ratio-mismatch check against the configured weights.",
+        "worker, and the sample-ratio-mismatch check against the configured weights. "
+        "Examples: gateway experiments list; gateway experiments show checkout",
     )
     experiments.add_argument("--config", default="config.json", help="config file")
     experiments.add_argument("--url", help="admin base URL (default: the config's admin)")
@@ -255,6 +276,38 @@ def _links(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _start(args: argparse.Namespace) -> int:
+    """A one-line start: print the config built from the flags, then serve it."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from gateway.config import parse_config
+
+    try:
+        built = starts.BUILDERS[args.command](args)
+    except ValueError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    text = json.dumps(built, indent=2) + "\n"
+    print(text, end="", flush=True)
+    try:
+        config = parse_config(text.encode(), source=f"gateway {args.command}", env={})
+    except ConfigError as exc:
+        print(f"gateway: invalid config {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.print:
+        return 0
+    print("gateway: serving the config above (save it as config.json and grow it; "
+          "gateway run serves it)", file=sys.stderr)  # fmt: skip
+    from gateway.process.supervisor import Supervisor
+
+    with tempfile.TemporaryDirectory(prefix="gateway-") as folder:
+        path = Path(folder) / "config.json"
+        path.write_text(text)
+        return asyncio.run(Supervisor(str(path), config).run())
+
+
 def _load(path: str) -> Config | None:
     try:
         return load_config(path)
@@ -280,6 +333,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_worker(args.config, fds, args.supervisor, args.slot, snapshot=args.snapshot)
         )
 
+    if args.command == "schema":
+        import json
+
+        from gateway.config.schema import config_schema
+
+        print(json.dumps(config_schema(), indent=2))
+        return 0
+    if args.command in starts.BUILDERS:
+        return _start(args)
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
