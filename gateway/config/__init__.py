@@ -55,7 +55,7 @@ from gateway.config.server import (
     TraceContext,
 )
 from gateway.config.static import CacheControlRule, Static, StaticCache
-from gateway.config.tls import Acme, AcmeEab, Hsts, Tls, TlsCertificate
+from gateway.config.tls import Acme, AcmeEab, AcmeShared, Hsts, Tls, TlsCertificate
 
 __all__ = [
     "EVENT_TYPES",
@@ -64,6 +64,7 @@ __all__ = [
     "AccessLog",
     "Acme",
     "AcmeEab",
+    "AcmeShared",
     "ActiveHealth",
     "Cache",
     "CacheControlRule",

@@ -56,6 +56,26 @@ class AcmeEab(_Model):
     hmac_key: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+=*$")]
 
 
+class AcmeShared(_Model):
+    """Storage on Redis shared by every instance: the account, certificates and keys
+    (encrypted with ``encryption_key``), renewal state, challenge answers and a lock per
+    name. ``storage`` stays the local copy each instance serves from."""
+
+    url: str  # redis://host:port[/db], or rediss:// for TLS
+    password: str | None = None
+    ca_file: str | None = None  # for rediss://: the CA that signed the server's certificate
+    key_prefix: str = "gwacme:"
+    encryption_key: Annotated[str, Field(min_length=16)]
+    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.fullmatch(r"rediss?://[^\s/]+(/\d{1,2})?", value):
+            raise ValueError("must be redis://host:port[/db] or rediss://host:port[/db]")
+        return value
+
+
 class Acme(_Model):
     """Certificates obtained and renewed over ACME (RFC 8555), one per domain name."""
 
@@ -67,6 +87,7 @@ class Acme(_Model):
     agree_to_terms: bool = False
     challenge: Literal["http-01", "tls-alpn-01"] = "http-01"
     storage: str = "certs/acme"
+    shared: AcmeShared | None = None
     ca_bundle: str | None = None
     eab: AcmeEab | None = None
     key_type: Literal["ec256", "rsa2048"] = "ec256"
@@ -137,6 +158,9 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
                 )
             if acme.retry_max < acme.retry_min:
                 yield ConfigIssue("tls.acme.retry_max", "must be at least retry_min")
+            shared = acme.shared
+            if shared is not None and shared.ca_file and not os.path.isfile(shared.ca_file):
+                yield ConfigIssue("tls.acme.shared.ca_file", f"{shared.ca_file}: no such file")
             if acme.ca_bundle is not None and not os.path.isfile(acme.ca_bundle):
                 yield ConfigIssue("tls.acme.ca_bundle", f"{acme.ca_bundle}: no such file")
             plain = [lst for lst in config.server.listeners if not lst.tls]

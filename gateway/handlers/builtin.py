@@ -111,9 +111,12 @@ class Builtins:
             self._allow(request, "GET", "HEAD")
             return json_response(200, {"certificates": certificates.report()})
         self._allow(request, "POST")
-        outcomes = await certificates.renew_now()
+        only = request.query.get("name")
+        outcomes = await certificates.renew_now(only)
         if outcomes is None:
             raise HTTPError(404, "no tls.acme section: nothing to renew")
+        if not outcomes:
+            raise HTTPError(404, f"{only!r} is not one of tls.acme.domains")
         results = [{"domain": o.domain, "status": o.status, "detail": o.detail} for o in outcomes]
         if any(o.status == "busy" for o in outcomes):
             return json_response(409, {"results": results})  # an order is in progress

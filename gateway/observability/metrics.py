@@ -5,10 +5,9 @@ Under the supervisor every process writes its samples to files in a shared direc
 before the process starts), and a scrape on any worker sums them. A single in-process
 gateway (tests, embedding) keeps them in its own registry instead.
 
-The per-request and per-event figures are added up in plain dicts and written to
-prometheus-client at most every ``FLUSH_INTERVAL`` (and before every scrape): a write in
-multiprocess mode takes a lock and touches a memory-mapped file, about 4 us per request
-for the counter and histogram, a tenth of what answering hello costs.
+Per-request and per-event figures are added up in plain dicts and written at most every
+``FLUSH_INTERVAL`` (and before every scrape): a multiprocess write takes a lock and
+touches a memory-mapped file, about 4 us per request, a tenth of what hello costs.
 """
 
 from __future__ import annotations
@@ -62,14 +61,12 @@ class Metrics:
         self._limit_children: dict[tuple[str, str], Counter] = {}
         # labels() costs a lock and a tuple hash per call. Bounded: routes x 10 methods x 5.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        # Not yet written to prometheus-client: (route, method, class) -> [count, seconds,
-        # per-bucket counts], and (type, outcome) -> count.
+        # Not yet written: (route, method, class) -> [count, seconds, buckets]; (type, outcome).
         self._pending_requests: dict[tuple[str, str, int], list[Any]] = {}
         self._pending_events: dict[tuple[str, str], int] = {}
         self._pending_cache: dict[tuple[str, str], int] = {}  # (route, result) -> count
         self._cache_children: dict[tuple[str, str], Counter] = {}
-        # Route name -> handler kind (proxy, segment, ...), from the runtime's config; the
-        # gateway's own pseudo-routes ("_builtin", "_acme", "_invalid") name their kind.
+        # Route -> handler kind (proxy, ...); pseudo-routes ("_builtin", ...) name their own.
         self._route_kinds: dict[str, str] = {}
         self._http2_streams = 0  # opened minus closed since the last flush
 
@@ -209,6 +206,12 @@ class Metrics:
             "ACME certificate orders, by result: issued, failed.",
             ("result",),
         )
+        self.acme_next_attempt = self._gauge(
+            "gateway_acme_next_attempt_timestamp_seconds",
+            "When a name whose last order failed is ordered again (Unix time); 0: not failing.",
+            ("name",),
+            mode="livemax",
+        )
 
     def _define_cache(self) -> None:
         """The edge cache (gateway.cache)."""
@@ -332,9 +335,6 @@ class Metrics:
         cached, self._pending_cache = self._pending_cache, {}
         for (route, result), count in cached.items():
             _child(self.cache_requests, self._cache_children, route, result).inc(count)
-
-    def ratelimit_backend_errors_for(self, reason: str) -> None:
-        self.ratelimit_backend_errors.labels(reason).inc()
 
     def http2_event(self, event: str, reason: str = "") -> None:
         """An HTTP/2 connection's event (gateway.http.h2.H2Hooks)."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, RedisBackend, Route, load_config
-from gateway.process import starts
+from gateway.process import admin, starts
 
 EXIT_CONFIG = 2
 
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command",
         required=True,
-        metavar="{run,check,proxy,serve-files,collect,schema,spool,links,cache,experiments}",
+        metavar="{run,check,proxy,serve-files,collect,schema,spool,links,cache,experiments,certs}",
     )
     for name, text, example in (
         ("run", "serve the config", "gateway run --config config.json"),
@@ -44,58 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--config", default="config.json", help="config file (config.json)")
     starts.add_commands(commands)
-    links = commands.add_parser(
-        "links",
-        help="manage redirect links through the admin API",
-        description="List, add and delete redirect links through the admin API. Examples: "
-        "gateway links add https://shop.example/sale --slug sale --utm-source mail; "
-        "gateway links list; gateway links rm sale",
-    )
-    links.add_argument("--config", default="config.json", help="config file (config.json)")
-    links.add_argument("--url", help="admin base URL (default: the config's admin listener)")
-    actions = links.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="list links")
-    listing.add_argument("--tag")
-    add = actions.add_parser("add", help="create a link")
-    add.add_argument("target")
-    add.add_argument("--slug")
-    add.add_argument("--status", type=int, default=302)
-    add.add_argument("--pass-query", action="store_true")
-    add.add_argument("--expires", help="ISO 8601 time after which the link answers 410")
-    add.add_argument("--tag", action="append", default=[])
-    for key in ("source", "medium", "campaign", "term", "content"):
-        add.add_argument(f"--utm-{key}")
-    remove = actions.add_parser("rm", help="delete a link")
-    remove.add_argument("slug")
-    cache = commands.add_parser(
-        "cache",
-        help="purge the edge cache through the admin API",
-        description="Purge cached answers on every worker (and, with a Redis tier, every "
-        "instance). Examples: gateway cache purge https://shop.example/page; "
-        "gateway cache purge --tag product-42 --soft",
-    )
-    cache.add_argument("--config", default="config.json", help="config file (config.json)")
-    cache.add_argument("--url", help="admin base URL (default: the config's admin listener)")
-    cache_actions = cache.add_subparsers(dest="action", required=True)
-    purge = cache_actions.add_parser("purge", help="purge by URL, prefix or tag")
-    named = purge.add_mutually_exclusive_group(required=True)
-    named.add_argument("purge_url", nargs="?", metavar="URL", help="one URL, query included")
-    named.add_argument("--prefix", help="every URL below it, e.g. https://shop.example/blog/")
-    named.add_argument("--tag", help="what the origin tagged (Surrogate-Key)")
-    purge.add_argument("--soft", action="store_true", help="mark stale instead of removing")
-    experiments = commands.add_parser(
-        "experiments",
-        help="experiments' exposures and split check through the admin API",
-        description="Exposures per variant (and per day, with show) summed over every "
-        "worker, and the sample-ratio-mismatch check against the configured weights. "
-        "Examples: gateway experiments list; gateway experiments show checkout",
-    )
-    experiments.add_argument("--config", default="config.json", help="config file")
-    experiments.add_argument("--url", help="admin base URL (default: the config's admin)")
-    experiment_actions = experiments.add_subparsers(dest="action", required=True)
-    experiment_actions.add_parser("list", help="every experiment, one line each")
-    show = experiment_actions.add_parser("show", help="one experiment, as JSON")
-    show.add_argument("name")
+    admin.add_commands(commands)
     # Started by the supervisor only; not part of the user-facing interface.
     worker = commands.add_parser("worker")
     worker.add_argument("--config", required=True)
@@ -161,119 +110,6 @@ def _action(route: Route, config: Config) -> str:
     if middleware:
         extras.append(f"middleware={','.join(middleware)}")
     return " ".join([kind_of(route).describe(route, config), *extras])
-
-
-def _admin_base(args: argparse.Namespace, config: Config) -> str | None:
-    if args.url is not None:
-        return str(args.url).rstrip("/")
-    admin = next((lst for lst in config.server.listeners if lst.admin), None)
-    if admin is None:
-        print("gateway: no admin listener in the config (or pass --url)", file=sys.stderr)
-        return None
-    return f"http://{admin.host}:{admin.port}"
-
-
-def _call(url: str, method: str, body: bytes | None, token: str | None) -> str | None:
-    """One admin API request; its answer, or None once the failure is printed."""
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, data=body, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return str(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        print(f"gateway: {exc.read().decode().strip()}", file=sys.stderr)
-    except urllib.error.URLError as exc:
-        print(f"gateway: cannot reach {url}: {exc.reason}", file=sys.stderr)
-    return None
-
-
-def _cache(args: argparse.Namespace, config: Config) -> int:
-    """``gateway cache purge ...``: the admin API's cache/purge."""
-    import json
-
-    base = _admin_base(args, config)
-    if base is None:
-        return EXIT_CONFIG
-    kind, value = next(
-        (k, v) for k, v in (("url", args.purge_url), ("prefix", args.prefix), ("tag", args.tag))
-        if v is not None
-    )  # fmt: skip
-    body = json.dumps({kind: value, "soft": args.soft}).encode()
-    answer = _call(base + config.server.builtin_prefix + "cache/purge", "POST", body, None)
-    if answer is None:
-        return 1
-    print(f"purged {json.loads(answer)['purged']} entries in the worker asked; the others follow")
-    return 0
-
-
-def _experiments(args: argparse.Namespace, config: Config) -> int:
-    """``gateway experiments list|show NAME``: the admin API's experiments."""
-    import json
-
-    base = _admin_base(args, config)
-    if base is None:
-        return EXIT_CONFIG
-    name = "/" + args.name if args.action == "show" else ""
-    answer = _call(base + config.server.builtin_prefix + "experiments" + name, "GET", None, None)
-    if answer is None:
-        return 1
-    if args.action == "show":
-        print(json.dumps(json.loads(answer), indent=2))
-        return 0
-    for item in json.loads(answer)["experiments"]:
-        split = " ".join(f"{v['name']}={v['exposures']}" for v in item["variants"])
-        srm = item["srm"]
-        check = "MISMATCH" if srm["mismatch"] else "ok"
-        print(f"{item['name']} {item['status']} {split} srm p={srm['p_value']:.3g} {check}")
-    return 0
-
-
-def _links(args: argparse.Namespace, config: Config) -> int:
-    """``gateway links ...``: a small client of the management API."""
-    import json
-
-    redirects = config.redirects
-    if redirects is None or not redirects.admin_token:
-        print("gateway: links need redirects.admin_token in the config", file=sys.stderr)
-        return EXIT_CONFIG
-    base = _admin_base(args, config)
-    if base is None:
-        return EXIT_CONFIG
-    url = base + config.server.builtin_prefix + "links"
-    method, body = "GET", None
-    if args.action == "list":
-        url += f"?limit=500&tag={args.tag}" if args.tag else "?limit=500"
-    elif args.action == "rm":
-        url, method = f"{url}/{args.slug}", "DELETE"
-    else:
-        link = {"target": args.target, "status": args.status, "pass_query": args.pass_query,
-                "tags": args.tag}  # fmt: skip
-        if args.slug:
-            link["slug"] = args.slug
-        if args.expires:
-            link["expires_at"] = args.expires
-        campaign = {
-            f"utm_{key}": getattr(args, f"utm_{key}")
-            for key in ("source", "medium", "campaign", "term", "content")
-            if getattr(args, f"utm_{key}")
-        }
-        if campaign:
-            link["campaign"] = campaign
-        method, body = "POST", json.dumps(link).encode()
-    answer = _call(url, method, body, redirects.admin_token)
-    if answer is None:
-        return 1
-    if args.action == "list":
-        for link_json in json.loads(answer)["links"]:
-            print(f"{link_json['slug']}\t{link_json['status']}\t{link_json['target']}")
-    elif args.action == "add":
-        print(json.loads(answer)["slug"])
-    return 0
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -358,12 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(record.value.decode(errors="replace") + "\n")
         return 0
 
-    if args.command == "links":
-        return _links(args, config)
-    if args.command == "cache":
-        return _cache(args, config)
-    if args.command == "experiments":
-        return _experiments(args, config)
+    if args.command in admin.COMMANDS:
+        return admin.COMMANDS[args.command](args, config)
 
     from gateway.process.supervisor import Supervisor
 

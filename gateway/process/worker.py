@@ -117,7 +117,8 @@ class Worker:
         if isinstance(backend, RedisBackend):
             from gateway.limits.shared import SharedBackend
 
-            self.limits_backend = SharedBackend(backend, self.metrics.ratelimit_backend_errors_for)
+            errors = self.metrics.ratelimit_backend_errors
+            self.limits_backend = SharedBackend(backend, lambda why: errors.labels(why).inc())
         # The edge cache, when a route uses it at start (a restart adds one; see kinds).
         self.cache: CacheService | None = None
         if any(route.cache is not None for route in config.routes):

@@ -32,6 +32,7 @@ from gateway.request.clientip import ClientIPResolver
 from gateway.request.cors import Cors
 from gateway.request.response import HstsPolicy
 from gateway.request.router import HostMatcher, Router, RouteRule
+from gateway.tls.shared import storage_for
 from gateway.tls.storage import Storage
 
 if TYPE_CHECKING:  # redis, ua-parser, maxminddb: imported only when configured
@@ -193,7 +194,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
             ]
         ),
         hsts=HstsPolicy(config.tls.hsts) if config.tls and config.tls.hsts else None,
-        acme_storage=Storage(config.tls.acme.storage) if config.tls and config.tls.acme else None,
+        acme_storage=storage_for(config.tls.acme) if config.tls and config.tls.acme else None,
     )
 
 

@@ -23,7 +23,7 @@ from josepy.jwk import JWK
 
 from gateway import __version__
 from gateway.config import Acme
-from gateway.tls.storage import Storage, write_atomic
+from gateway.tls.storage import Storage
 
 log = logging.getLogger("gateway.acme")
 
@@ -134,14 +134,11 @@ class AcmeIssuer:
         self._storage = storage
 
     def _account_key(self) -> JWK:
-        try:
-            with open(self._storage.account_key, "rb") as handle:
-                return JWK.load(handle.read())
-        except FileNotFoundError:
-            pass
-        pem = new_private_key("ec256")
-        # Created once; 0600 because whoever holds it can revoke this gateway's certificates.
-        write_atomic(self._storage.account_key, pem, 0o600)
+        stored = self._storage.read_account_key()
+        if stored is not None:
+            return JWK.load(stored)
+        pem = new_private_key("ec256")  # created once
+        self._storage.write_account_key(pem)
         log.info("ACME account key created at %s", self._storage.account_key)
         return JWK.load(pem)
 

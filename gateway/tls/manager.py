@@ -15,7 +15,7 @@ from gateway.config import Tls
 from gateway.observability.health import CheckResult
 from gateway.observability.metrics import Metrics
 from gateway.tls.renewal import Outcome, Renewer
-from gateway.tls.storage import Storage
+from gateway.tls.shared import storage_for
 from gateway.tls.store import CertificateStore
 
 log = logging.getLogger("gateway.acme")
@@ -56,7 +56,7 @@ class Certificates:
         self._tls = tls
         self._metrics = metrics
         self.store = CertificateStore(tls)
-        self._renewer = Renewer(tls.acme, Storage(tls.acme.storage), metrics) if tls.acme else None
+        self._renewer = Renewer(tls.acme, storage_for(tls.acme), metrics) if tls.acme else None
         self._failures: dict[str, str] = {}  # domain -> last failure this worker saw
         self._rescheduled = asyncio.Event()
         self.publish()
@@ -78,9 +78,16 @@ class Certificates:
         while True:
             await asyncio.sleep(self._tls.reload_interval)
             try:
-                self._failures = await loop.run_in_executor(None, self._renewer.failures)
+                failed = await loop.run_in_executor(None, self._renewer.failures)
             except Exception:  # a storage hiccup: the next turn reads again
                 log.exception("reading the renewal state failed")
+                continue
+            self._failures = {domain: state.last_error for domain, state in failed.items()}
+            assert self._tls.acme is not None
+            for domain in self._tls.acme.domains:
+                state = failed.get(domain)
+                at = state.next_attempt if state is not None else 0.0
+                self._metrics.acme_next_attempt.labels(domain).set(at)
 
     async def _renew_forever(self) -> None:
         assert self._renewer is not None and self._tls.acme is not None
@@ -97,12 +104,13 @@ class Certificates:
                     await self._rescheduled.wait()
             self._rescheduled.clear()
 
-    async def renew_now(self) -> list[Outcome] | None:
-        """Order every ACME certificate now; "busy" outcomes while another process
-        orders. None without ACME."""
+    async def renew_now(self, only: str | None = None) -> list[Outcome] | None:
+        """Order every ACME certificate (or ``only`` that name) now; "busy" outcomes while
+        another process orders. None without ACME; no outcomes for a name not ordered."""
         if self._renewer is None:
             return None
-        outcomes, _ = await _in_thread(self._renewer.check, True)
+        renewer = self._renewer
+        outcomes, _ = await _in_thread(lambda force: renewer.check(force, only), True)
         await self._after(outcomes)
         self._rescheduled.set()  # a failure is retried at its next attempt, not next check
         return outcomes

@@ -69,21 +69,30 @@ class Renewer:
         self._clock = clock
         self._random = random.Random()
 
-    def check(self, force: bool = False) -> tuple[list[Outcome], float]:
-        """Order what is due (everything with ``force``); blocking. Returns the outcomes
-        and the seconds until the next check."""
+    def check(self, force: bool = False, only: str | None = None) -> tuple[list[Outcome], float]:
+        """Order what is due (everything with ``force``; ``only`` one name); blocking.
+        Returns the outcomes and the seconds until the next check."""
+        domains = [d for d in self._acme.domains if only is None or d == only]
+        if self._storage.per_name:
+            # Shared storage: a lock per name, so instances order different names at once.
+            return [self._locked(domain, force) for domain in domains], self._next_wake()
         try:
             # Never waits: a forced renewal while another process orders is refused, not
             # queued behind it.
             with self._storage.lock(wait=False):
                 if not force:
                     self._storage.withdraw_all()  # answers left by a process that died
-                outcomes = [self._renew(domain, force) for domain in self._acme.domains]
+                outcomes = [self._renew(domain, force) for domain in domains]
         except LockBusy:
-            outcomes = [
-                Outcome(d, "busy", "another process holds the lock") for d in self._acme.domains
-            ]
+            outcomes = [Outcome(d, "busy", "another process holds the lock") for d in domains]
         return outcomes, self._next_wake()
+
+    def _locked(self, domain: str, force: bool) -> Outcome:
+        try:
+            with self._storage.lock(wait=False, name=domain):
+                return self._renew(domain, force)
+        except LockBusy:
+            return Outcome(domain, "busy", "another process is ordering it")
 
     def _renew(self, domain: str, force: bool) -> Outcome:
         now = self._clock()
@@ -122,14 +131,14 @@ class Renewer:
         log.info("certificate for %s obtained", domain)
         return Outcome(domain, "issued")
 
-    def failures(self) -> dict[str, str]:
-        """Each domain whose last order failed, with its error, as every worker and
-        process sharing the storage sees it (blocking: run off the loop)."""
+    def failures(self) -> dict[str, RenewalState]:
+        """Each domain whose last order failed, with its error and next attempt, as every
+        worker and process sharing the storage sees it (blocking: run off the loop)."""
         failed = {}
         for domain in self._acme.domains:
             state = self._storage.read_state(domain)
             if state.failures:
-                failed[domain] = state.last_error
+                failed[domain] = state
         return failed
 
     def _next_wake(self) -> float:

@@ -113,11 +113,29 @@ def _info(cert: x509.Certificate) -> CertificateInfo:
 class Storage:
     """Paths and file operations; blocking, so callers run them off the event loop."""
 
+    # One lock for every name (flock on one file); shared storage locks each name.
+    per_name = False
+
     def __init__(self, root: str) -> None:
         self.root = root
         self.account_key = os.path.join(root, "account.key")
         self.http_dir = os.path.join(root, "http-01")
         self.alpn_dir = os.path.join(root, "tls-alpn-01")
+
+    def read_account_key(self) -> bytes | None:
+        try:
+            with open(self.account_key, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    def write_account_key(self, pem: bytes) -> None:
+        # 0600: whoever holds it can revoke this gateway's certificates.
+        write_atomic(self.account_key, pem, 0o600)
+
+    def sync_challenges(self) -> None:
+        """Bring the TLS-ALPN-01 answers offered elsewhere into ``alpn_dir`` (on one
+        host's files they are there already)."""
 
     def pair(self, domain: str) -> TlsCertificate:
         base = os.path.join(self.root, domain)
@@ -201,9 +219,9 @@ class Storage:
                     self.withdraw(os.path.join(directory, name))
 
     @contextlib.contextmanager
-    def lock(self, wait: bool) -> Iterator[None]:
+    def lock(self, wait: bool, name: str = "") -> Iterator[None]:
         """Hold the ACME lock: one process orders at a time. Without ``wait``, raise
-        :class:`LockBusy` when another holds it."""
+        :class:`LockBusy` when another holds it. (``name``: see ``per_name``.)"""
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 
 from gateway.config import Tls, TlsCertificate
 from gateway.tls.issuer import ACME_TLS_ALPN, self_signed
-from gateway.tls.storage import CertificateInfo, Storage, certificate_info
+from gateway.tls.shared import storage_for
+from gateway.tls.storage import CertificateInfo, certificate_info
 
 log = logging.getLogger("gateway.tls.store")
 
@@ -111,7 +112,7 @@ class CertificateStore:
         self._loaded = [self._load(pair) for pair in tls.certificates]
         self._storage = None
         if tls.acme is not None:
-            self._storage = Storage(tls.acme.storage)
+            self._storage = storage_for(tls.acme)
             self._loaded.extend(self._load_managed(domain) for domain in tls.acme.domains)
         self._by_name: dict[str, ssl.SSLContext] = {}
         self._index()
@@ -224,6 +225,7 @@ class CertificateStore:
         """(the directory's mtime, its validation certificates), or None for the second
         when the mtime is still ``seen`` (blocking: a stat, and reads when it changed)."""
         assert self._storage is not None
+        self._storage.sync_challenges()  # offered by another instance: into the folder
         directory = self._storage.alpn_dir
         try:
             stamp = os.stat(directory).st_mtime_ns / 1e9

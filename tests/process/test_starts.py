@@ -78,7 +78,7 @@ def test_schema_prints_the_published_schema() -> None:
 
 def test_every_command_says_what_it_does_with_an_example() -> None:
     for command in ("run", "check", "proxy", "serve-files", "collect", "schema", "spool",
-                    "links", "cache", "experiments"):  # fmt: skip
+                    "links", "cache", "experiments", "certs"):  # fmt: skip
         code, out, _ = printed(command, "--help")
         assert code == 0
         assert "Example" in out, command

@@ -11,6 +11,8 @@ import json
 import os
 import ssl
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -316,6 +318,20 @@ async def test_a_failed_order_is_retried_until_the_ca_returns(
         assert (status, result["status"]) == (502, "failed")
         ready = await get_json(gw.admin("ready"))
         assert "last attempt failed" in ready["checks"]["certificates"]["detail"]
+        failed_at = time.time()
+
+        async def next_attempt() -> float:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(gw.admin("metrics")) as resp:
+                    text = await resp.text()
+            name = 'gateway_acme_next_attempt_timestamp_seconds{name="a.test"} '
+            line = next((x for x in text.splitlines() if x.startswith(name)), name + "0")
+            return float(line[len(name) :])
+
+        async def scheduled() -> bool:  # the retry's time, in the metrics
+            return await next_attempt() > failed_at
+
+        await eventually(scheduled, "the next attempt in the metrics")
         gw.pebble.start()
 
         async def retried() -> bool:
@@ -325,6 +341,11 @@ async def test_a_failed_order_is_retried_until_the_ca_returns(
         await eventually(retried, "the order made again and issued", limit=30)
         ready = await get_json(gw.admin("ready"))
         new_serial, _ = await https_get(gw.ports["https"], "a.test", gw.pebble.client_context())
+
+        async def cleared() -> bool:
+            return await next_attempt() == 0.0
+
+        await eventually(cleared, "no next attempt once issued")
     assert "last attempt failed" not in ready["checks"]["certificates"]["detail"]
     assert new_serial != serial
 
@@ -549,7 +570,7 @@ def test_a_failed_forced_renewal_is_retried_before_the_certificate_is_due(
     assert forced.status == "failed"
     state = storage.read_state("a.test")
     assert wake == pytest.approx(state.next_attempt - now[0])
-    assert renewer.failures() == {"a.test": state.last_error}
+    assert renewer.failures() == {"a.test": state}
     now[0] += 30
     assert renewer.check()[0] == [Outcome("a.test", "waiting", state.last_error)]
     now[0] = state.next_attempt + 1
@@ -644,3 +665,29 @@ def test_another_process_holding_the_lock_means_no_order(tmp_path: Path) -> None
         outcomes, _ = renewer.check()
     assert outcomes == [Outcome("a.test", "busy", "another process holds the lock")]
     assert not (tmp_path / "acme" / "a.test").exists()
+
+
+async def test_certs_on_the_command_line(tmp_path: Path, pebble_factory: PebbleFactory) -> None:
+    """``gateway certs list`` and ``renew [NAME]`` through the admin API."""
+    async with acme_gateway(tmp_path, pebble_factory) as gw:
+        await gw.issued("a.test")
+        path = tmp_path / "cli.json"
+        path.write_text(json.dumps(acme_config(tmp_path, gw.ports, gw.pebble)))
+        url = f"http://127.0.0.1:{gw.ports['admin']}"
+
+        def certs(*argv: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "gateway", "certs", "--config", str(path)]
+            return subprocess.run([*command, "--url", url, *argv], capture_output=True,
+                                  text=True, timeout=120)  # fmt: skip
+
+        listed = await asyncio.to_thread(certs, "list")
+        served = gw.worker.certificates
+        assert served is not None
+        (expiry,) = [not_after for _, not_after in served.store.expiries()]
+        assert expiry is not None
+        assert (listed.returncode, listed.stdout) == (0, f"a.test\texpires {expiry.isoformat()}\n")
+        renewed = await asyncio.to_thread(certs, "renew", "a.test")
+        assert (renewed.returncode, renewed.stdout) == (0, "a.test\tissued\n")
+        unknown = await asyncio.to_thread(certs, "renew", "b.test")
+        assert unknown.returncode == 1
+        assert "404 Not Found: 'b.test' is not one of tls.acme.domains" in unknown.stderr
