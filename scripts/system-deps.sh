@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests and benchmarks run for real (load generator,
 # reference servers). Root installs what is missing; anyone else is told what to install.
 set -eu
-packages="wrk nginx-light libnginx-mod-http-echo caddy pebble chromium chromium-driver nghttp2-client redis-server varnish openjdk-17-jre-headless maven"
+packages="wrk nginx-light libnginx-mod-http-echo caddy pebble chromium chromium-driver nghttp2-client redis-server varnish knot openjdk-17-jre-headless maven"
 missing=""
 for pkg in $packages; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

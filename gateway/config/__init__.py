@@ -55,7 +55,16 @@ from gateway.config.server import (
     TraceContext,
 )
 from gateway.config.static import CacheControlRule, Static, StaticCache
-from gateway.config.tls import Acme, AcmeEab, AcmeShared, Hsts, Tls, TlsCertificate
+from gateway.config.tls import (
+    Acme,
+    AcmeDns,
+    AcmeDnsTsig,
+    AcmeEab,
+    AcmeShared,
+    Hsts,
+    Tls,
+    TlsCertificate,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -63,6 +72,8 @@ __all__ = [
     "SNOWPLOW_TP2",
     "AccessLog",
     "Acme",
+    "AcmeDns",
+    "AcmeDnsTsig",
     "AcmeEab",
     "AcmeShared",
     "ActiveHealth",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Iterator
@@ -40,9 +41,8 @@ _DNS_NAME = re.compile(
 
 def _check_domains(value: tuple[str, ...]) -> tuple[str, ...]:
     for i, name in enumerate(value):
-        if name.startswith("*."):
-            raise ValueError(f"[{i}] {name!r}: wildcard names need DNS-01, which is not offered")
-        if not _DNS_NAME.match(name) or "." not in name:
+        base = name.removeprefix("*.")  # a wildcard: one label, needs dns-01 (checks)
+        if not _DNS_NAME.match(base) or "." not in base:
             raise ValueError(f"[{i}] {name!r} is not a lowercase DNS name with a dot")
     if len(set(value)) != len(value):
         raise ValueError("names must not repeat")
@@ -76,6 +76,34 @@ class AcmeShared(_Model):
         return value
 
 
+class AcmeDnsTsig(_Model):
+    """The TSIG key (RFC 8945) the DNS server accepts updates signed with."""
+
+    name: Annotated[str, Field(min_length=1)]
+    algorithm: Literal["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224"] = "hmac-sha256"
+    secret: Annotated[str, Field(min_length=16)]  # base64, as BIND and Knot write it
+
+    @field_validator("secret")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except ValueError:
+            raise ValueError("must be base64 (as tsig-keygen or keymgr -t print it)") from None
+        return value
+
+
+class AcmeDns(_Model):
+    """DNS-01: the TXT records go in through RFC 2136 updates to ``server``."""
+
+    server: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:\[\]-]+$")]  # host[:port], port 53
+    zone: Annotated[str, Field(min_length=1)]
+    tsig: AcmeDnsTsig
+    check_servers: tuple[str, ...] = ()  # where the record must be visible: default server
+    ttl: Annotated[int, Field(ge=1, le=86400)] = 60
+    propagation_timeout: Annotated[float, Field(gt=0, le=3600)] = 120.0
+
+
 class Acme(_Model):
     """Certificates obtained and renewed over ACME (RFC 8555), one per domain name."""
 
@@ -85,7 +113,8 @@ class Acme(_Model):
     domains: Annotated[tuple[str, ...], Field(min_length=1), AfterValidator(_check_domains)]
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
     agree_to_terms: bool = False
-    challenge: Literal["http-01", "tls-alpn-01"] = "http-01"
+    challenge: Literal["http-01", "tls-alpn-01", "dns-01"] = "http-01"
+    dns: AcmeDns | None = None
     storage: str = "certs/acme"
     shared: AcmeShared | None = None
     ca_bundle: str | None = None
@@ -163,6 +192,7 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
                 yield ConfigIssue("tls.acme.shared.ca_file", f"{shared.ca_file}: no such file")
             if acme.ca_bundle is not None and not os.path.isfile(acme.ca_bundle):
                 yield ConfigIssue("tls.acme.ca_bundle", f"{acme.ca_bundle}: no such file")
+            yield from _dns_checks(acme)
             plain = [lst for lst in config.server.listeners if not lst.tls]
             secure = [lst for lst in config.server.listeners if lst.tls]
             if acme.challenge == "http-01" and not plain:
@@ -179,3 +209,18 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
         for i, pair in enumerate(config.tls.certificates):
             if problem := certificate_pair_issue(pair.cert, pair.key):
                 yield ConfigIssue(f"tls.certificates[{i}]", problem)
+
+
+def _dns_checks(acme: Acme) -> Iterator[ConfigIssue]:
+    """DNS-01 has its server; wildcards have DNS-01; every name is in the zone."""
+    if acme.challenge == "dns-01" and acme.dns is None:
+        yield ConfigIssue("tls.acme.dns", "dns-01 needs the DNS server that takes the updates")
+    if acme.challenge != "dns-01" and acme.dns is not None:
+        yield ConfigIssue("tls.acme.dns", 'only used with "challenge": "dns-01"')
+    zone = acme.dns.zone.lower().rstrip(".") if acme.dns is not None else None
+    for i, name in enumerate(acme.domains):
+        if name.startswith("*.") and acme.challenge != "dns-01":
+            yield ConfigIssue(f"tls.acme.domains[{i}]", "a wildcard name needs dns-01")
+        base = name.removeprefix("*.")
+        if zone is not None and base != zone and not base.endswith("." + zone):
+            yield ConfigIssue(f"tls.acme.domains[{i}]", f"{name!r} is not in {zone}")

@@ -11,7 +11,7 @@ import datetime
 import hashlib
 import logging
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
@@ -24,6 +24,9 @@ from josepy.jwk import JWK
 from gateway import __version__
 from gateway.config import Acme
 from gateway.tls.storage import Storage
+
+if TYPE_CHECKING:
+    from gateway.tls.dns01 import DnsUpdater
 
 log = logging.getLogger("gateway.acme")
 
@@ -132,6 +135,15 @@ class AcmeIssuer:
     def __init__(self, acme: Acme, storage: Storage) -> None:
         self._acme = acme
         self._storage = storage
+        self._updater: DnsUpdater | None = None
+
+    def _dns(self) -> DnsUpdater:
+        from gateway.tls.dns01 import DnsUpdater  # dnspython, only when configured
+
+        assert self._acme.dns is not None  # checked with the config
+        if self._updater is None:
+            self._updater = DnsUpdater(self._acme.dns)
+        return self._updater
 
     def _account_key(self) -> JWK:
         stored = self._storage.read_account_key()
@@ -193,6 +205,7 @@ class AcmeIssuer:
         key_pem = new_private_key(acme.key_type)
         order = acme_client.new_order(crypto_util.make_csr(key_pem, [domain]))
         published: list[str] = []
+        records: list[tuple[str, str]] = []  # dns-01: (name, value) put in the zone
         try:
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
@@ -209,6 +222,12 @@ class AcmeIssuer:
                     token = chall.encode("token")
                     self._storage.offer_http(token, validation)
                     published.append(f"{self._storage.http_dir}/{token}")
+                elif acme.challenge == "dns-01":
+                    # A wildcard's identifier is its base name: one record serves both.
+                    name = f"_acme-challenge.{authz.body.identifier.value}"
+                    self._dns().add(name, validation)
+                    records.append((name, validation))
+                    self._dns().wait_visible(name, validation)
                 else:
                     self._storage.offer_alpn(domain, alpn_certificate(domain, validation))
                     published.append(f"{self._storage.alpn_dir}/{domain}.pem")
@@ -221,6 +240,11 @@ class AcmeIssuer:
             # TLS-ALPN-01 certificate is not served a moment longer than needed.
             for path in published:
                 self._storage.withdraw(path)
+            for name, value in records:
+                try:
+                    self._dns().remove(name, value)
+                except Exception as exc:  # the order's outcome matters more than a stale TXT
+                    log.warning("the DNS-01 record at %s stays: %s", name, describe(exc))
         order = acme_client.finalize_order(order, deadline)
         if not order.fullchain_pem:
             raise IssueError(f"the CA finalized the order for {domain} without a certificate")

@@ -273,7 +273,7 @@ def _acme_config(tmp_path: Path, **acme: Any) -> dict[str, Any]:
     ("tls", "path", "message"),
     [
         ({"acme": {"domains": ["*.a.test"], "agree_to_terms": True}}, "tls.acme.domains[0]",
-         "wildcard names need DNS-01"),
+         "a wildcard name needs dns-01"),
         ({"acme": {"domains": ["A.test"], "agree_to_terms": True}}, "tls.acme.domains[0]",
          "not a lowercase DNS name"),
         ({"acme": {"domains": ["a.test", "a.test"], "agree_to_terms": True}},
