@@ -104,6 +104,17 @@ class AcmeDns(_Model):
     propagation_timeout: Annotated[float, Field(gt=0, le=3600)] = 120.0
 
 
+class AcmeOnDemand(_Model):
+    """Certificates for names not in ``domains``, ordered when a handshake first asks for
+    one and ``ask`` allows it (Caddy's on-demand TLS)."""
+
+    ask: Annotated[str, Field(pattern=r"^https?://")]  # GET ask?domain=NAME: 200 allows
+    per_minute: Annotated[int, Field(ge=1, le=10_000)] = 10  # orders a worker starts
+    max_certificates: Annotated[int, Field(ge=1, le=100_000)] = 1000  # per worker
+    refused_for: Annotated[float, Field(ge=0, le=86400)] = 600.0  # a no is remembered
+    ask_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
 class Acme(_Model):
     """Certificates obtained and renewed over ACME (RFC 8555), one per domain name."""
 
@@ -115,6 +126,7 @@ class Acme(_Model):
     agree_to_terms: bool = False
     challenge: Literal["http-01", "tls-alpn-01", "dns-01"] = "http-01"
     dns: AcmeDns | None = None
+    on_demand: AcmeOnDemand | None = None
     storage: str = "certs/acme"
     shared: AcmeShared | None = None
     ca_bundle: str | None = None
@@ -217,6 +229,8 @@ def _dns_checks(acme: Acme) -> Iterator[ConfigIssue]:
         yield ConfigIssue("tls.acme.dns", "dns-01 needs the DNS server that takes the updates")
     if acme.challenge != "dns-01" and acme.dns is not None:
         yield ConfigIssue("tls.acme.dns", 'only used with "challenge": "dns-01"')
+    if acme.on_demand is not None and acme.challenge == "dns-01":
+        yield ConfigIssue("tls.acme.on_demand", "needs http-01 or tls-alpn-01: any name may come")
     zone = acme.dns.zone.lower().rstrip(".") if acme.dns is not None else None
     for i, name in enumerate(acme.domains):
         if name.startswith("*.") and acme.challenge != "dns-01":

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from gateway.config import Tls
 from gateway.observability.health import CheckResult
 from gateway.observability.metrics import Metrics
+from gateway.tls.ondemand import OnDemand
 from gateway.tls.renewal import Outcome, Renewer
 from gateway.tls.shared import storage_for
 from gateway.tls.store import CertificateStore
@@ -59,6 +60,9 @@ class Certificates:
         self._renewer = Renewer(tls.acme, storage_for(tls.acme), metrics) if tls.acme else None
         self._failures: dict[str, str] = {}  # domain -> last failure this worker saw
         self._rescheduled = asyncio.Event()
+        self.on_demand: OnDemand | None = None
+        if tls.acme is not None and tls.acme.on_demand is not None:
+            self.on_demand = OnDemand(tls.acme.on_demand, self._order_on_demand)
         self.publish()
 
     def tasks(self) -> list[Coroutine[Any, Any, None]]:
@@ -68,7 +72,40 @@ class Certificates:
         if self._renewer is not None:
             tasks.append(self._renew_forever())
             tasks.append(self._follow_failures())
+        if self.on_demand is not None:
+            tasks.append(self._serve_on_demand(self.on_demand))
         return tasks
+
+    async def _serve_on_demand(self, on_demand: OnDemand) -> None:
+        loop = asyncio.get_running_loop()
+
+        def unknown(name: str) -> None:  # from the SNI callback
+            loop.call_soon_threadsafe(on_demand.wanted, name)
+
+        self.store.on_unknown = unknown
+        await on_demand.run()
+
+    async def _order_on_demand(self, name: str) -> bool:
+        """Order (or load what another process ordered) ``name``; True once served."""
+        renewer, acme = self._renewer, self._tls.acme
+        assert renewer is not None and acme is not None
+        renewer.on_demand.append(name)
+        deadline = asyncio.get_running_loop().time() + acme.order_timeout
+        while True:
+            (outcome,), _ = await _in_thread(lambda force: renewer.check(force, name), False)
+            if outcome.status != "busy" or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(1.0)  # another process orders it: load its result
+        if outcome.status not in ("issued", "current"):
+            renewer.on_demand.remove(name)
+            self._failures[name] = outcome.detail
+            return False
+        loaded = await asyncio.get_running_loop().run_in_executor(
+            None, self.store.load_managed, name
+        )
+        self.store.adopt(loaded)
+        self.publish()
+        return True
 
     async def _follow_failures(self) -> None:
         """Whichever worker ordered, every worker's ``ready`` and ``certificates`` show a

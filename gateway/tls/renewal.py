@@ -68,11 +68,16 @@ class Renewer:
         self._metrics = metrics
         self._clock = clock
         self._random = random.Random()
+        self.on_demand: list[str] = []  # names ordered on demand, renewed as the others
+
+    @property
+    def domains(self) -> list[str]:
+        return [*self._acme.domains, *self.on_demand]
 
     def check(self, force: bool = False, only: str | None = None) -> tuple[list[Outcome], float]:
         """Order what is due (everything with ``force``; ``only`` one name); blocking.
         Returns the outcomes and the seconds until the next check."""
-        domains = [d for d in self._acme.domains if only is None or d == only]
+        domains = [d for d in self.domains if only is None or d == only]
         if self._storage.per_name:
             # Shared storage: a lock per name, so instances order different names at once.
             return [self._locked(domain, force) for domain in domains], self._next_wake()
@@ -135,7 +140,7 @@ class Renewer:
         """Each domain whose last order failed, with its error and next attempt, as every
         worker and process sharing the storage sees it (blocking: run off the loop)."""
         failed = {}
-        for domain in self._acme.domains:
+        for domain in self.domains:
             state = self._storage.read_state(domain)
             if state.failures:
                 failed[domain] = state
@@ -146,7 +151,7 @@ class Renewer:
         renewal falls due before it."""
         now = self._clock()
         wake = self._acme.check_interval * (0.9 + 0.2 * self._random.random())
-        for domain in self._acme.domains:
+        for domain in self.domains:
             info = self._storage.read_certificate(domain)
             due = renew_at(info, self._acme.renew_remaining) if info is not None else now
             state = self._storage.read_state(domain)

@@ -116,6 +116,8 @@ class CertificateStore:
             self._loaded.extend(self._load_managed(domain) for domain in tls.acme.domains)
         self._by_name: dict[str, ssl.SSLContext] = {}
         self._index()
+        # Called (on the loop) with a valid SNI name no certificate serves: on demand.
+        self.on_unknown: Callable[[str], None] | None = None
         # TLS-ALPN-01 (RFC 8737): while offered, the CA's handshake for a name gets the
         # validation certificate. The ssl module does not show the client's ALPN offer
         # at SNI time, so other clients of that name get it too for those few seconds.
@@ -172,7 +174,21 @@ class CertificateStore:
                 chosen = self._by_name.get(name)
             if chosen is None and "." in name:
                 chosen = self._by_name.get("*." + name.split(".", 1)[1])
+            if chosen is None and self.on_unknown is not None:
+                self.on_unknown(name)  # this handshake gets the default; a later one, it
         sock.context = chosen or self._loaded[0].context
+
+    def serves(self, name: str) -> bool:
+        return name in self._by_name
+
+    def load_managed(self, domain: str) -> _Loaded:
+        """An ACME certificate for a name not in the config (blocking: off the loop)."""
+        return self._load_managed(domain)
+
+    def adopt(self, loaded: _Loaded) -> None:
+        """Serve ``loaded`` for new handshakes, and follow its files (on the loop)."""
+        self._loaded.append(loaded)
+        self._index()
 
     def expiries(self) -> list[tuple[str, datetime | None]]:
         """Each certificate's first name and expiry (None: a placeholder)."""
