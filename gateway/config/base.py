@@ -37,6 +37,16 @@ def _check_name(value: str) -> str:
 Name = Annotated[str, AfterValidator(_check_name)]
 
 
+def _check_redis_url(value: str) -> str:
+    if not re.fullmatch(r"rediss?://[^\s/]+(/\d{1,2})?", value):
+        raise ValueError("must be redis://host:port[/db] or rediss://host:port[/db]")
+    return value
+
+
+# A Redis server (shared limits, the cache's tier, ACME storage); rediss:// for TLS.
+RedisUrl = Annotated[str, AfterValidator(_check_redis_url)]
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
     """One problem in a config file: where it is and what was expected."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, field_validator
 
-from gateway.config.base import _TOKEN, ConfigIssue, _Model
+from gateway.config.base import _TOKEN, ConfigIssue, RedisUrl, _Model
 from gateway.config.paths import ca_file_issue, writable_file_issue
 
 if TYPE_CHECKING:
@@ -79,19 +79,12 @@ class CacheRedis(_Model):
     """The tier every worker and instance shares: entries stored after a miss, looked up
     after a memory miss, and purges announced to all."""
 
-    url: str
+    url: RedisUrl
     password: str | None = None
     ca_file: str | None = None  # for rediss://
     key_prefix: str = "gwc:"
     timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
     max_entry_bytes: Annotated[int, Field(ge=0, le=64 << 20)] = 1 << 20
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.fullmatch(r"rediss?://[^\s/]+(/\d{1,2})?", value):
-            raise ValueError("must be redis://host:port[/db] or rediss://host:port[/db]")
-        return value
 
 
 class Cache(_Model):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -16,6 +15,7 @@ from gateway.config.base import (
     _TOKEN,
     ConfigIssue,
     Name,
+    RedisUrl,
     _check_cidrs,
     _Model,
 )
@@ -75,7 +75,7 @@ class RedisBackend(_Model):
     tick of a worker, for the decisions its requests asked for in it."""
 
     kind: Literal["redis"]
-    url: str  # redis://host:port/db, or rediss:// for TLS
+    url: RedisUrl  # redis://host:port/db, or rediss:// for TLS
     password: str | None = None
     ca_file: str | None = None  # for rediss://: the CA that signed the server's certificate
     key_prefix: str = "gw:"
@@ -83,13 +83,6 @@ class RedisBackend(_Model):
     # Redis down or slower than timeout_ms: this worker's share ("local"), or let the
     # request through ("allow"), or refuse it ("deny").
     on_error: Literal["local", "allow", "deny"] = "local"
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.fullmatch(r"rediss?://[^\s/]+(/\d{1,2})?", value):
-            raise ValueError("must be redis://host:port[/db] or rediss://host:port[/db]")
-        return value
 
 
 class RateLimits(_Model):

@@ -17,6 +17,7 @@ from pydantic import (
 
 from gateway.config.base import (
     ConfigIssue,
+    RedisUrl,
     _Model,
 )
 from gateway.config.paths import (
@@ -61,19 +62,12 @@ class AcmeShared(_Model):
     (encrypted with ``encryption_key``), renewal state, challenge answers and a lock per
     name. ``storage`` stays the local copy each instance serves from."""
 
-    url: str  # redis://host:port[/db], or rediss:// for TLS
+    url: RedisUrl  # redis://host:port[/db], or rediss:// for TLS
     password: str | None = None
     ca_file: str | None = None  # for rediss://: the CA that signed the server's certificate
     key_prefix: str = "gwacme:"
     encryption_key: Annotated[str, Field(min_length=16)]
     timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.fullmatch(r"rediss?://[^\s/]+(/\d{1,2})?", value):
-            raise ValueError("must be redis://host:port[/db] or rediss://host:port[/db]")
-        return value
 
 
 class AcmeDnsTsig(_Model):
