@@ -66,7 +66,9 @@ def test_raising_the_allocation_enrols_more_without_moving_anyone() -> None:
         if was is not None:
             assert after.variant_of(visitor) == was
     assert abs(shares(after)[None] - 0.1) < 0.01
-    # And lowering it un-enrols only the excess: the reverse of the above.
+    # And lowering it (after -> before) un-enrols only the excess: nobody changes variant.
+    for visitor in VISITORS[:20_000]:
+        assert before.variant_of(visitor) in (None, after.variant_of(visitor))
 
 
 def test_changing_the_split_moves_only_the_visitors_it_must() -> None:

@@ -99,9 +99,12 @@ async def test_variants_reach_their_backend_and_every_event_says_which(
             status, body, cookies = await get(gw.url("/cart"), again)
             assert body["backend"] == "variant"
             assert [c for c in cookies if c.startswith("xp=")] == []  # unchanged: not re-set
-            status, body, _ = await get(gw.url("/cart"), {"vid": old_visitor, "sid": "s-2"})
+            forged = {"X-Experiment-checkout": "new"}  # a client's own copy is replaced
+            status, body, _ = await get(gw.url("/cart"), {"vid": old_visitor, "sid": "s-2"},
+                                        **forged)  # fmt: skip
             assert (body["backend"], body["path"]) == ("control", "/cart")
-            assert upstream_header(body, "X-Experiment-checkout") == "old"
+            sent = [v for k, v in body["headers"] if k.lower() == "x-experiment-checkout"]
+            assert sent == ["old"]
             assert upstream_header(body, "X-Flag") is None
             # Targeting: pricing only for requests with X-Beta: 1.
             _, body, cookies = await get(gw.url("/"), again, **{"X-Beta": "1"})
@@ -133,6 +136,13 @@ async def test_variants_reach_their_backend_and_every_event_says_which(
                  str(gw.config_path), "--url", gw.url("", listener="admin").rstrip("/"), "list"],
                 capture_output=True, text=True, cwd=ROOT, timeout=60,
             )  # fmt: skip
+            shown = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "gateway", "experiments", "--config",
+                 str(gw.config_path), "--url", gw.url("", listener="admin").rstrip("/"),
+                 "show", "checkout"],
+                capture_output=True, text=True, cwd=ROOT, timeout=60,
+            )  # fmt: skip
     events = values(await kafka_broker.records(config["kafka"]["topic"]))
     exposures = [e for e in events if e["event_type"] == "experiment_exposure"]
     assert [(e["properties"]["experiment"], e["properties"]["variant"],
@@ -159,6 +169,8 @@ async def test_variants_reach_their_backend_and_every_event_says_which(
     assert missing[0] == 404
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.startswith("checkout running old=") and "srm p=" in cli.stdout
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == one[1]  # the admin API's answer, as JSON
 
 
 async def test_the_override_is_ignored_from_clients_it_does_not_trust(

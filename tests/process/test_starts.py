@@ -41,9 +41,33 @@ def test_proxy_prints_the_config_it_serves() -> None:
     }  # fmt: skip
 
 
+def test_the_starts_defaults_as_documented() -> None:
+    _, out, _ = printed("proxy", "--to", "127.0.0.1:3000", "--print")
+    assert json.loads(out)["server"]["listeners"] == [
+        {"name": "web", "host": "0.0.0.0", "port": 8080}
+    ]
+    _, out, _ = printed("serve-files", "--print")
+    assert json.loads(out) == {
+        "server": {"listeners": [{"name": "web", "host": "0.0.0.0", "port": 8080}]},
+        "routes": [{"name": "files", "static": {"root": ".", "listing": False}}],
+    }
+    _, out, _ = printed("serve-files", "--listing", "--print")
+    assert json.loads(out)["routes"][0]["static"]["listing"] is True
+    # collect without --kafka: the spool keeps the events; the secrets are made up, printed.
+    _, out, _ = printed("collect", "--print")
+    config = json.loads(out)
+    assert "kafka" not in config
+    (write_key,) = config["tracking"]["write_keys"]
+    (user,) = config["routes"][2]["intake"]["users"]
+    assert len(write_key) >= 16 and len(user["password"]) >= 16
+    _, again, _ = printed("collect", "--print")
+    assert json.loads(again)["tracking"]["write_keys"] != [write_key]  # made up each time
+
+
 def test_proxy_over_https_orders_its_certificate_and_redirects_port_80() -> None:
     code, out, _ = printed("proxy", "--https", "shop.example.com", "--to", ":3000",
-                           "--email", "ops@shop.example.com", "--print")  # fmt: skip
+                           "--email", "ops@shop.example.com", "--acme-directory",
+                           "https://ca.example/dir", "--print")  # fmt: skip
     assert code == 0
     config = json.loads(out)
     assert config["server"]["listeners"] == [
@@ -51,7 +75,8 @@ def test_proxy_over_https_orders_its_certificate_and_redirects_port_80() -> None
         {"name": "http", "host": "0.0.0.0", "port": 80, "redirect_to_https": 443},
     ]
     assert config["tls"] == {"acme": {"domains": ["shop.example.com"], "agree_to_terms": True,
-                                      "email": "ops@shop.example.com"}}  # fmt: skip
+                                      "email": "ops@shop.example.com",
+                                      "directory": "https://ca.example/dir"}}  # fmt: skip
     assert config["routes"][0]["proxy"]["upstreams"] == ["http://127.0.0.1:3000"]
     parse_config(out.encode(), env={})  # what gateway run would accept
 

@@ -97,6 +97,8 @@ DNS = {"server": "127.0.0.1:53", "zone": ZONE, "tsig": TSIG}
         ({"domains": [f"*.{ZONE}"]}, "tls.acme.domains[0]: a wildcard name needs dns-01"),
         ({"challenge": "dns-01"}, "tls.acme.dns: dns-01 needs the DNS server"),
         ({"dns": DNS}, 'tls.acme.dns: only used with "challenge": "dns-01"'),
+        ({"challenge": "dns-01", "dns": DNS, "on_demand": {"ask": "http://127.0.0.1:9/"}},
+         "tls.acme.on_demand: needs http-01 or tls-alpn-01"),
         ({"challenge": "dns-01", "dns": DNS, "domains": ["www.other.test"]},
          f"tls.acme.domains[0]: 'www.other.test' is not in {ZONE}"),
         ({"challenge": "dns-01", "dns": {**DNS, "tsig": {**TSIG, "secret": "no b64 !!!!!!!!!"}}},

@@ -115,3 +115,20 @@ async def test_a_name_that_is_not_a_dns_name_is_never_asked_about(
             await https_get(gw.ports["https"], name, context)
             await asyncio.sleep(0.3)
     assert asked == []
+
+
+def test_only_dns_names_are_queued() -> None:
+    async def never(name: str) -> bool:
+        raise AssertionError("not ordered")
+
+    from gateway.config import AcmeOnDemand
+    from gateway.tls.ondemand import OnDemand
+
+    on_demand = OnDemand(AcmeOnDemand(ask="http://127.0.0.1:9/ask"), never)
+    for name in ("1.2.3.4", "nodot", "a..test", "-a.test", "a-.test", "under_score.test",
+                 "x" * 64 + ".test", "a.test\x00", "é.test", "a." + "b" * 250):  # fmt: skip
+        on_demand.wanted(name)
+    assert on_demand._queue.qsize() == 0
+    on_demand.wanted("shop.example.com")
+    on_demand.wanted("shop.example.com")  # pending already: once
+    assert on_demand._queue.qsize() == 1
