@@ -13,19 +13,22 @@ EXIT_CONFIG = 2
 
 
 def add_commands(commands: Any) -> None:
-    """The admin clients, on ``gateway``'s sub-command parser."""
-    links = commands.add_parser(
-        "links",
-        help="manage redirect links through the admin API",
-        description="List, add and delete redirect links through the admin API. Examples: "
-        "gateway links add https://shop.example/sale --slug sale --utm-source mail; "
-        "gateway links list; gateway links rm sale",
-    )
-    links.add_argument("--config", default="config.json", help="config file (config.json)")
-    links.add_argument("--url", help="admin base URL (default: the config's admin listener)")
-    actions = links.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="list links")
-    listing.add_argument("--tag")
+    """The admin clients, on ``gateway``'s sub-command parser: each takes ``--config``
+    and ``--url``, then an action."""
+
+    def client(name: str, text: str, description: str) -> Any:
+        parser = commands.add_parser(name, help=text, description=description)
+        parser.add_argument("--config", default="config.json", help="config file (config.json)")
+        parser.add_argument("--url", help="admin base URL (default: the config's admin listener)")
+        return parser.add_subparsers(dest="action", required=True)
+
+    actions = client(
+        "links", "manage redirect links through the admin API",
+        "List, add and delete redirect links through the admin API. Examples: gateway links "
+        "add https://shop.example/sale --slug sale --utm-source mail; gateway links list; "
+        "gateway links rm sale",
+    )  # fmt: skip
+    actions.add_parser("list", help="list links").add_argument("--tag")
     add = actions.add_parser("add", help="create a link")
     add.add_argument("target")
     add.add_argument("--slug")
@@ -35,50 +38,35 @@ def add_commands(commands: Any) -> None:
     add.add_argument("--tag", action="append", default=[])
     for key in ("source", "medium", "campaign", "term", "content"):
         add.add_argument(f"--utm-{key}")
-    remove = actions.add_parser("rm", help="delete a link")
-    remove.add_argument("slug")
-    cache = commands.add_parser(
-        "cache",
-        help="purge the edge cache through the admin API",
-        description="Purge cached answers on every worker (and, with a Redis tier, every "
-        "instance). Examples: gateway cache purge https://shop.example/page; "
-        "gateway cache purge --tag product-42 --soft",
-    )
-    cache.add_argument("--config", default="config.json", help="config file (config.json)")
-    cache.add_argument("--url", help="admin base URL (default: the config's admin listener)")
-    cache_actions = cache.add_subparsers(dest="action", required=True)
-    purge = cache_actions.add_parser("purge", help="purge by URL, prefix or tag")
+    actions.add_parser("rm", help="delete a link").add_argument("slug")
+    actions = client(
+        "cache", "purge the edge cache through the admin API",
+        "Purge cached answers on every worker (and, with a Redis tier, every instance). "
+        "Examples: gateway cache purge https://shop.example/page; gateway cache purge --tag "
+        "product-42 --soft",
+    )  # fmt: skip
+    purge = actions.add_parser("purge", help="purge by URL, prefix or tag")
     named = purge.add_mutually_exclusive_group(required=True)
     named.add_argument("purge_url", nargs="?", metavar="URL", help="one URL, query included")
     named.add_argument("--prefix", help="every URL below it, e.g. https://shop.example/blog/")
     named.add_argument("--tag", help="what the origin tagged (Surrogate-Key)")
     purge.add_argument("--soft", action="store_true", help="mark stale instead of removing")
-    experiments = commands.add_parser(
-        "experiments",
-        help="experiments' exposures and split check through the admin API",
-        description="Exposures per variant (and per day, with show) summed over every "
-        "worker, and the sample-ratio-mismatch check against the configured weights. "
-        "Examples: gateway experiments list; gateway experiments show checkout",
-    )
-    experiments.add_argument("--config", default="config.json", help="config file")
-    experiments.add_argument("--url", help="admin base URL (default: the config's admin)")
-    experiment_actions = experiments.add_subparsers(dest="action", required=True)
-    experiment_actions.add_parser("list", help="every experiment, one line each")
-    show = experiment_actions.add_parser("show", help="one experiment, as JSON")
-    show.add_argument("name")
-
-    certs = commands.add_parser(
-        "certs",
-        help="the certificates served, and ACME renewals, through the admin API",
-        description="List the certificates a worker serves (name, expiry, placeholder, the "
-        "last failed order) or order ACME certificates now, due or not. Examples: "
-        "gateway certs list; gateway certs renew shop.example.com",
-    )
-    certs.add_argument("--config", default="config.json", help="config file (config.json)")
-    certs.add_argument("--url", help="admin base URL (default: the config's admin listener)")
-    cert_actions = certs.add_subparsers(dest="action", required=True)
-    cert_actions.add_parser("list", help="every certificate, one line each")
-    renew = cert_actions.add_parser("renew", help="order now (every ACME name, or NAME)")
+    actions = client(
+        "experiments", "experiments' exposures and split check through the admin API",
+        "Exposures per variant (and per day, with show) summed over every worker, and the "
+        "sample-ratio-mismatch check against the configured weights. Examples: gateway "
+        "experiments list; gateway experiments show checkout",
+    )  # fmt: skip
+    actions.add_parser("list", help="every experiment, one line each")
+    actions.add_parser("show", help="one experiment, as JSON").add_argument("name")
+    actions = client(
+        "certs", "the certificates served, and ACME renewals, through the admin API",
+        "List the certificates a worker serves (name, expiry, placeholder, the last failed "
+        "order) or order ACME certificates now, due or not. Examples: gateway certs list; "
+        "gateway certs renew shop.example.com",
+    )  # fmt: skip
+    actions.add_parser("list", help="every certificate, one line each")
+    renew = actions.add_parser("renew", help="order now (every ACME name, or NAME)")
     renew.add_argument("name", nargs="?", help="one of tls.acme.domains")
 
 
