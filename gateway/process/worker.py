@@ -8,7 +8,8 @@ whether a signal or a test asks for it:
    requests get up to ``server.shutdown_timeout`` seconds, then are cancelled;
 3. background tasks (flushers, ACME renewal, the parent watch) are cancelled, and the
    edge cache's (refreshes, writes to Redis, the purge follower);
-4. upstream pools and their health probes are closed;
+4. upstream pools and their health probes are closed, then the shared rate-limit
+   backend and the ACME storage (their Redis clients);
 5. the link store is closed;
 6. the event pipeline is flushed (to Kafka within ``shutdown_timeout``, else to the
    spool) and closed;
@@ -26,7 +27,6 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
@@ -49,6 +49,7 @@ from gateway.proxy.group import UpstreamRegistry
 from gateway.request.errors import HTTPError
 from gateway.request.path import Gateway
 from gateway.request.runtime import RuntimeHolder, Services
+from gateway.tls.shared import storage_for
 
 # What a config does not use is never imported (a worker's memory): redis with shared
 # limits, cryptography and acme with TLS.
@@ -125,12 +126,16 @@ class Worker:
             from gateway.cache.service import CacheService
 
             self.cache = CacheService(config.cache, self.metrics)
+        # One ACME storage (challenge answers, certificate store, renewer), closed in order.
+        acme = config.tls.acme if config.tls is not None else None
+        self.acme_storage = storage_for(acme) if acme is not None else None
         self.services = Services(
             self.metrics,
             self.upstreams,
             Sink(self.pipeline, lambda kind: self.metrics.observe_event(kind, "withheld")),
             limits_backend=self.limits_backend,
             cache=self.cache,
+            acme_storage=self.acme_storage,
         )
         self.holder = RuntimeHolder(config, self.services)
         self.readiness = Readiness()
@@ -185,7 +190,9 @@ class Worker:
             from gateway.tls.manager import Certificates
 
             # Blocking (reads the certificate files): once, before serving.
-            certificates = self.certificates = Certificates(config.tls, self.metrics)
+            certificates = self.certificates = Certificates(
+                config.tls, self.metrics, self.acme_storage
+            )
             self.readiness.add_check("certificates", certificates.health)
         gateway = Gateway(
             self.holder,
@@ -294,6 +301,7 @@ class Worker:
             ("close the cache", self._close_cache),
             ("close upstream pools", self.upstreams.close),
             ("close the rate-limit backend", self._close_limits_backend),
+            ("close the ACME storage", self._close_acme_storage),
             ("close the link store", self._close_links),
             ("flush and close the event pipeline", self._close_pipeline),
             ("close the access log", self._close_access_log),
@@ -320,6 +328,10 @@ class Worker:
         if self.limits_backend is not None:
             await self.limits_backend.close()
 
+    async def _close_acme_storage(self) -> None:
+        if self.acme_storage is not None:
+            self.acme_storage.close()  # a Redis client with tls.acme.shared
+
     async def _close_links(self) -> None:
         if self._links is not None:
             await self._links.close()
@@ -336,12 +348,7 @@ class Worker:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     async def reload(self, config: Config | None = None) -> list[ConfigIssue]:

@@ -32,7 +32,6 @@ from gateway.request.clientip import ClientIPResolver
 from gateway.request.cors import Cors
 from gateway.request.response import HstsPolicy
 from gateway.request.router import HostMatcher, Router, RouteRule
-from gateway.tls.shared import storage_for
 from gateway.tls.storage import Storage
 
 if TYPE_CHECKING:  # redis, ua-parser, maxminddb: imported only when configured
@@ -194,7 +193,7 @@ def build_runtime(config: Config, services: Services, previous: Runtime | None =
             ]
         ),
         hsts=HstsPolicy(config.tls.hsts) if config.tls and config.tls.hsts else None,
-        acme_storage=storage_for(config.tls.acme) if config.tls and config.tls.acme else None,
+        acme_storage=services.acme_storage,
     )
 
 
@@ -208,6 +207,8 @@ class Services:
     links: LinkStore | None = None  # set once the worker's link store has loaded
     limits_backend: SharedBackend | None = None  # Redis, for rules with "shared": true
     cache: CacheService | None = None  # with a cached route at start: the edge cache
+    # tls.acme's storage at start (HTTP-01 answers; a change of tls.acme needs a restart).
+    acme_storage: Storage | None = None
 
 
 def _release(old: Runtime) -> None:

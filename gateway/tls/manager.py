@@ -16,7 +16,7 @@ from gateway.observability.health import CheckResult
 from gateway.observability.metrics import Metrics
 from gateway.tls.ondemand import OnDemand
 from gateway.tls.renewal import Outcome, Renewer
-from gateway.tls.shared import storage_for
+from gateway.tls.storage import Storage
 from gateway.tls.store import CertificateStore
 
 log = logging.getLogger("gateway.acme")
@@ -53,11 +53,15 @@ async def _in_thread(fn: Callable[[bool], _T], arg: bool) -> _T:
 class Certificates:
     """Owns the worker's certificates; its tasks run until the worker cancels them."""
 
-    def __init__(self, tls: Tls, metrics: Metrics) -> None:
+    def __init__(self, tls: Tls, metrics: Metrics, storage: Storage | None = None) -> None:
+        """``storage``: the worker's ACME storage (it owns it), with ``tls.acme``."""
         self._tls = tls
         self._metrics = metrics
-        self.store = CertificateStore(tls)
-        self._renewer = Renewer(tls.acme, storage_for(tls.acme), metrics) if tls.acme else None
+        self.store = CertificateStore(tls, storage)
+        self._renewer = None
+        if tls.acme is not None:
+            assert storage is not None, "tls.acme needs its storage"
+            self._renewer = Renewer(tls.acme, storage, metrics)
         self._failures: dict[str, str] = {}  # domain -> last failure this worker saw
         self._rescheduled = asyncio.Event()
         self.on_demand: OnDemand | None = None

@@ -122,6 +122,9 @@ class Storage:
         self.http_dir = os.path.join(root, "http-01")
         self.alpn_dir = os.path.join(root, "tls-alpn-01")
 
+    def close(self) -> None:
+        """Nothing to let go of: files are opened per call."""
+
     def read_account_key(self) -> bytes | None:
         try:
             with open(self.account_key, "rb") as handle:

@@ -20,8 +20,7 @@ from datetime import datetime, timedelta
 
 from gateway.config import Tls, TlsCertificate
 from gateway.tls.issuer import ACME_TLS_ALPN, self_signed
-from gateway.tls.shared import storage_for
-from gateway.tls.storage import CertificateInfo, certificate_info
+from gateway.tls.storage import CertificateInfo, Storage, certificate_info
 
 log = logging.getLogger("gateway.tls.store")
 
@@ -107,12 +106,12 @@ class CertificateStore:
     placeholder until the first is issued), and TLS-ALPN-01 validation certificates
     while an order is being validated."""
 
-    def __init__(self, tls: Tls) -> None:
+    def __init__(self, tls: Tls, storage: Storage | None = None) -> None:
         self._tls = tls
         self._loaded = [self._load(pair) for pair in tls.certificates]
-        self._storage = None
+        self._storage = storage  # tls.acme's; None without it
         if tls.acme is not None:
-            self._storage = storage_for(tls.acme)
+            assert storage is not None, "tls.acme needs its storage"
             self._loaded.extend(self._load_managed(domain) for domain in tls.acme.domains)
         self._by_name: dict[str, ssl.SSLContext] = {}
         self._index()
