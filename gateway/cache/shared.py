@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,11 +53,7 @@ class RedisTier:
 
     def __init__(self, config: CacheRedis, count_error: Callable[[str], object]) -> None:
         self.config = config
-        options: dict[str, Any] = {"password": config.password}
-        if config.url.startswith("rediss://"):
-            options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-            if config.ca_file:
-                options["ssl_ca_certs"] = config.ca_file
+        options = config.client_options()
         self._client = redis.Redis.from_url(config.url, **options)
         # Its own connection: a follower blocks on XREAD for up to a second at a time.
         self._follower = redis.Redis.from_url(config.url, **options)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -71,6 +72,24 @@ class ConfigError(Exception):
 class _Model(BaseModel):
     # strict: a port written as "8080" or a flag written as 1 is a mistake, not a value.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RedisServer(_Model):
+    """Where a Redis server is (shared limits, the cache's tier, ACME storage)."""
+
+    url: RedisUrl  # redis://host:port[/db], or rediss:// for TLS
+    password: str | None = None
+    ca_file: str | None = None  # for rediss://: the CA that signed the server's certificate
+
+    def client_options(self) -> dict[str, Any]:
+        """redis-py's options for it: the server's certificate verified on rediss:// (a
+        plain connection takes no TLS options at all: redis-py refuses them)."""
+        options: dict[str, Any] = {"password": self.password}
+        if self.url.startswith("rediss://"):
+            options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+            if self.ca_file:
+                options["ssl_ca_certs"] = self.ca_file
+        return options
 
 
 def _check_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, field_validator
 
-from gateway.config.base import _TOKEN, ConfigIssue, RedisUrl, _Model
+from gateway.config.base import _TOKEN, ConfigIssue, RedisServer, _Model
 from gateway.config.paths import ca_file_issue, writable_file_issue
 
 if TYPE_CHECKING:
@@ -75,13 +75,10 @@ class RouteCache(_Model):
         return value
 
 
-class CacheRedis(_Model):
+class CacheRedis(RedisServer):
     """The tier every worker and instance shares: entries stored after a miss, looked up
     after a memory miss, and purges announced to all."""
 
-    url: RedisUrl
-    password: str | None = None
-    ca_file: str | None = None  # for rediss://
     key_prefix: str = "gwc:"
     timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
     max_entry_bytes: Annotated[int, Field(ge=0, le=64 << 20)] = 1 << 20

@@ -15,7 +15,7 @@ from gateway.config.base import (
     _TOKEN,
     ConfigIssue,
     Name,
-    RedisUrl,
+    RedisServer,
     _check_cidrs,
     _Model,
 )
@@ -70,14 +70,11 @@ class LocalBackend(_Model):
     kind: Literal["local"] = "local"
 
 
-class RedisBackend(_Model):
+class RedisBackend(RedisServer):
     """Shared rules are decided on Redis, for all instances: one round trip per event-loop
     tick of a worker, for the decisions its requests asked for in it."""
 
     kind: Literal["redis"]
-    url: RedisUrl  # redis://host:port/db, or rediss:// for TLS
-    password: str | None = None
-    ca_file: str | None = None  # for rediss://: the CA that signed the server's certificate
     key_prefix: str = "gw:"
     timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 20
     # Redis down or slower than timeout_ms: this worker's share ("local"), or let the

@@ -17,10 +17,11 @@ from pydantic import (
 
 from gateway.config.base import (
     ConfigIssue,
-    RedisUrl,
+    RedisServer,
     _Model,
 )
 from gateway.config.paths import (
+    ca_file_issue,
     certificate_pair_issue,
 )
 
@@ -57,14 +58,11 @@ class AcmeEab(_Model):
     hmac_key: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+=*$")]
 
 
-class AcmeShared(_Model):
+class AcmeShared(RedisServer):
     """Storage on Redis shared by every instance: the account, certificates and keys
     (encrypted with ``encryption_key``), renewal state, challenge answers and a lock per
     name. ``storage`` stays the local copy each instance serves from."""
 
-    url: RedisUrl  # redis://host:port[/db], or rediss:// for TLS
-    password: str | None = None
-    ca_file: str | None = None  # for rediss://: the CA that signed the server's certificate
     key_prefix: str = "gwacme:"
     encryption_key: Annotated[str, Field(min_length=16)]
     timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
@@ -194,8 +192,8 @@ def checks(config: Config) -> Iterator[ConfigIssue]:
             if acme.retry_max < acme.retry_min:
                 yield ConfigIssue("tls.acme.retry_max", "must be at least retry_min")
             shared = acme.shared
-            if shared is not None and shared.ca_file and not os.path.isfile(shared.ca_file):
-                yield ConfigIssue("tls.acme.shared.ca_file", f"{shared.ca_file}: no such file")
+            if shared is not None and shared.ca_file and (problem := ca_file_issue(shared.ca_file)):
+                yield ConfigIssue("tls.acme.shared.ca_file", problem)
             if acme.ca_bundle is not None and not os.path.isfile(acme.ca_bundle):
                 yield ConfigIssue("tls.acme.ca_bundle", f"{acme.ca_bundle}: no such file")
             yield from _dns_checks(acme)

@@ -16,10 +16,8 @@ import asyncio
 import hashlib
 import logging
 import math
-import ssl
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
@@ -61,11 +59,7 @@ class SharedBackend:
 
     def __init__(self, config: RedisBackend, count_error: Callable[[str], None]) -> None:
         self.config = config
-        options: dict[str, Any] = {"password": config.password}
-        if config.url.startswith("rediss://"):
-            options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-            if config.ca_file:
-                options["ssl_ca_certs"] = config.ca_file
+        options = config.client_options()
         # hiredis parses the replies when installed (the "redis[hiredis]" extra).
         self._client = redis.Redis.from_url(config.url, **options)
         self._timeout = config.timeout_ms / 1000

@@ -74,13 +74,11 @@ class SharedStorage(Storage):
         self.lock_ttl = 2 * order_timeout + 30
         import redis  # only when configured
 
-        options = {"ssl_ca_certs": shared.ca_file} if shared.ca_file else {}
         self._redis = redis.Redis.from_url(
             shared.url,
-            password=shared.password,
             socket_timeout=shared.timeout,
             socket_connect_timeout=shared.timeout,
-            **options,
+            **shared.client_options(),
         )
 
     def close(self) -> None:

@@ -162,6 +162,19 @@ def test_a_lock_left_by_a_holder_that_died_expires(
             pass
 
 
+def test_a_ca_file_is_for_rediss_only(tmp_path: Path, redis_server: RedisServer) -> None:
+    # redis-py refuses TLS options on a plain connection: they are given on rediss:// only.
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(split_pem(self_signed("ca.test", datetime.timedelta(days=1)))[0])
+    config = AcmeShared(url=redis_server.url, encryption_key=SECRET, ca_file=str(ca))
+    plain = SharedStorage(str(tmp_path / "copy"), config, order_timeout=90)
+    with plain.lock(wait=False, name="a.test"):
+        plain.write_account_key(b"key")
+    assert plain.read_account_key() == b"key"
+    secure = AcmeShared(url="rediss://r.test:6380", encryption_key=SECRET, ca_file=str(ca))
+    assert secure.client_options()["ssl_ca_certs"] == str(ca)
+
+
 def test_keys_are_encrypted_at_rest(tmp_path: Path, redis_server: RedisServer) -> None:
     cert, key = split_pem(self_signed("a.test", datetime.timedelta(days=7)))
     writer = storage(tmp_path / "writer", redis_server)
