@@ -212,32 +212,26 @@ class GatewayProtocol(RequestHandler):
             # client has not written on yet (Go's Shutdown gives those 5 s; here their
             # head deadline): let the request be read and answered, with Connection:
             # close, as an in-flight one is.
-            loop = self._loop
-            started = loop.time()
-            self._handler_waiter = loop.create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._handler_waiter
-            except TimeoutError:
-                pass
-            finally:
-                self._handler_waiter = None
-            timeout = max(0.001, timeout - (loop.time() - started))
+            timeout = await self._wait_for_handler(timeout)
         if self._request_in_progress and timeout:
-            loop = self._loop
-            started = loop.time()
             self._close = True  # no further request on this connection
-            self._handler_waiter = loop.create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._handler_waiter
-            except TimeoutError:
-                pass
-            finally:
-                self._handler_waiter = None
-            # Never 0: aiohttp reads a zero timeout as "no limit".
-            timeout = max(0.001, timeout - (loop.time() - started))
+            timeout = await self._wait_for_handler(timeout)
         await super().shutdown(timeout)
+
+    async def _wait_for_handler(self, limit: float) -> float:
+        """Until the request's handler is done (or the connection lost), at most
+        ``limit`` seconds; the time left, never 0 (aiohttp reads 0 as "no limit")."""
+        loop = self._loop
+        started = loop.time()
+        self._handler_waiter = loop.create_future()
+        try:
+            async with asyncio.timeout(limit):
+                await self._handler_waiter
+        except TimeoutError:
+            pass
+        finally:
+            self._handler_waiter = None
+        return max(0.001, limit - (loop.time() - started))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         waiter = self._handler_waiter
