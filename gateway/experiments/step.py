@@ -107,7 +107,9 @@ class ExperimentStep:
             assigner = arm.assigner
             if arm.targeted and not self._targets(arm.experiment, request, info.client_ip, jar):
                 continue
-            decision = assigner.decide(visitor, held, self._asked(arm, request, jar, info))
+            decision = assigner.decide(
+                visitor, held, self._asked(arm, request, jar, info.client_ip)
+            )
             name = assigner.name
             if decision is None:
                 assignments.pop(name, None)
@@ -162,7 +164,7 @@ class ExperimentStep:
 
     @staticmethod
     def _asked(
-        arm: Arm, request: web.BaseRequest, jar: Mapping[str, str], info: object
+        arm: Arm, request: web.BaseRequest, jar: Mapping[str, str], client_ip: str
     ) -> str | None:
         """The QA override's variant, when configured and the client may use it."""
         override = arm.experiment.override
@@ -175,7 +177,6 @@ class ExperimentStep:
             asked = jar.get(override.cookie)
         if asked is None:
             return None
-        client_ip = getattr(info, "client_ip", "")
         if arm.override_from is not None and arm.override_from.refuses(client_ip):
             return None
         return asked

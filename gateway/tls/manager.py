@@ -94,19 +94,18 @@ class Certificates:
         renewer, acme = self._renewer, self._tls.acme
         assert renewer is not None and acme is not None
         renewer.on_demand.append(name)
-        deadline = asyncio.get_running_loop().time() + acme.order_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + acme.order_timeout
         while True:
             (outcome,), _ = await _in_thread(lambda force: renewer.check(force, name), False)
-            if outcome.status != "busy" or asyncio.get_running_loop().time() > deadline:
+            if outcome.status != "busy" or loop.time() > deadline:
                 break
             await asyncio.sleep(1.0)  # another process orders it: load its result
         if outcome.status not in ("issued", "current"):
             renewer.on_demand.remove(name)
             self._failures[name] = outcome.detail
             return False
-        loaded = await asyncio.get_running_loop().run_in_executor(
-            None, self.store.load_managed, name
-        )
+        loaded = await loop.run_in_executor(None, self.store.load_managed, name)
         self.store.adopt(loaded)
         self.publish()
         return True

@@ -29,14 +29,14 @@ import secrets
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import orjson
-
 from gateway.tls.storage import (
     TOKEN,
     CertificateInfo,
     LockBusy,
     RenewalState,
     Storage,
+    state_from,
+    state_json,
     write_atomic,
 )
 
@@ -144,23 +144,10 @@ class SharedStorage(Storage):
 
     def read_state(self, domain: str) -> RenewalState:
         raw = self._get(f"state:{domain}")
-        if raw is None:
-            return RenewalState()
-        try:
-            fields = orjson.loads(raw)
-            return RenewalState(
-                int(fields["failures"]),
-                float(fields["next_attempt"]),
-                str(fields["last_error"]),
-                str(fields["directory"]),
-            )
-        except (ValueError, KeyError, TypeError):
-            return RenewalState()
+        return RenewalState() if raw is None else state_from(raw)
 
     def write_state(self, domain: str, state: RenewalState) -> None:
-        body = {"failures": state.failures, "next_attempt": state.next_attempt,
-                "last_error": state.last_error, "directory": state.directory}  # fmt: skip
-        self._redis.set(self._prefix + f"state:{domain}", orjson.dumps(body))
+        self._redis.set(self._prefix + f"state:{domain}", state_json(state))
 
     # Challenge answers, offered by the ordering process to every instance.
 

@@ -15,6 +15,7 @@ Layout under ``tls.acme.storage``::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import re
@@ -52,6 +53,25 @@ class RenewalState:
     next_attempt: float = 0.0
     last_error: str = ""
     directory: str = ""
+
+
+def state_json(state: RenewalState) -> bytes:
+    """A renewal state as stored (a file's or Redis's)."""
+    return orjson.dumps(dataclasses.asdict(state))
+
+
+def state_from(raw: bytes) -> RenewalState:
+    """A stored renewal state; a missing field or a broken one reads as no failures."""
+    try:
+        fields = orjson.loads(raw)
+        return RenewalState(
+            int(fields["failures"]),
+            float(fields["next_attempt"]),
+            str(fields["last_error"]),
+            str(fields["directory"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return RenewalState()
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -174,24 +194,12 @@ class Storage:
     def read_state(self, domain: str) -> RenewalState:
         try:
             with open(os.path.join(self.root, domain, "state.json"), "rb") as handle:
-                raw = orjson.loads(handle.read())
-            return RenewalState(
-                int(raw["failures"]),
-                float(raw["next_attempt"]),
-                str(raw["last_error"]),
-                str(raw["directory"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
+                return state_from(handle.read())
+        except OSError:
             return RenewalState()
 
     def write_state(self, domain: str, state: RenewalState) -> None:
-        body = {
-            "failures": state.failures,
-            "next_attempt": state.next_attempt,
-            "last_error": state.last_error,
-            "directory": state.directory,
-        }
-        write_atomic(os.path.join(self.root, domain, "state.json"), orjson.dumps(body))
+        write_atomic(os.path.join(self.root, domain, "state.json"), state_json(state))
 
     # Challenge answers: written by the process ordering, read by whichever worker the
     # CA's validation request reaches.
